@@ -1,0 +1,25 @@
+"""Exceptions raised for problems a user can fix.
+
+Library code raises these with a sentence that names the argument, the value and what to do;
+the CLI prints that one line and exits with status 1 (no traceback).
+"""
+
+
+class PipelineError(Exception):
+    """Base class for every user-facing error of the package."""
+
+
+class ModelUnavailableError(PipelineError):
+    """A model spec is unknown, or its weights cannot be obtained here."""
+
+
+class ImageReadError(PipelineError):
+    """An image file is missing, unreadable, or not an image."""
+
+
+class StoreError(PipelineError):
+    """An HDF5 mask store is missing, malformed, or incompatible with the requested run."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A configuration value is out of range or unknown."""

@@ -1,0 +1,62 @@
+"""Explain one image: solve its mask and write the seed's four pictures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import masks as masklib
+from .config import SolverConfig
+from .data import load_image
+from .models import Classifier
+from .render import pictures, save_pictures
+from .solver import Perturber, SolveResult, solve
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """One image's result: the solver's output for a batch of one, and the pictures written."""
+
+    result: SolveResult
+    class_name: str
+    files: list[Path]
+
+
+def to_input(array, size: tuple[int, int]) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB to a ``(1, 3, *size)`` float tensor in [0, 1], resized without cropping."""
+    image = torch.from_numpy(np.array(array)).permute(2, 0, 1).float().unsqueeze(0) / 255
+    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def explain_image(path: str | Path, classifier: Classifier, config: SolverConfig, out_dir: str | Path,
+                  target: int | None = None) -> Explanation:
+    """Solve the mask of the image at ``path`` and write heatmap/mask/cam/perturbated PNGs to ``out_dir``.
+
+    Raises:
+        ImageReadError: when the file is missing or not a readable image.
+    """
+    image = to_input(load_image(path), classifier.input_size).to(classifier.device)
+    targets = None if target is None else torch.tensor([target])
+    result = solve(classifier, image, config, targets=targets)
+    size = classifier.input_size
+    mask_up = masklib.upsample(result.masks, size, config.mask).mean(1, keepdim=True)
+    heat = masklib.saliency(result.masks, config.objective.game, size, config.mask)
+    blurred = _perturbed_rgb(classifier, image, mask_up, config)
+    pics = pictures(image[0], mask_up[0], heat[0], blurred[0])
+    files = save_pictures(pics, out_dir)
+    name = classifier.vocabulary.names[int(result.targets[0])]
+    return Explanation(result, name, files)
+
+
+def _perturbed_rgb(classifier: Classifier, image: torch.Tensor, mask_up: torch.Tensor, config: SolverConfig) -> torch.Tensor:
+    """The perturbed image in [0, 1] RGB, as the model saw it (without noise)."""
+    seeds = torch.zeros(len(image), dtype=torch.long, device=image.device)
+    with torch.no_grad():
+        seen = Perturber(classifier.normalize(image), config, seeds)(mask_up)
+    std = torch.tensor(classifier.std, device=image.device).view(1, 3, 1, 1)
+    mean = torch.tensor(classifier.mean, device=image.device).view(1, 3, 1, 1)
+    return (seen * std + mean).clamp(0, 1)

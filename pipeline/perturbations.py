@@ -1,0 +1,133 @@
+"""Perturbation operators: what replaces the pixels a mask removes.
+
+Every operator works on a batch of normalised images ``(B, 3, H, W)`` and is differentiable where
+it depends on the mask. Masks here are already upsampled to the image size, ``(B, 1, H, W)`` in
+``[0, 1]``, with **1 = keep the pixel, 0 = perturb it**.
+
+Two shapes of operator:
+
+* *substrate* operators compute a fixed ``p(x)`` once per batch; the perturbed input is the blend
+  ``x_m = m * x + (1 - m) * p(x)`` (:func:`blend`);
+* the paper's *mask-modulated blur* blurs each pixel with its own ``sigma(u) = sigma0 * (1 - m(u))``;
+  it is made differentiable as a blur pyramid (:class:`BlurPyramid`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+
+from .errors import ConfigError
+
+PerturbationKind = Literal["blur", "median", "seed-average", "constant", "noise", "modulated-blur"]
+"""``blur``: Gaussian blur (``sigma``); ``median``: median filter (``median_size``);
+``seed-average``: mean of the seed's 11/sigma-5 Gaussian and 11 median blur (its README);
+``constant``: the image's mean colour, or zero (= mean grey after normalisation);
+``noise``: i.i.d. Gaussian noise of std ``noise_std`` around the image;
+``modulated-blur``: the paper's per-pixel blur ``sigma0 * (1 - m)`` through a ``levels``-level pyramid."""
+
+KINDS = ("blur", "median", "seed-average", "constant", "noise", "modulated-blur")
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """How pixels are perturbed. Sigmas and sizes are in pixels of the model input (224 px)."""
+
+    kind: PerturbationKind = "blur"
+    sigma: float = 10.0
+    kernel_size: int = 0  # 0: 2 * ceil(3 sigma) + 1, capped to fit the image
+    median_size: int = 11
+    constant: Literal["mean", "zero"] = "mean"
+    noise_std: float = 0.2
+    levels: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"perturbation.kind {self.kind!r} is unknown; choose one of {', '.join(KINDS)}")
+        if self.sigma <= 0 or self.levels < 2 or self.median_size < 1 or self.median_size % 2 == 0:
+            raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
+        if self.constant not in ("mean", "zero"):
+            raise ConfigError(f"perturbation.constant {self.constant!r} must be 'mean' or 'zero'")
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float, kernel_size: int = 0) -> torch.Tensor:
+    """Gaussian blur of ``(B, C, H, W)`` with reflect borders (OpenCV's default border).
+
+    ``kernel_size`` 0 takes ``2 * ceil(3 sigma) + 1``, reduced (odd) to fit the image.
+    """
+    if kernel_size <= 0:
+        kernel_size = 2 * math.ceil(3 * sigma) + 1
+    limit = min(images.shape[-2:])
+    kernel_size = min(kernel_size, limit - 1 if limit % 2 == 0 else limit)
+    return TF.gaussian_blur(images, [kernel_size, kernel_size], [sigma, sigma])
+
+
+def median_blur(images: torch.Tensor, size: int = 11) -> torch.Tensor:
+    """Median filter of ``(B, C, H, W)`` over ``size x size`` windows, replicated borders
+    (as OpenCV's ``medianBlur`` and ``scipy.ndimage.median_filter(mode='nearest')``)."""
+    pad = size // 2
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    batch, channels, height, width = images.shape
+    out = torch.empty_like(images)
+    # One channel at a time: the unfolded windows are size**2 times the image.
+    for c in range(channels):
+        windows = F.unfold(padded[:, c : c + 1], kernel_size=size)  # (B, size*size, H*W)
+        out[:, c] = windows.median(dim=1).values.view(batch, height, width)
+    return out
+
+
+def substrate(images: torch.Tensor, config: PerturbationConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The fully perturbed version ``p(x)`` of normalised ``images`` ``(B, 3, H, W)``.
+
+    For ``modulated-blur`` this is the strongest pyramid level (``sigma0`` everywhere), which is
+    what the mask-modulated blur gives where ``m = 0``.
+    """
+    kind = config.kind
+    if kind in ("blur", "modulated-blur"):
+        return gaussian_blur(images, config.sigma, config.kernel_size)
+    if kind == "median":
+        return median_blur(images, config.median_size)
+    if kind == "seed-average":
+        return 0.5 * (gaussian_blur(images, 5.0, 11) + median_blur(images, 11))
+    if kind == "constant":
+        if config.constant == "zero":
+            return torch.zeros_like(images)
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
+    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return images + config.noise_std * noise
+
+
+def blend(images: torch.Tensor, mask: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """``m * x + (1 - m) * p(x)`` for images/perturbed ``(B, 3, H, W)`` and mask ``(B, 1, H, W)``."""
+    return perturbed + mask * (images - perturbed)
+
+
+class BlurPyramid:
+    """The paper's mask-modulated blur, differentiable in the mask.
+
+    Level ``l`` of ``L`` is the image blurred with ``sigma_l = sigma0 * l / (L - 1)`` (level 0 is
+    the image itself). A pixel with mask value ``m`` wants ``sigma = sigma0 * (1 - m)``, that is the
+    fractional level ``t = (1 - m) * (L - 1)``; its value is the linear interpolation between the two
+    levels around ``t``, written as hat weights ``max(0, 1 - |t - l|)`` so the gradient in ``m`` is
+    non-zero everywhere except exactly on level boundaries.
+    """
+
+    def __init__(self, images: torch.Tensor, sigma0: float = 10.0, levels: int = 8, kernel_size: int = 0):
+        """Build the ``(L, B, 3, H, W)`` pyramid of normalised ``images`` ``(B, 3, H, W)`` once."""
+        self.levels = levels
+        sigmas = [sigma0 * level / (levels - 1) for level in range(levels)]
+        self.pyramid = torch.stack(
+            [images] + [gaussian_blur(images, s, kernel_size) for s in sigmas[1:]]
+        )
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        """Perturb with per-pixel blur for an upsampled mask ``(B, 1, H, W)``; returns ``(B, 3, H, W)``."""
+        position = (1 - mask.clamp(0, 1)) * (self.levels - 1)  # (B, 1, H, W)
+        grid = torch.arange(self.levels, device=mask.device, dtype=mask.dtype).view(-1, 1, 1, 1, 1)
+        weights = (1 - (position.unsqueeze(0) - grid).abs()).clamp(min=0)  # (L, B, 1, H, W)
+        return (weights * self.pyramid).sum(dim=0)

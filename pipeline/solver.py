@@ -1,0 +1,294 @@
+"""The batched mask solver.
+
+:func:`solve` optimises one mask per image (``K`` per image for extremal perturbation) for a whole
+batch at once. Images never interact: the loss is a *sum* of per-image losses, Adam/SGD update
+each mask cell on its own, the model is in eval mode, and every random draw (noise, jitter,
+random initialisation) comes from a counter-based generator keyed by the image's own seed. So an
+image gets the same mask alone or inside any batch. The iteration loop issues no host
+synchronisation (no ``.item()``, no host copies, no data-dependent Python branches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import masks as masklib
+from .config import SolverConfig
+from .models import Classifier
+from .perturbations import BlurPyramid, blend, substrate
+
+Callback = Callable[[int, torch.Tensor], None]
+"""Called as ``callback(iteration, per_image_loss)`` with a detached ``(B,)`` device tensor."""
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What :func:`solve` returns; every tensor is on the solver's device, batch first.
+
+    Attributes:
+        masks: ``(B, K, h, w)`` float32 in [0, 1], 1 = keep.
+        targets: ``(B,)`` int64 class explained.
+        p_original: ``(B,)`` score probability of the target on the unperturbed image.
+        p_perturbed: ``(B,)`` on the fully perturbed image (mask all 0): how much the perturbation
+            alone removes. When this stays high, no mask can delete the class.
+        p_final: ``(B,)`` on the image perturbed by the final mask, without noise or jitter
+            (for the preservation game, on the image with only the kept region).
+        loss: ``(B,)`` final objective value.
+        area: ``(B,)`` mean of ``1 - m`` upsampled (share of the image perturbed).
+        tv: ``(B,)`` total variation of the final mask.
+    """
+
+    masks: torch.Tensor
+    targets: torch.Tensor
+    p_original: torch.Tensor
+    p_perturbed: torch.Tensor
+    p_final: torch.Tensor
+    loss: torch.Tensor
+    area: torch.Tensor
+    tv: torch.Tensor
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """The per-image scalar fields, by name (for stores and tables)."""
+        return {
+            "target": self.targets, "p_original": self.p_original, "p_perturbed": self.p_perturbed,
+            "p_final": self.p_final, "loss": self.loss, "area": self.area, "tv": self.tv,
+        }
+
+
+# ---------------------------------------------------------------- per-image random streams
+
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer on int64 tensors (values kept below 2**32, so no overflow)."""
+    for _ in range(2):
+        x = x ^ (x >> 16)
+        x = (x * 0x45D9F3B) & _M32
+    return x ^ (x >> 16)
+
+
+def counter_uniform(seeds: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Uniform ``[0, 1)`` numbers of ``(B, *shape)``, a pure function of (image seed, stream, position).
+
+    ``seeds`` is ``(B,)`` int64. Being counter-based, image ``i`` draws the same numbers whatever
+    batch it is in, with no per-image generator objects or loops.
+    """
+    count = math.prod(shape)
+    key = _hash32((_hash32(seeds & _M32) ^ (stream * 0x9E3779B1 & _M32)) & _M32)  # (B,)
+    position = torch.arange(count, device=seeds.device, dtype=torch.int64)
+    bits = _hash32((key.view(-1, 1) + position.view(1, -1)) & _M32)
+    return ((bits.to(torch.float64) + 0.5) / 2**32).to(torch.float32).view(-1, *shape)
+
+
+def counter_normal(seeds: torch.Tensor, stream: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal ``(B, *shape)`` from :func:`counter_uniform` by Box-Muller."""
+    u1 = counter_uniform(seeds, 2 * stream, shape)
+    u2 = counter_uniform(seeds, 2 * stream + 1, shape)
+    return (-2 * u1.log()).sqrt() * torch.cos(2 * math.pi * u2)
+
+
+def shift(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Translate each image of ``(B, C, H, W)`` by its own integer ``(dy, dx)`` ``(B,)``, replicating
+    borders; differentiable (two gathers)."""
+    batch, channels, height, width = images.shape
+    rows = (torch.arange(height, device=images.device).view(1, -1) - dy.view(-1, 1)).clamp(0, height - 1)
+    cols = (torch.arange(width, device=images.device).view(1, -1) - dx.view(-1, 1)).clamp(0, width - 1)
+    out = images.gather(2, rows.view(batch, 1, height, 1).expand(batch, channels, height, width))
+    return out.gather(3, cols.view(batch, 1, 1, width).expand(batch, channels, height, width))
+
+
+# ---------------------------------------------------------------- the problem for one batch
+
+class Perturber:
+    """A batch's perturbation, built once: ``perturber(mask_up)`` is the normalised input seen through
+    an upsampled mask ``(B, 1, H, W)`` (the blend with the substrate, or the paper's blur pyramid)."""
+
+    def __init__(self, x: torch.Tensor, config: SolverConfig, seeds: torch.Tensor):
+        """``x``: normalised images ``(B, 3, H, W)``; ``seeds``: ``(B,)`` int64 per-image seeds."""
+        self.x = x
+        perturbation = config.perturbation
+        self.pyramid = BlurPyramid(x, perturbation.sigma, perturbation.levels, perturbation.kernel_size) \
+            if perturbation.kind == "modulated-blur" else None
+        if perturbation.kind == "noise":  # seeded per image (stream 1000) so the batch never matters
+            self.p = x + perturbation.noise_std * counter_normal(seeds, 1000, tuple(x.shape[1:]))
+        else:
+            self.p = substrate(x, perturbation)
+
+    def __call__(self, mask_up: torch.Tensor) -> torch.Tensor:
+        if self.pyramid is not None:
+            return self.pyramid(mask_up)
+        return blend(self.x, mask_up, self.p)
+
+    def repeated(self, k: int) -> "Perturber":
+        """The same perturbation with every image repeated ``k`` times (image-major), for ``K`` masks."""
+        clone = Perturber.__new__(Perturber)
+        clone.x, clone.p = self.x.repeat_interleave(k, 0), self.p.repeat_interleave(k, 0)
+        clone.pyramid = None
+        if self.pyramid is not None:
+            clone.pyramid = BlurPyramid.__new__(BlurPyramid)
+            clone.pyramid.levels = self.pyramid.levels
+            clone.pyramid.pyramid = self.pyramid.pyramid.repeat_interleave(k, dim=1)
+        return clone
+
+
+class _Problem:
+    """A batch's fixed parts: the model, the normalised images, the perturbation and the score."""
+
+    def __init__(self, classifier: Classifier, images: torch.Tensor, targets: torch.Tensor | None,
+                 config: SolverConfig, seeds: torch.Tensor):
+        self.classifier, self.config, self.seeds = classifier, config, seeds
+        self.x = classifier.normalize(images)
+        self.size = tuple(self.x.shape[-2:])
+        self.perturb = Perturber(self.x, config, seeds)
+        k = max(1, len(config.objective.areas))
+        self.perturb_k = self.perturb.repeated(k) if k > 1 else self.perturb
+        with torch.no_grad():
+            logits = self.logits(self.x)
+        self.targets = logits.argmax(1) if targets is None else targets.to(logits.device)
+        self.top5 = logits.topk(5, dim=1).indices  # the paper's localisation score sums these
+        self.p_original = logits.softmax(1).gather(1, self.targets[:, None])[:, 0]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        precision = self.config.precision
+        autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with autocast:
+            return self.classifier(x.contiguous(memory_format=torch.channels_last)).float()
+
+    def score(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-image score ``(N,)`` of ``logits`` ``(N, C)`` for ``targets`` ``(N,)``."""
+        kind = self.config.objective.score
+        if kind == "logit":
+            return logits.gather(1, targets[:, None])[:, 0]
+        probs = logits.softmax(1)
+        if kind == "top5":
+            top5 = self.top5.repeat_interleave(len(logits) // len(self.top5), dim=0)
+            return probs.gather(1, top5).sum(1)
+        return probs.gather(1, targets[:, None])[:, 0]
+
+
+def _seen(problem: _Problem, masks_up: torch.Tensor) -> torch.Tensor:
+    """The inputs the model scores for masks ``(B, K, H, W)``: ``(B*K, 3, H, W)``, image-major.
+    In the deletion game of extremal perturbation the region ``m`` is removed, so ``1 - m`` is kept."""
+    batch, k = masks_up.shape[:2]
+    keep = masks_up
+    if problem.config.objective.areas and problem.config.objective.game == "delete":
+        keep = 1 - masks_up
+    return problem.perturb_k(keep.reshape(batch * k, 1, *masks_up.shape[-2:]))
+
+
+def _initial_masks(problem: _Problem, k: int) -> torch.Tensor:
+    """``(B, K, h, w)`` starting masks as the configuration says."""
+    config = problem.config.mask
+    batch, size = len(problem.x), config.size
+    if config.init == "uniform":
+        return counter_uniform(problem.seeds, 2000, (k, size, size))
+    if config.init == "circle":
+        return _circle_init(problem, size).expand(batch, k, size, size).clone()
+    return torch.ones(batch, k, size, size, device=problem.x.device)
+
+
+def _circle_init(problem: _Problem, size: int, steps: int = 12) -> torch.Tensor:
+    """The paper's initialisation: per image, the smallest centred blurred circle whose deletion
+    leaves at most 1% of the score (the largest tried when none does). ``(B, 1, h, w)``."""
+    radii = torch.linspace(0.05, 0.75, steps, device=problem.x.device)
+    circles = masklib.circle_masks(radii, size)  # (R, 1, h, w)
+    batch = len(problem.x)
+    with torch.no_grad():
+        up = masklib.upsample(circles, problem.size, problem.config.mask)  # (R, 1, H, W)
+        scores = []
+        for r in range(steps):  # one radius at a time keeps memory at one batch
+            logits = problem.logits(problem.perturb(up[r : r + 1].expand(batch, -1, -1, -1)))
+            scores.append(logits.softmax(1).gather(1, problem.targets[:, None])[:, 0])
+        deleted = torch.stack(scores, 1) <= 0.01 * problem.p_original[:, None]  # (B, R)
+        # First radius that deletes; argmax of a bool row finds it, and the last radius if none does.
+        choice = torch.where(deleted.any(1), deleted.float().argmax(1), torch.full_like(problem.targets, steps - 1))
+    return circles[choice]
+
+
+def _regulariser(problem: _Problem, masks: torch.Tensor, masks_up: torch.Tensor, iteration: int) -> torch.Tensor:
+    objective = problem.config.objective
+    reg = objective.tv_coeff * masklib.total_variation(masks, objective.tv_beta)
+    if objective.areas:
+        areas = torch.tensor(objective.areas, device=masks.device)
+        weight = objective.area_coeff * objective.area_growth**iteration
+        return reg + weight * masklib.area_penalty(masks_up, areas)
+    return reg + objective.l1_coeff * masklib.sparsity(masks, objective)
+
+
+def _objective(problem: _Problem, masks: torch.Tensor, iteration: int) -> torch.Tensor:
+    """Per-image loss ``(B,)`` for masks ``(B, K, h, w)`` at ``iteration`` (noise and jitter drawn)."""
+    config = problem.config
+    masks_up = masklib.upsample(masks, problem.size, config.mask)
+    batch, k = masks.shape[:2]
+    seeds = problem.seeds.repeat_interleave(k)
+    if config.mask.jitter:
+        # Phi(x(. - tau); m) = shift_tau(Phi(x; m(. + tau))): shift the mask back, perturb, shift forward.
+        tau = (counter_uniform(seeds, 3 * iteration + 1, (2,)) * config.mask.jitter).long()
+        flat = masks_up.reshape(batch * k, 1, *problem.size)
+        masks_up = shift(flat, -tau[:, 0], -tau[:, 1]).view_as(masks_up)
+    seen = _seen(problem, masks_up)
+    if config.objective.noise_std:
+        seen = seen + config.objective.noise_std * counter_normal(seeds, 3 * iteration + 2, tuple(seen.shape[1:]))
+    if config.mask.jitter:
+        seen = shift(seen, tau[:, 0], tau[:, 1])
+    score = problem.score(problem.logits(seen), problem.targets.repeat_interleave(k)).view(batch, k).sum(1)
+    sign = 1.0 if config.objective.game == "delete" else -1.0
+    return _regulariser(problem, masks, masks_up, iteration) + sign * score
+
+
+def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *, targets: torch.Tensor | None = None,
+          seeds: torch.Tensor | None = None, callback: Callback | None = None) -> SolveResult:
+    """Solve the masks of a batch at once.
+
+    Args:
+        classifier: a frozen classifier (:func:`pipeline.models.load_model`); its device is used.
+        images: ``(B, 3, H, W)`` RGB in [0, 1] at the model's input size.
+        config: the solver configuration (a preset, possibly overridden).
+        targets: ``(B,)`` int64 classes to explain; the top-1 prediction when None.
+        seeds: ``(B,)`` int64 per-image seeds for noise, jitter and random init (default: 0..B-1;
+            dataset runs pass each image's dataset index).
+        callback: optional progress hook, see :data:`Callback`.
+    """
+    device = classifier.device
+    images = images.to(device, non_blocking=True).float()
+    seeds = (torch.arange(len(images)) if seeds is None else seeds).to(device=device, dtype=torch.int64)
+    problem = _Problem(classifier, images, targets, config, seeds)
+    k = max(1, len(config.objective.areas))
+    masks = _initial_masks(problem, k).requires_grad_(True)
+    optim = config.optim
+    if optim.optimizer == "adam":
+        optimizer = torch.optim.Adam([masks], lr=optim.lr)
+    else:
+        optimizer = torch.optim.SGD([masks], lr=optim.lr, momentum=optim.momentum)
+    for iteration in range(optim.iterations):
+        loss = _objective(problem, masks, iteration)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()  # a sum, so each image's gradient is independent of the batch size
+        optimizer.step()
+        with torch.no_grad():
+            masks.clamp_(0, 1)
+        if callback is not None:
+            callback(iteration, loss.detach())
+    return _finish(problem, masks.detach(), loss.detach())
+
+
+def _finish(problem: _Problem, masks: torch.Tensor, loss: torch.Tensor) -> SolveResult:
+    """Noise-free, jitter-free scores of the final masks and of the fully perturbed images."""
+    batch = len(masks)
+    with torch.no_grad():
+        masks_up = masklib.upsample(masks, problem.size, problem.config.mask)
+        k = masks.shape[1]
+        probs = problem.logits(_seen(problem, masks_up)).softmax(1)
+        p_final = probs.gather(1, problem.targets.repeat_interleave(k)[:, None]).view(batch, k).mean(1)
+        zeros = torch.zeros(batch, 1, *problem.size, device=masks.device)
+        p_perturbed = problem.logits(problem.perturb(zeros)).softmax(1).gather(1, problem.targets[:, None])[:, 0]
+        area = (1 - masks_up).flatten(1).mean(1)
+        tv = masklib.total_variation(masks, problem.config.objective.tv_beta)
+    return SolveResult(masks, problem.targets, problem.p_original, p_perturbed, p_final, loss, area, tv)

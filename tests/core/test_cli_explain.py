@@ -1,0 +1,67 @@
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+from .conftest import sample
+
+runner = CliRunner()
+
+
+def test_explain_writes_the_four_pictures_and_reports(tmp_path):
+    image = tmp_path / "chelsea.png"
+    Image.fromarray(sample("chelsea")).save(image)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["explain", str(image), "--iterations", "3", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for name in ("heatmap", "mask", "cam", "perturbated"):
+        picture = Image.open(out / f"{name}.png")
+        assert picture.size == (224, 224)
+    assert "Egyptian cat" in result.output
+    for line in ("p original", "p perturbed", "p final"):
+        assert line in result.output
+
+
+def test_explain_with_named_target(tmp_path):
+    image = tmp_path / "chelsea.png"
+    Image.fromarray(sample("chelsea")).save(image)
+    result = runner.invoke(app, ["explain", str(image), "-n", "1", "--target", "tabby", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "281 n02123045 tabby" in result.output
+
+
+def test_missing_image_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["explain", str(tmp_path / "nope.jpg"), "-n", "1"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "nope.jpg" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a picture")
+    result = runner.invoke(app, ["explain", str(bad), "-n", "1"])
+    assert result.exit_code == 1
+    assert "error:" in result.output and "notes.jpg" in result.output
+
+
+def test_unknown_model_is_one_clear_line(tmp_path):
+    image = tmp_path / "chelsea.png"
+    Image.fromarray(sample("chelsea")).save(image)
+    result = runner.invoke(app, ["explain", str(image), "--model", "alexnett"])
+    assert result.exit_code == 1
+    assert "unknown model 'alexnett'" in result.output and "perturb models" in result.output
+
+
+def test_unknown_target_suggests_names(tmp_path):
+    image = tmp_path / "chelsea.png"
+    Image.fromarray(sample("chelsea")).save(image)
+    result = runner.invoke(app, ["explain", str(image), "--target", "egyptian kat"])
+    assert result.exit_code == 1 and "egyptian cat" in result.output
+
+
+def test_models_and_presets_list():
+    assert "efficientnet_lite0" in runner.invoke(app, ["models"]).output
+    listing = runner.invoke(app, ["presets"]).output
+    for name in ("seed", "seed-code", "paper", "paper-loc", "extremal"):
+        assert name in listing

@@ -1,0 +1,65 @@
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from pipeline.errors import ModelUnavailableError
+from pipeline.models import load_model, parse_spec
+
+
+def test_offline_default_is_frozen_and_recognises_the_cat(classifier, chelsea):
+    assert not classifier.module.training
+    assert not any(p.requires_grad for p in classifier.module.parameters())
+    probs = classifier(classifier.normalize(chelsea)).softmax(1)
+    assert int(probs.argmax()) == 285 and float(probs.max()) > 0.7
+    assert classifier.vocabulary.wnids[285] == "n02124075"
+
+
+@pytest.mark.parametrize(
+    "spec, parsed",
+    [
+        ("efficientnet_lite0", ("efficientnet_lite0", "efficientnet_lite0", None)),
+        ("torchvision:vgg19", ("torchvision", "vgg19", None)),
+        ("timm:resnet50.a1_in1k", ("timm", "resnet50.a1_in1k", None)),
+    ],
+)
+def test_spec_grammar(spec, parsed):
+    assert parse_spec(spec) == parsed
+
+
+def test_state_dict_file_on_an_architecture(tmp_path):
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+    model = load_model(f"torchvision:resnet18@{path}")
+    torch.testing.assert_close(model.module.fc.weight, reference.fc.weight)
+
+
+def test_torchscript_file(tmp_path):
+    module = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000)))
+    path = tmp_path / "tiny.pt"
+    module.save(str(path))
+    model = load_model(str(path))
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000)
+
+
+def test_weights_that_cannot_be_downloaded_fail_with_one_sentence(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(ModelUnavailableError, match="efficientnet_lite0"):
+        load_model("torchvision:resnet18")
+
+
+def test_unknown_architecture_names_the_fix():
+    with pytest.raises(ModelUnavailableError, match="list_models"):
+        load_model("torchvision:resnet5000")
+
+
+def test_not_a_torchscript_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"a": torch.zeros(1)}, path)
+    with pytest.raises(ModelUnavailableError, match="@"):
+        load_model(str(path))

@@ -1,0 +1,68 @@
+import torch
+
+from pipeline.config import override, preset
+from pipeline.solver import counter_normal, counter_uniform, shift, solve
+
+
+def test_blur_solve_deletes_the_cat(classifier, chelsea):
+    # DESIGN 6: against a sigma-10 blur without noise the cat can be deleted (0.77 -> 0.003 in 200 its).
+    config = override(preset("blur"), ["optim.iterations=100"])
+    result = solve(classifier, chelsea, config)
+    assert int(result.targets[0]) == 285  # Egyptian cat
+    assert float(result.p_perturbed[0]) < 0.05
+    assert float(result.p_final[0]) < 0.1 * float(result.p_original[0])
+    assert 0 < float(result.area[0]) < 0.9  # a real mask, not everything deleted
+    assert result.masks.shape == (1, 1, 28, 28)
+    assert float(result.masks.min()) >= 0 and float(result.masks.max()) <= 1
+
+
+def test_seed_blur_is_too_weak_for_this_model(classifier, chelsea):
+    # The seed's average blur leaves the cat recognisable: the diagnostic must show it.
+    config = override(preset("seed"), ["optim.iterations=1"])
+    result = solve(classifier, chelsea, config)
+    assert float(result.p_perturbed[0]) > 0.3
+
+
+def _same_alone_and_in_batch(classifier, images, config, index):
+    batch = solve(classifier, images, config, seeds=torch.arange(len(images)) + 100)
+    alone = solve(classifier, images[index : index + 1], config, seeds=torch.tensor([100 + index]))
+    torch.testing.assert_close(batch.masks[index : index + 1], alone.masks, atol=2e-3, rtol=0)
+    torch.testing.assert_close(batch.p_final[index : index + 1], alone.p_final, atol=2e-3, rtol=0)
+
+
+def test_batch_independence_with_noise(classifier, eight_images):
+    # The seed preset draws fresh noise every iteration: per-image streams keep images independent.
+    _same_alone_and_in_batch(classifier, eight_images, override(preset("seed"), ["optim.iterations=4"]), 3)
+
+
+def test_batch_independence_with_jitter_and_random_init(classifier, eight_images):
+    _same_alone_and_in_batch(classifier, eight_images, override(preset("paper"), ["optim.iterations=3"]), 5)
+
+
+def test_explicit_target_is_explained(classifier, chelsea):
+    config = override(preset("blur"), ["optim.iterations=1"])
+    result = solve(classifier, chelsea, config, targets=torch.tensor([281]))  # tabby
+    assert int(result.targets[0]) == 281
+    assert float(result.p_original[0]) < 0.5
+
+
+def test_extremal_solves_one_mask_per_area(classifier, chelsea):
+    config = override(preset("extremal"), ["optim.iterations=2", "areas=[0.1, 0.3]"])
+    result = solve(classifier, chelsea, config)
+    assert result.masks.shape == (1, 2, 32, 32)
+
+
+def test_counter_streams_are_standard_normal_and_position_free():
+    seeds = torch.tensor([7, 8, 9])
+    noise = counter_normal(seeds, 5, (3, 64, 64))
+    assert abs(float(noise.mean())) < 0.02 and abs(float(noise.std()) - 1) < 0.02
+    assert not torch.equal(noise[0], noise[1])
+    torch.testing.assert_close(counter_normal(seeds[1:2], 5, (3, 64, 64))[0], noise[1])
+    assert not torch.equal(counter_uniform(seeds, 1, (10,)), counter_uniform(seeds, 2, (10,)))
+
+
+def test_shift_moves_each_image_by_its_own_offset():
+    images = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4)
+    out = shift(images, torch.tensor([1, 0]), torch.tensor([0, 2]))
+    assert torch.equal(out[0, 0, 1:], images[0, 0, :3]) and torch.equal(out[0, 0, 0], images[0, 0, 0])
+    assert torch.equal(out[1, 0, :, 2:], images[1, 0, :, :2])
