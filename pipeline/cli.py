@@ -124,5 +124,92 @@ def presets() -> None:
         )
 
 
+@app.command()
+@_fail_cleanly
+def masks(
+    data: Annotated[Path, typer.Argument(help="ImageNet-style folder root/<wnid>/..., a flat folder, or a text file of paths.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("masks.h5"),
+    model: ModelOpt = "efficientnet_lite0",
+    preset: PresetOpt = "blur",
+    iterations: IterOpt = None,
+    set_: SetOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images solved together.")] = 8,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="DataLoader decoding processes.")] = 2,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (sorted by path).")] = None,
+    target: Annotated[str, typer.Option("--target", help="top1 (the prediction) or label (the folder's class).")] = "top1",
+    seed: Annotated[int, typer.Option("--seed", help="Offset of every image's random stream.")] = 0,
+    device: DeviceOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another configuration.")] = False,
+) -> None:
+    """Solve the masks of a whole folder in batches and store them in HDF5 (resumable)."""
+    from .models import load_model
+    from .run import RunConfig, run_masks
+
+    config = _solver_config(preset, set_, iterations)
+    run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target, seed=seed)
+    classifier = load_model(model, device=_device(device))
+    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite)
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@app.command()
+@_fail_cleanly
+def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> None:
+    """Summarise a mask store: counts, skips by reason, configuration, mean probabilities."""
+    import json
+
+    from .diagnostics import perturbation_strength
+    from .store import MaskStore, summary
+
+    with MaskStore(store) as opened:
+        info = summary(opened)
+        strength = perturbation_strength(opened.table())
+    typer.echo(f"store      {store}")
+    typer.echo(f"model      {info['model']}")
+    typer.echo(f"source     {info['source']}")
+    typer.echo(f"images     {info['rows']} ({info['ok']} ok, {info['skipped']} skipped)")
+    for reason, count in info["skipped_by_reason"].items():
+        typer.echo(f"  skipped  {count} {reason}")
+    for name, value in info["means"].items():
+        typer.echo(f"mean {name:12s} {value:.4f}")
+    typer.echo(strength.line())
+    typer.echo("config     " + json.dumps(info["config"], sort_keys=True))
+
+
+@app.command()
+@_fail_cleanly
+def export(
+    store: Annotated[Path, typer.Argument(help="HDF5 mask store.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs.")] = Path("export"),
+    row: Annotated[Optional[list[int]], typer.Option("--row", help="Store row to export (repeatable; default: the first --limit).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="How many images when no --row is given.")] = 16,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
+) -> None:
+    """Write heatmap and overlay PNGs of stored masks at each image's original size."""
+    from .export import export_pictures
+
+    files = export_pictures(store, out, rows=row, data_root=data, limit=limit)
+    typer.echo(f"wrote {len(files)} pictures to {out}")
+
+
+@app.command()
+@_fail_cleanly
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo images, store and pictures.")] = Path("results/demo"),
+    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Solver iterations.")] = 100,
+    device: DeviceOpt = None,
+) -> None:
+    """Run the main job on images shipped with scikit-image, then inspect and export the result."""
+    from .demo import make_demo_folder
+
+    images = make_demo_folder(out / "images")
+    store = out / "masks.h5"
+    masks(images, out=store, iterations=iterations, batch_size=4, workers=0, device=device,
+          model="efficientnet_lite0", preset="blur", set_=None, limit=None, target="top1", seed=0, overwrite=False)
+    inspect(store)
+    export(store, out=out / "pictures", row=None, limit=16, data=None)
+
+
 def main() -> None:
     app()

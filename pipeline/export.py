@@ -1,0 +1,60 @@
+"""Pictures of stored masks: heatmaps and overlays in each image's original frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import masks as masklib
+from .config import from_dict
+from .data import load_image
+from .errors import StoreError
+from .render import heatmap, save_pictures
+from .store import MaskStore
+
+
+def saliency_of_rows(store: MaskStore, rows: list[int], size: tuple[int, int]) -> torch.Tensor:
+    """Saliency ``(k, 1, H, W)`` of the store's ``rows`` at ``size``, upsampled as the solver did.
+
+    Solver stores (config with ``solver``) use the stored game and mask upsampling; other stores
+    (baselines) hold ``1 - saliency`` and are upsampled bilinearly.
+    """
+    masks = store.masks(rows)
+    config = store.config
+    if "solver" in config:
+        solver = from_dict(config["solver"])
+        return masklib.saliency(masks, solver.objective.game, size, solver.mask)
+    return 1 - F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=True)
+
+
+def export_pictures(store_path: str | Path, out_dir: str | Path, rows: list[int] | None = None,
+                    data_root: str | Path | None = None, limit: int = 16) -> list[Path]:
+    """Write ``<stem>_heatmap.png`` and ``<stem>_overlay.png`` at the original size for ``rows``
+    (default: the first ``limit`` solved images). Images are read from ``data_root`` (default: the
+    store's recorded source)."""
+    with MaskStore(store_path) as store:
+        table = store.table()
+        if rows is None:
+            rows = [int(r) for r in np.flatnonzero(table["status"].to_numpy() == "ok")[:limit]]
+        bad = [r for r in rows if not 0 <= r < len(table)]
+        if bad:
+            raise StoreError(f"rows {bad} are outside the store's {len(table)} rows")
+        root = Path(data_root) if data_root is not None else Path(store.source)
+        written = []
+        for row in rows:  # one image at a time: each has its own original size
+            entry = table.iloc[row]
+            if entry["status"] != "ok":
+                continue
+            image = load_image(root / entry["path"]).astype(np.float32) / 255
+            heat = heatmap(saliency_of_rows(store, [row], image.shape[:2])[0])
+            overlay = 0.5 * image + 0.5 * heat
+            stem = Path(entry["path"]).with_suffix("").as_posix().replace("/", "__")
+            written += save_pictures({"heatmap": _u8(heat), "overlay": _u8(overlay)}, out_dir, prefix=f"{stem}_")
+    return written
+
+
+def _u8(array: np.ndarray) -> np.ndarray:
+    return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,178 @@
+"""The dataset run: stream images through a DataLoader, solve each batch on the device, store it.
+
+:func:`run_masks` is what ``perturb masks`` calls. It resumes: the store knows which image indices
+are committed, and only the others are loaded. Unreadable images become ``skipped`` rows with a
+reason; nothing a single image does stops the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import SolverConfig, to_dict
+from .data import ImageDataset, discover, make_loader
+from .errors import ConfigError
+from .models import Classifier
+from .solver import solve
+from .store import STATUS_OK, STATUS_SKIPPED, MaskWriter
+
+EXTRA_COLUMNS = ("area", "tv")
+"""Per-image solver statistics stored beside the schema's columns."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a dataset run is executed.
+
+    ``target``: ``top1`` explains the model's prediction, ``label`` the ground-truth class (images
+    without a label are then skipped). ``seed`` offsets each image's random stream (its dataset
+    index), so results do not depend on the batch size or the order of resumed runs.
+    Only ``target`` and ``seed`` change the masks; the rest may differ between a run and its resume.
+    """
+
+    batch_size: int = 8
+    workers: int = 2
+    limit: int | None = None
+    target: Literal["top1", "label"] = "top1"
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.target not in ("top1", "label"):
+            raise ConfigError(f"--target {self.target!r} must be 'top1' or 'label'")
+        if self.batch_size < 1 or self.workers < 0 or (self.limit is not None and self.limit < 1):
+            raise ConfigError("--batch-size must be >= 1, --workers >= 0 and --limit >= 1")
+
+
+@dataclass
+class RunSummary:
+    """What a run did: images solved now, already in the store, skipped (by reason)."""
+
+    out: Path
+    total: int
+    solved: int = 0
+    resumed: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def lines(self) -> list[str]:
+        text = [f"{self.out}: {self.total} images; {self.solved} solved now, {self.resumed} already done"]
+        if self.skipped:
+            text.append("skipped: " + ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common()))
+        return text
+
+
+def store_config(solver: SolverConfig, run: RunConfig, classifier: Classifier) -> dict[str, Any]:
+    """The configuration recorded in (and identifying) a store: everything that changes a mask."""
+    return {"solver": to_dict(solver), "model": classifier.spec, "target": run.target, "seed": run.seed,
+            "input_size": list(classifier.input_size)}
+
+
+def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solver: SolverConfig,
+              run: RunConfig = RunConfig(), overwrite: bool = False) -> RunSummary:
+    """Solve and store the masks of every image under ``source`` into the HDF5 store ``out``.
+
+    Raises:
+        ImageReadError: ``source`` is missing or holds no image.
+        StoreError: ``out`` exists with another configuration (pass ``overwrite=True``).
+    """
+    k = max(1, len(solver.objective.areas))
+    mask_shape = (k, solver.mask.size, solver.mask.size)
+
+    def solve_batch(batch: dict[str, Any], records: list) -> tuple[dict[str, Any], torch.Tensor | None]:
+        return _solve_batch(batch, records, classifier, solver, run)
+
+    return run_store(source, out, classifier, store_config(solver, run, classifier), mask_shape, run,
+                     solve_batch, overwrite=overwrite, desc="masks")
+
+
+BatchFn = Callable[[dict[str, Any], list], tuple[dict[str, Any], "torch.Tensor | None"]]
+"""``batch_fn(loader_batch, records) -> (rows, masks)``: the store rows and masks ``(b, *mask_shape)``
+of one :func:`pipeline.data.collate` batch (see :func:`batch_rows` for the row skeleton)."""
+
+
+def run_store(source: str | Path, out: str | Path, classifier: Classifier, config: dict[str, Any],
+              mask_shape: tuple[int, int, int], run: RunConfig, batch_fn: BatchFn, overwrite: bool = False,
+              desc: str = "masks") -> RunSummary:
+    """The resumable dataset loop shared by :func:`run_masks` and the saliency baselines.
+
+    Discovers the images under ``source``, opens (or resumes) the store ``out`` identified by
+    ``config``, loads only the images not yet committed, and appends what ``batch_fn`` returns
+    for each loader batch. Unreadable images are the ``batch_fn``'s skipped rows.
+
+    Raises:
+        ImageReadError: ``source`` is missing or holds no image.
+        StoreError: ``out`` exists with another configuration (pass ``overwrite=True``).
+    """
+    records = discover(source, classifier.vocabulary, limit=run.limit)
+    root = Path(source) if Path(source).is_dir() else Path(source).parent
+    with MaskWriter(out, config, classifier.spec, root.resolve(), mask_shape,
+                    overwrite=overwrite, input_size=classifier.input_size) as writer:
+        done = writer.done_indices()
+        todo = [i for i in range(len(records)) if i not in done]
+        summary = RunSummary(Path(out), len(records), resumed=len(records) - len(todo))
+        if not todo:
+            return summary
+        loader = make_loader(ImageDataset(records, classifier.input_size), run.batch_size, run.workers, indices=todo)
+        with tqdm(total=len(records), initial=summary.resumed, unit="img", disable=not run.progress,
+                  desc=desc, dynamic_ncols=True) as bar:
+            for batch in loader:
+                rows, masks = batch_fn(batch, records)
+                writer.append(rows, masks)
+                status = rows["status"]
+                summary.solved += sum(s == STATUS_OK for s in status)
+                summary.skipped.update(r for s, r in zip(status, rows["reason"]) if s == STATUS_SKIPPED)
+                bar.update(len(status))
+    return summary
+
+
+def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
+               extra: tuple[str, ...] = EXTRA_COLUMNS) -> tuple[dict[str, Any], torch.Tensor]:
+    """The store rows of a loader batch before solving: ``(rows, ok)``.
+
+    ``rows`` has every :data:`pipeline.store.COLUMNS` entry plus ``extra``; ``target`` is -1 and the
+    float columns NaN, to be filled for the chosen images. ``ok`` ``(b,)`` bool marks the images to
+    solve: readable, and labelled when ``run.target == "label"`` (else skipped as "no label").
+    """
+    ok = batch["ok"].clone()
+    reasons = list(batch["reason"])
+    if run.target == "label":
+        unlabeled = batch["label"] < 0
+        reasons = [("no label" if u and o else r) for u, o, r in zip(unlabeled.tolist(), ok.tolist(), reasons)]
+        ok &= ~unlabeled
+    b = len(ok)
+    rows: dict[str, Any] = {
+        "index": batch["index"], "path": [records[int(i)].relpath for i in batch["index"]],
+        "height": batch["height"], "width": batch["width"], "label": batch["label"],
+        "status": [STATUS_OK if o else STATUS_SKIPPED for o in ok.tolist()], "reason": reasons,
+        "target": torch.full((b,), -1, dtype=torch.int64),
+    }
+    for name in ("p_original", "p_perturbed", "p_final", "loss", *extra):
+        rows[name] = torch.full((b,), float("nan"))
+    return rows, ok
+
+
+def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, solver: SolverConfig,
+                 run: RunConfig) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """Solve the readable images of a loader batch; returns the store rows and masks ``(b, K, h, w)``."""
+    rows, ok = batch_rows(batch, records, run)
+    b = len(ok)
+    k = max(1, len(solver.objective.areas))
+    masks = torch.full((b, k, solver.mask.size, solver.mask.size), float("nan"))
+    chosen = ok.nonzero()[:, 0]
+    if len(chosen):
+        device = classifier.device
+        images = batch["image"][chosen].to(device, non_blocking=True)
+        targets = batch["label"][chosen] if run.target == "label" else None
+        seeds = batch["index"][chosen] + run.seed
+        result = solve(classifier, images, solver, targets=targets, seeds=seeds)
+        for name, values in result.columns().items():
+            rows[name][chosen] = values.to("cpu", rows[name].dtype)
+        masks[chosen] = result.masks.cpu()
+    return rows, masks

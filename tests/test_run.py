@@ -1,0 +1,117 @@
+"""The dataset run end to end: labels, resume, SIGKILL, refusal of another configuration."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.store import MaskStore
+
+runner = CliRunner()
+PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
+
+
+def _picture(name):
+    array = getattr(skimage.data, name)()
+    return array[..., :3]
+
+
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory):
+    """Three classes of an ImageNet-style folder: tench (0), goldfish (1), Egyptian cat (285)."""
+    root = tmp_path_factory.mktemp("val")
+    layout = {"n01440764": PICTURES[2:4], "n01443537": PICTURES[4:6], "n02124075": PICTURES[:2]}
+    for wnid, names in layout.items():
+        (root / wnid).mkdir()
+        for name in names:
+            Image.fromarray(_picture(name)).resize((160, 120)).save(root / wnid / f"{name}.jpg")
+    (root / "n02124075" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return root
+
+
+def test_masks_run_labels_and_skips(imagenet_folder, tmp_path):
+    out = tmp_path / "m.h5"
+    args = ["masks", str(imagenet_folder), "--out", str(out), "-n", "2", "-b", "3", "--workers", "0", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped: 1" in result.output
+    with MaskStore(out) as store:
+        table = store.table().set_index("path")
+        assert store.masks().shape == (7, 1, 28, 28)
+    # Labels come from the 1000-wnid list, not from the order of the three folders present.
+    assert table.loc["n01440764/astronaut.jpg", "label"] == 0
+    assert table.loc["n01443537/colorwheel.jpg", "label"] == 1
+    assert table.loc["n02124075/chelsea.jpg", "label"] == 285
+    assert table.loc["n02124075/chelsea.jpg", "target"] == 285  # top-1 is the cat
+    assert table.loc["n02124075/broken.jpg", "status"] == "skipped"
+    assert table.loc["n02124075/broken.jpg", "reason"] != ""
+    # Re-running the same command solves nothing more.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 solved now, 7 already done" in again.output
+    # Another configuration on the same file is refused, with the way out.
+    other = runner.invoke(app, args + ["--set", "tv_coeff=0.5"])
+    assert other.exit_code == 1 and "--overwrite" in other.output
+    inspected = runner.invoke(app, ["inspect", str(out)])
+    assert inspected.exit_code == 0 and "6 ok, 1 skipped" in inspected.output
+    exported = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "pics"), "--limit", "2"])
+    assert exported.exit_code == 0
+    assert len(list((tmp_path / "pics").glob("*_overlay.png"))) == 2
+    with MaskStore(out) as store:
+        row = store.row_of_path("n02124075/chelsea.jpg")
+    one = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "cat"), "--row", str(row)])
+    assert one.exit_code == 0
+    overlay = Image.open(tmp_path / "cat" / "n02124075__chelsea_overlay.png")
+    assert overlay.size == (160, 120)  # the original frame
+
+
+def test_target_label_explains_the_folder_class(imagenet_folder, tmp_path):
+    out = tmp_path / "label.h5"
+    result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(out), "-n", "1", "--workers", "0",
+                                 "--target", "label", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    with MaskStore(out) as store:
+        table = store.table()
+    assert (table["target"] == table["label"]).all()
+
+
+def _committed_rows(path: Path) -> int:
+    try:
+        with h5py.File(path, "r", locking=False) as file:
+            return int(file.attrs.get("rows", 0))
+    except OSError:  # the writer is between creating and filling the file
+        return 0
+
+
+def test_sigkill_mid_run_then_resume_loses_nothing(imagenet_folder, tmp_path):
+    out = tmp_path / "killed.h5"
+    command = [sys.executable, "-m", "pipeline", "masks", str(imagenet_folder), "--out", str(out),
+               "-n", "15", "-b", "2", "--workers", "0", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _committed_rows(out) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # now inside the next batch's solve
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    with MaskStore(out) as store:  # the killed file opens and reads
+        before = store.table()
+        masks_before = store.masks().numpy()
+    assert 2 <= len(before) < 7
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    with MaskStore(out) as store:
+        after = store.table()
+        masks_after = store.masks().numpy()
+    assert sorted(after["index"]) == list(range(7))  # every image exactly once
+    np.testing.assert_array_equal(masks_after[: len(before)], masks_before)  # earlier rows untouched
+    assert after["path"][: len(before)].tolist() == before["path"].tolist()
