@@ -1,0 +1,831 @@
+"""The HDF5 mask store: one row per image, appended batch by batch, safe to kill and resume.
+
+Schema (``schema_version`` 1). Every dataset has one row per image along axis 0, resizable and
+chunked; rows are in commit order (not sorted by ``index``).
+
+=============== ==================== ========================================================
+dataset         dtype, shape         meaning
+=============== ==================== ========================================================
+``mask``        float16 (N, 1, h, w) the solved mask, 1 = keep, 0 = perturbed; NaN when
+                                     skipped. Chunks (1, 1, h, w), gzip level 4.
+``index``       int64 (N,)           position of the image in the discovered record list
+                                     (:func:`pipeline.data.discover`): the row key.
+``path``        UTF-8 str (N,)       the image's path relative to the data root (``source``).
+``height``      int32 (N,)           original image height in pixels (0 when unreadable).
+``width``       int32 (N,)           original image width in pixels (0 when unreadable).
+``label``       int32 (N,)           ground-truth class index, -1 when unknown.
+``target``      int32 (N,)           the explained class index, -1 when none (skipped).
+``p_original``  float32 (N,)         probability of ``target`` for the unperturbed image.
+``p_perturbed`` float32 (N,)         ... for the fully perturbed image (mask all 0).
+``p_final``     float32 (N,)         ... for the image perturbed by the solved mask.
+``loss``        float32 (N,)         final value of the solver's objective.
+``status``      UTF-8 str (N,)       ``"ok"`` or ``"skipped"``.
+``reason``      UTF-8 str (N,)       why a row was skipped (``pipeline.data.REASONS``), else "".
+extra columns   float32 (N,)         caller-defined (``area``, ``tv``, ``iterations``...): fixed
+                                     by the first committed batch, required on every later one.
+=============== ==================== ========================================================
+
+File attributes: ``rows`` (int, the number of **committed** rows), ``schema_version`` (1),
+``config`` (canonical JSON of the caller's configuration dict), ``run_key`` (first 16 hex digits
+of the SHA-256 of that JSON), ``model`` (model spec string), ``source`` (data root), ``mask_shape``
+(``(1, h, w)``), ``input_size`` (``(H, W)`` of the solver's input), ``shard`` (``"r-of-n"`` or
+""), ``versions`` (JSON: pipeline, torch, h5py, numpy, python), ``created`` (ISO 8601, UTC).
+
+Crash safety (DESIGN section 6): the file uses HDF5's default format (no ``libver="latest"``, no
+SWMR: such files could not be reopened after SIGKILL). A batch is committed by writing every
+column, then setting ``rows``, then ``flush()``. Readers use only ``[:rows]``, and a writer that
+reopens a file first truncates every dataset to ``rows``, so a kill mid-batch loses that batch
+only. Rows go straight into the target file (no temporary copy), which is what makes resuming
+possible; only the empty skeleton is built under a temporary name and renamed into place, so a
+kill during creation never leaves a half-made store.
+
+Compression: measured on 2000 solver-like float16 28x28 masks (56% exact ones), gzip 4 stores
+667 B/mask against 819 (lzf), 696 (gzip 1), 740 (gzip 4 + shuffle) and 1636 (none), and costs
+0.7 ms per batch of 8 against 0.5 ms for lzf: negligible next to a solve, and gzip, unlike lzf,
+is readable by every HDF5 build (h5py, MATLAB, the HDF5 tools).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import hashlib
+import json
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .errors import ConfigError, StoreError
+
+if TYPE_CHECKING:  # torch and pandas load lazily: writing a store needs neither
+    import pandas
+    import torch
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "COLUMNS",
+    "STATUS_OK",
+    "STATUS_SKIPPED",
+    "MaskWriter",
+    "MaskStore",
+    "canonical_json",
+    "run_key",
+    "shard_path",
+    "merge_shards",
+    "upsample",
+    "summary",
+]
+
+SCHEMA_VERSION = 1
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+_STR = h5py.string_dtype("utf-8")
+COLUMNS: dict[str, Any] = {
+    "index": np.int64,
+    "path": _STR,
+    "height": np.int32,
+    "width": np.int32,
+    "label": np.int32,
+    "target": np.int32,
+    "status": _STR,
+    "reason": _STR,
+    "p_original": np.float32,
+    "p_perturbed": np.float32,
+    "p_final": np.float32,
+    "loss": np.float32,
+}
+"""The per-image columns every batch must provide, with their HDF5 dtypes, in table order."""
+
+_SCALAR_CHUNK = 1024  # rows per chunk of a scalar column: a few KiB, rewritten at most per batch
+_MASK_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+_STALE_CHUNKS = 64  # chunks past `rows` cleared on reopen: covers a killed batch of 64Ki rows
+_MERGE_ROWS = 512  # rows copied per append when merging shards (bounds memory)
+
+
+# --------------------------------------------------------------------------------------------
+# configuration identity
+
+
+def _jsonable(value: Any) -> Any:
+    """``json.dumps`` fallback for the types configs commonly hold."""
+    import dataclasses
+    import enum
+
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} value {value!r}")
+
+
+def canonical_json(config: Mapping[str, Any]) -> str:
+    """The configuration as JSON with sorted keys and no spaces (tuples become lists).
+
+    Raises:
+        ConfigError: ``config`` is not a dict or holds a value JSON cannot represent.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config must be a dict of settings, got {type(config).__name__}")
+    try:
+        return json.dumps(dict(config), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, default=_jsonable)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"config cannot be stored as JSON ({error}); use str, numbers, bools, lists and dicts"
+        ) from None
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """16 hex digits identifying a configuration: SHA-256 of :func:`canonical_json`."""
+    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def _config_diff(stored: dict[str, Any], requested: dict[str, Any], limit: int = 6) -> str:
+    """``key: file X, now Y`` for the dotted keys whose values differ."""
+    old, new = _flatten(stored), _flatten(requested)
+    missing = object()
+    lines = [
+        f"{key}: file {json.dumps(old.get(key, missing), default=lambda _: '<absent>')}, "
+        f"now {json.dumps(new.get(key, missing), default=lambda _: '<absent>')}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, missing) != new.get(key, missing)
+    ]
+    more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
+    return "; ".join(lines[:limit]) + more
+
+
+def _versions() -> str:
+    """JSON of the versions that produced a file (torch is read without importing it)."""
+    from importlib import metadata
+
+    found = {"pipeline": __version__, "h5py": h5py.__version__, "numpy": np.__version__,
+             "python": sys.version.split()[0]}
+    if "torch" in sys.modules:
+        found["torch"] = sys.modules["torch"].__version__
+    else:
+        try:
+            found["torch"] = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            found["torch"] = "not installed"
+    return json.dumps(found, sort_keys=True)
+
+
+def shard_path(path: str | os.PathLike[str], rank: int, world: int) -> Path:
+    """``<stem>.shard-{rank}-of-{world}.h5`` next to ``path``: the file rank ``rank`` writes."""
+    _check_shard((rank, world))
+    path = Path(path)
+    return path.with_name(f"{path.stem}.shard-{rank}-of-{world}.h5")
+
+
+def _check_shard(shard: Sequence[int]) -> tuple[int, int]:
+    try:
+        rank, world = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        rank, world = -1, -1
+    if not 0 <= rank < world:
+        raise ConfigError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+    return rank, world
+
+
+def _open_h5(path: Path, mode: str) -> h5py.File:
+    """Open an HDF5 file, turning lock and format failures into StoreError sentences."""
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        if "lock" in str(error).lower():
+            raise StoreError(
+                f"mask store {str(path)!r} is open for writing in another process (is another "
+                "run using the same --out?); wait for it to finish or choose another --out"
+            ) from None
+        raise StoreError(
+            f"cannot open {str(path)!r} as an HDF5 mask store ({error}); pass --overwrite to "
+            "replace it or choose another --out"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+
+
+class MaskWriter:
+    """Append masks and per-image columns to an HDF5 store; reopening resumes (context manager).
+
+    Args:
+        path: the store file (``.h5``). Created with its parent folders when missing; when it
+            exists it is reopened to resume, after checking it was made with the same
+            configuration, model and mask shape. With ``shard`` the file actually written is
+            :func:`shard_path` ``(path, rank, world)``.
+        config: the caller's full configuration (JSON-serialisable dict); its :func:`run_key`
+            identifies the run.
+        model: the model spec string.
+        source: the data root the ``path`` column is relative to.
+        mask_shape: ``(1, h, w)`` of one mask.
+        overwrite: delete an existing file and start afresh.
+        shard: ``(rank, world)`` for multi-process runs (one file per rank, see
+            :func:`merge_shards`), or None.
+        input_size: ``(H, W)`` of the solver's input, the size ``MaskStore.masks_at(...,
+            "input")`` upsamples to.
+
+    Raises:
+        StoreError: the existing file is not a mask store, is being written by another process,
+            or was made with a different configuration, model, mask shape or input size.
+        ConfigError: bad ``mask_shape``, ``shard`` or ``config``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: Mapping[str, Any],
+        model: str,
+        source: str | os.PathLike[str],
+        mask_shape: Sequence[int] = (1, 28, 28),
+        overwrite: bool = False,
+        shard: Sequence[int] | None = None,
+        input_size: Sequence[int] = (224, 224),
+    ):
+        self.mask_shape = _positive_tuple(mask_shape, 3, "mask_shape")
+        self.input_size = _positive_tuple(input_size, 2, "input_size")
+        self.shard = "" if shard is None else "{}-of-{}".format(*_check_shard(shard))
+        self.path = Path(path) if shard is None else shard_path(path, *_check_shard(shard))
+        self.config_json = canonical_json(config)
+        self.run_key = run_key(config)
+        self.model, self.source = str(model), os.fspath(source)
+        if overwrite and self.path.exists():
+            self.path.unlink()
+        if not self.path.exists():
+            self._create()
+        self._file = _open_h5(self.path, "r+")
+        try:
+            self._check_compatible()
+            self._rows = self._truncate_to_committed()
+            self._extras = self._extra_names() if self._rows else None
+            self._done = set(int(i) for i in self._file["index"][: self._rows])
+        except BaseException:
+            self._file.close()
+            raise
+
+    # -- file lifecycle
+
+    def _create(self) -> None:
+        """Build the empty store under a temporary name, then rename it into place."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with h5py.File(temporary, "w") as file:  # default file format: survives SIGKILL
+            for name, dtype in COLUMNS.items():
+                _create_column(file, name, dtype)
+            file.create_dataset(
+                "mask", shape=(0, *self.mask_shape), maxshape=(None, *self.mask_shape),
+                chunks=(1, *self.mask_shape), dtype=np.float16, fillvalue=np.float16(np.nan),
+                **_MASK_COMPRESSION,
+            )
+            attrs = file.attrs
+            attrs["rows"] = np.int64(0)
+            attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            attrs["config"] = self.config_json
+            attrs["run_key"] = self.run_key
+            attrs["model"] = self.model
+            attrs["source"] = self.source
+            attrs["mask_shape"] = np.asarray(self.mask_shape, dtype=np.int64)
+            attrs["input_size"] = np.asarray(self.input_size, dtype=np.int64)
+            attrs["shard"] = self.shard
+            attrs["versions"] = _versions()
+            attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        os.replace(temporary, self.path)
+
+    def _check_compatible(self) -> None:
+        attrs = self._file.attrs
+        where = f"mask store {str(self.path)!r}"
+        fix = "pass --overwrite to start again or choose another --out"
+        if "schema_version" not in attrs or "rows" not in attrs:
+            raise StoreError(f"{where} is not a mask store made by this package; {fix}")
+        if int(attrs["schema_version"]) != SCHEMA_VERSION:
+            raise StoreError(f"{where} has schema version {int(attrs['schema_version'])}, this "
+                             f"package writes {SCHEMA_VERSION}; {fix}")
+        if attrs["run_key"] != self.run_key:
+            diff = _config_diff(json.loads(attrs["config"]), json.loads(self.config_json))
+            raise StoreError(f"{where} was made with a different configuration (run_key "
+                             f"{attrs['run_key']} vs {self.run_key}; {diff}); {fix}")
+        checks = [("model", attrs["model"], self.model),
+                  ("mask_shape", tuple(int(v) for v in attrs["mask_shape"]), self.mask_shape),
+                  ("input_size", tuple(int(v) for v in attrs["input_size"]), self.input_size),
+                  ("shard", attrs["shard"], self.shard)]
+        for name, stored, requested in checks:
+            if stored != requested:
+                raise StoreError(f"{where} was made with {name} {stored!r}, this run asks for "
+                                 f"{requested!r}; {fix}")
+
+    def _truncate_to_committed(self) -> int:
+        """Cut every dataset back to ``rows``, dropping a batch a kill interrupted."""
+        rows = int(self._file.attrs["rows"])
+        for name, dataset in self._file.items():
+            if dataset.shape[0] < rows:
+                raise StoreError(
+                    f"mask store {str(self.path)!r} is damaged: dataset {name!r} has "
+                    f"{dataset.shape[0]} rows but {rows} are committed; pass --overwrite"
+                )
+            if h5py.check_string_dtype(dataset.dtype) is not None:
+                _drop_stale_strings(dataset, rows)
+            elif dataset.shape[0] > rows:
+                dataset.resize(rows, axis=0)
+        if rows == 0:  # extra columns of an uncommitted first batch: the next batch redefines them
+            for name in self._extra_names():
+                del self._file[name]
+        self._file.flush()
+        return rows
+
+    def _extra_names(self) -> list[str]:
+        return sorted(n for n in self._file.keys() if n not in COLUMNS and n != "mask")
+
+    def close(self) -> None:
+        """Flush and close the file (committed rows are safe either way)."""
+        if self._file.id.valid:
+            self._file.flush()
+            self._file.close()
+
+    def __enter__(self) -> MaskWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def done_indices(self) -> set[int]:
+        """The ``index`` values of all committed rows (ok and skipped), to skip when resuming."""
+        return set(self._done)
+
+    # -- appending
+
+    def append(self, rows: Mapping[str, Any], masks: Any | None) -> None:
+        """Commit one batch of ``b`` rows.
+
+        Args:
+            rows: every column of :data:`COLUMNS` plus the extra float columns (the same names
+                as the first batch), each a list, numpy array or tensor of length ``b``.
+            masks: ``(b, 1, h, w)`` in [0, 1] (numpy or tensor, any float dtype; stored as
+                float16). Rows whose ``status`` is "skipped" are stored as NaN whatever is given;
+                None means all NaN and is allowed only when every row is skipped.
+
+        Raises:
+            StoreError: a column is missing, unexpected or of the wrong length or type, a
+                status is unknown, or an ``index`` is repeated or already stored.
+        """
+        columns, count = self._columns(rows)
+        masks = self._masks(masks, count, columns["status"])
+        if count == 0:
+            return
+        self._check_indices(columns["index"])
+        if self._extras is None:
+            self._extras = sorted(set(columns) - set(COLUMNS))
+            for name in self._extras:
+                if name not in self._file:
+                    _create_column(self._file, name, np.float32)
+        start, stop = self._rows, self._rows + count
+        for name, values in columns.items():
+            self._write(name, values, start, stop)
+        self._write("mask", masks, start, stop)
+        self._file.attrs["rows"] = np.int64(stop)  # the commit point
+        self._file.flush()
+        self._rows = stop
+        self._done.update(int(i) for i in columns["index"])
+
+    def _write(self, name: str, values: Any, start: int, stop: int) -> None:
+        dataset = self._file[name]
+        dataset.resize(stop, axis=0)
+        dataset[start:stop] = values
+
+    def _columns(self, rows: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        """Check names and lengths and convert each column to its stored dtype."""
+        given = set(rows)
+        missing = sorted(set(COLUMNS) - given)
+        if missing:
+            raise StoreError(f"append() needs the columns {missing} (all of COLUMNS) in rows")
+        extras = sorted(given - set(COLUMNS))
+        if self._extras is not None and extras != self._extras:
+            raise StoreError(
+                f"append() got extra columns {extras}, but this store's extra columns are "
+                f"{self._extras} (fixed by its first batch); pass exactly those"
+            )
+        bad_names = [n for n in extras if n == "mask" or "/" in n or not n]
+        if bad_names:
+            raise StoreError(f"extra column names {bad_names} are not allowed (no 'mask', no '/')")
+        columns = {name: _convert(name, rows[name], COLUMNS.get(name, np.float32))
+                   for name in (*COLUMNS, *extras)}
+        lengths = {name: len(values) for name, values in columns.items()}
+        count = lengths["index"]
+        wrong = {name: n for name, n in lengths.items() if n != count}
+        if wrong:
+            raise StoreError(
+                f"append() columns must all have {count} rows like 'index'; got {wrong}"
+            )
+        unknown = sorted(set(columns["status"]) - {STATUS_OK, STATUS_SKIPPED})
+        if unknown:
+            raise StoreError(f"status values {unknown} are unknown; use 'ok' or 'skipped'")
+        return columns, count
+
+    def _masks(self, masks: Any, count: int, status: Sequence[str]) -> np.ndarray:
+        skipped = np.asarray([s == STATUS_SKIPPED for s in status], dtype=bool)
+        if masks is None:
+            if not skipped.all():
+                raise StoreError("append() got masks=None, allowed only when every row is skipped")
+            return np.full((count, *self.mask_shape), np.nan, dtype=np.float16)
+        array = np.array(_to_numpy(masks), dtype=np.float16)  # a copy: NaNs are written below
+        if array.shape != (count, *self.mask_shape):
+            raise StoreError(f"append() masks must have shape {(count, *self.mask_shape)} "
+                             f"(b, 1, h, w), got {tuple(array.shape)}")
+        array[skipped] = np.nan
+        return array
+
+    def _check_indices(self, index: np.ndarray) -> None:
+        values, counts = np.unique(index, return_counts=True)
+        repeated = values[counts > 1].tolist()
+        stored = sorted(set(values.tolist()) & self._done)
+        if repeated or stored:
+            raise StoreError(
+                f"append() would store index {(repeated or stored)[:5]} twice in "
+                f"{str(self.path)!r}; skip the indices in done_indices() when resuming"
+            )
+
+
+def _drop_stale_strings(dataset: h5py.Dataset, rows: int) -> None:
+    """Clear what a killed batch left beyond ``rows`` in a variable-length string dataset.
+
+    A kill can leave, in the chunks past ``rows`` (even past the extent on disk), references to
+    heap objects that were never flushed. HDF5 frees the old string of every element it
+    overwrites, so appending over them fails ("bad heap index"), which we measured in 7 of 8
+    killed files. Shrinking the extent makes HDF5 reset the elements past it to the fill value
+    and drop whole chunks past it without reading them, so we grow, then shrink to ``rows``.
+    """
+    reach = rows + _STALE_CHUNKS * dataset.chunks[0]
+    dataset.resize(max(dataset.shape[0], reach), axis=0)
+    dataset.resize(rows, axis=0)
+
+
+def _positive_tuple(value: Sequence[int], length: int, name: str) -> tuple[int, ...]:
+    try:
+        result = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        result = ()
+    if len(result) != length or min(result) < 1:
+        raise ConfigError(f"{name} must be {length} positive ints, got {value!r}")
+    return result
+
+
+def _create_column(file: h5py.File, name: str, dtype: Any) -> None:
+    file.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_SCALAR_CHUNK,), dtype=dtype)
+
+
+def _to_numpy(values: Any) -> Any:
+    if hasattr(values, "detach"):  # a torch tensor, possibly on the GPU
+        return values.detach().cpu().numpy()
+    return values
+
+
+def _convert(name: str, values: Any, dtype: Any) -> Any:
+    """One column as stored: list of str, or a numpy array of ``dtype``."""
+    values = _to_numpy(values)
+    if dtype is _STR:
+        if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+            raise StoreError(f"column {name!r} must be a list of str, one per row")
+        return np.array(list(values), dtype=object)
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise StoreError(
+            f"column {name!r} must be one value per row (1-D), got shape {array.shape}"
+        )
+    if np.issubdtype(dtype, np.integer) and array.size and array.dtype.kind not in "iub":
+        raise StoreError(f"column {name!r} must hold integers, got dtype {array.dtype}")
+    if array.dtype.kind not in "iubf" and array.size:
+        raise StoreError(f"column {name!r} must hold numbers, got dtype {array.dtype}")
+    return array.astype(dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# reader
+
+
+class MaskStore:
+    """Read a mask store (context manager). Only committed rows (``[:rows]``) are visible.
+
+    Attributes:
+        path: the file.
+        config: the configuration dict the store was made with (tuples read back as lists).
+        attrs: all file attributes as Python values (``config`` and ``versions`` parsed).
+        mask_shape: ``(1, h, w)``; input_size: ``(H, W)``; model, source, run_key, shard: str.
+
+    Raises:
+        StoreError: the file is missing, not a mask store, or open for writing elsewhere.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"no mask store at {str(self.path)!r}; check the path or run the "
+                             "masks first")
+        self._file = _open_h5(self.path, "r")
+        attrs = self._file.attrs
+        if "schema_version" not in attrs or "rows" not in attrs:
+            self._file.close()
+            raise StoreError(f"{str(self.path)!r} is not a mask store made by this package")
+        self.attrs = {key: _attr_value(key, attrs[key]) for key in attrs}
+        self.config: dict[str, Any] = self.attrs["config"]
+        self.mask_shape: tuple[int, ...] = tuple(self.attrs["mask_shape"])
+        self.input_size: tuple[int, ...] = tuple(self.attrs["input_size"])
+        self.model: str = self.attrs["model"]
+        self.source: str = self.attrs["source"]
+        self.run_key: str = self.attrs["run_key"]
+        self.shard: str = self.attrs.get("shard", "")
+        self._rows = int(self.attrs["rows"])
+        self._row_of: dict[str, int] | None = None
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> MaskStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def __repr__(self) -> str:
+        return f"MaskStore({str(self.path)!r}, rows={self._rows}, model={self.model!r})"
+
+    @property
+    def columns(self) -> list[str]:
+        """Scalar column names in table order: :data:`COLUMNS`, then extras sorted."""
+        extras = sorted(n for n in self._file.keys() if n not in COLUMNS and n != "mask")
+        return [*COLUMNS, *extras]
+
+    def column(self, name: str) -> np.ndarray:
+        """One scalar column over the committed rows, ``(N,)`` (str columns as object arrays)."""
+        if name not in self.columns:
+            raise StoreError(f"mask store has no column {name!r}; columns: {self.columns}")
+        dataset = self._file[name]
+        if h5py.check_string_dtype(dataset.dtype) is not None:
+            return dataset.asstr()[: self._rows]
+        return dataset[: self._rows]
+
+    def table(self) -> pandas.DataFrame:
+        """One row per committed image (in file order), every scalar column, ``index`` included."""
+        import pandas as pd
+
+        return pd.DataFrame({name: self.column(name) for name in self.columns})
+
+    def masks(self, rows: Any = None) -> torch.Tensor:
+        """Masks by row position (int, slice, sequence, or None for all).
+
+        Returns:
+            float32 ``(k, 1, h, w)`` in [0, 1] (NaN for skipped rows), in the order asked.
+        """
+        import torch
+
+        return torch.from_numpy(self._read_masks(self._positions(rows)).astype(np.float32))
+
+    def _positions(self, rows: Any) -> np.ndarray:
+        if rows is None:
+            return np.arange(self._rows)
+        if isinstance(rows, slice):
+            return np.arange(self._rows)[rows]
+        positions = np.atleast_1d(np.asarray(_to_numpy(rows)))
+        if positions.dtype == bool:  # a boolean selection, e.g. table()["status"] == "ok"
+            if positions.shape != (self._rows,):
+                raise StoreError(f"a boolean rows selection needs {self._rows} values, "
+                                 f"got shape {positions.shape}")
+            positions = np.flatnonzero(positions)
+        if positions.size and positions.dtype.kind not in "iu":
+            raise StoreError(f"rows must be integer positions, got dtype {positions.dtype}")
+        positions = positions.astype(np.int64)
+        if positions.ndim != 1:
+            raise StoreError(
+                f"rows must be an int, slice or 1-D sequence, got shape {positions.shape}"
+            )
+        positions = np.where(positions < 0, positions + self._rows, positions)
+        bad = positions[(positions < 0) | (positions >= self._rows)]
+        if bad.size:
+            raise StoreError(f"rows {bad[:5].tolist()} are out of range 0..{self._rows - 1} "
+                             f"of {str(self.path)!r}")
+        return positions
+
+    def _read_masks(self, positions: np.ndarray) -> np.ndarray:
+        """float16 ``(k, 1, h, w)`` for arbitrary (unsorted, repeated) positions."""
+        if positions.size == 0:
+            return np.empty((0, *self.mask_shape), dtype=np.float16)
+        dataset = self._file["mask"]
+        unique = np.unique(positions)
+        low, high = int(unique[0]), int(unique[-1]) + 1
+        if high - low <= 4 * unique.size:  # dense: one contiguous read beats point selection
+            block = dataset[low:high][unique - low]
+        else:
+            block = dataset[unique]
+        return block[np.searchsorted(unique, positions)]
+
+    def row_of_path(self, relpath: str | os.PathLike[str]) -> int:
+        """Row position of an image by its ``path`` column (relative to ``source``)."""
+        if self._row_of is None:
+            self._row_of = {p: i for i, p in enumerate(self.column("path"))}
+        key = Path(relpath).as_posix() if isinstance(relpath, os.PathLike) else str(relpath)
+        if key not in self._row_of:
+            close = difflib.get_close_matches(key, list(self._row_of), n=3)
+            hint = f"; close: {close}" if close else ""
+            raise StoreError(f"no row for path {key!r} in {str(self.path)!r}{hint}")
+        return self._row_of[key]
+
+    def mask_for(self, relpath: str | os.PathLike[str]) -> torch.Tensor:
+        """The mask of one image by its relative path: float32 ``(1, h, w)``."""
+        return self.masks([self.row_of_path(relpath)])[0]
+
+    def masks_at(self, rows: Any, size: str | Sequence[int] = "input") -> Any:
+        """Masks upsampled bilinearly (align_corners=True, the seed's way).
+
+        Args:
+            rows: as for :meth:`masks`.
+            size: "input" (the solver's input size, attribute ``input_size``), ``(H, W)``, or
+                "original" (each mask to its own image's ``(height, width)``).
+
+        Returns:
+            float32 ``(k, 1, H, W)``; for "original" a list of ``k`` tensors ``(1, H_i, W_i)``
+            (``(1, 0, 0)`` where the original size is unknown, i.e. unreadable images).
+        """
+        import torch
+
+        positions = self._positions(rows)
+        masks = self.masks(positions)
+        if size == "original":
+            heights = self.column("height")[positions]
+            widths = self.column("width")[positions]
+            return [
+                upsample(masks[i : i + 1], (int(h), int(w)))[0] if h > 0 and w > 0
+                else torch.empty(1, 0, 0)
+                for i, (h, w) in enumerate(zip(heights, widths))
+            ]
+        target = self.input_size if size == "input" else size
+        return upsample(masks, target)  # type: ignore[arg-type]
+
+
+def _attr_value(key: str, value: Any) -> Any:
+    if key in ("config", "versions"):
+        return json.loads(value)
+    if isinstance(value, np.ndarray):
+        return tuple(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def upsample(masks: Any, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear upsampling with ``align_corners=True`` (the seed's), e.g. 28x28 -> 224x224.
+
+    Args:
+        masks: ``(k, 1, h, w)`` tensor or array, any float dtype.
+        size: ``(H, W)``.
+
+    Returns:
+        float32 ``(k, 1, H, W)`` on the masks' device; values stay in the masks' range.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    tensor = masks if isinstance(masks, torch.Tensor) else torch.from_numpy(np.asarray(masks))
+    if tensor.ndim != 4:
+        raise ConfigError(f"upsample() needs masks shaped (k, 1, h, w), got {tuple(tensor.shape)}")
+    target = _positive_tuple(size, 2, "size")
+    return F.interpolate(tensor.float(), size=target, mode="bilinear", align_corners=True)
+
+
+# --------------------------------------------------------------------------------------------
+# shards and summaries
+
+
+def merge_shards(
+    paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], overwrite: bool = False
+) -> Path:
+    """Concatenate shard stores into one, rows sorted by ``index``.
+
+    Args:
+        paths: the shard files (e.g. every ``<stem>.shard-r-of-n.h5``).
+        out: the merged store; it must not exist unless ``overwrite``.
+
+    Returns:
+        ``out`` as a Path. Its ``merged_from`` attribute lists the shard file names.
+
+    Raises:
+        StoreError: no paths, ``out`` exists, the shards differ in run_key, model, mask shape,
+            input size or extra columns, ranks are missing or repeated, or an ``index`` appears
+            in more than one row.
+    """
+    import pandas as pd
+
+    paths, out = [Path(p) for p in paths], Path(out)
+    if not paths:
+        raise StoreError("merge_shards() needs at least one shard file")
+    if out.exists() and not overwrite:
+        raise StoreError(f"merged store {str(out)!r} exists; pass overwrite=True or another path")
+    with ExitStack() as stack:
+        stores = [stack.enter_context(MaskStore(p)) for p in paths]
+        _check_shards_agree(stores)
+        tables = [s.table().assign(_shard=k, _row=np.arange(len(s))) for k, s in enumerate(stores)]
+        merged = pd.concat(tables, ignore_index=True).sort_values("index", kind="stable")
+        _refuse_duplicates(merged, paths)
+        first = stores[0]
+        with MaskWriter(out, first.config, first.model, first.source, first.mask_shape,
+                        overwrite=overwrite, input_size=first.input_size) as writer:
+            for start in range(0, len(merged), _MERGE_ROWS):
+                part = merged.iloc[start : start + _MERGE_ROWS]
+                masks = np.empty((len(part), *first.mask_shape), dtype=np.float16)
+                for shard, group in part.groupby("_shard", sort=False):
+                    where = np.flatnonzero(part["_shard"].to_numpy() == shard)
+                    masks[where] = stores[shard]._read_masks(group["_row"].to_numpy())
+                columns = {n: part[n].to_numpy() for n in first.columns}
+                for name in ("path", "status", "reason"):
+                    columns[name] = [str(v) for v in columns[name]]
+                writer.append(columns, masks)
+            writer._file.attrs["merged_from"] = json.dumps([p.name for p in paths])
+    return out
+
+
+def _check_shards_agree(stores: list[MaskStore]) -> None:
+    first = stores[0]
+    for store in stores[1:]:
+        for name in ("run_key", "model", "mask_shape", "input_size", "columns"):
+            if getattr(store, name) != getattr(first, name):
+                raise StoreError(
+                    f"cannot merge {str(store.path)!r} with {str(first.path)!r}: {name} differs "
+                    f"({getattr(store, name)!r} vs {getattr(first, name)!r}); merge only shards "
+                    "of one run"
+                )
+    shards = [s.shard for s in stores if s.shard]
+    if shards:
+        worlds = {int(s.split("-of-")[1]) for s in shards}
+        ranks = sorted(int(s.split("-of-")[0]) for s in shards)
+        if len(worlds) != 1 or ranks != list(range(worlds.pop())):
+            raise StoreError(f"shard files cover ranks {shards}; pass each of the run's "
+                             "shards exactly once")
+
+
+def _refuse_duplicates(merged: Any, paths: list[Path]) -> None:
+    repeated = merged[merged["index"].duplicated(keep=False)]
+    if len(repeated):
+        rows = repeated.head(6)
+        which = ", ".join(
+            f"index {i} in {paths[k].name}" for i, k in zip(rows["index"], rows["_shard"])
+        )
+        raise StoreError(f"cannot merge: {repeated['index'].nunique()} indices appear in more "
+                         f"than one row ({which}); each image must be solved by one shard only")
+
+
+def summary(store: MaskStore | str | os.PathLike[str]) -> dict[str, Any]:
+    """Counts and mean probabilities of a store.
+
+    Returns:
+        ``{"path", "done", "ok", "skipped", "skipped_by_reason", "means", "model", "source",
+        "run_key", "config"}``: ``done`` counts committed rows (ok or skipped),
+        ``skipped_by_reason`` maps reason -> count, ``means`` maps p_original, p_perturbed,
+        p_final, loss and the extra columns to their mean over ok rows (NaN values ignored;
+        NaN when no row is ok).
+    """
+    if not isinstance(store, MaskStore):
+        with MaskStore(store) as opened:
+            return summary(opened)
+    from collections import Counter
+
+    ok = store.column("status") == STATUS_OK
+    by_reason = Counter(str(r) for r in store.column("reason")[~ok])
+    numeric = ["p_original", "p_perturbed", "p_final", "loss",
+               *[c for c in store.columns if c not in COLUMNS]]
+    means = {}
+    for name in numeric:
+        values = store.column(name)[ok].astype(np.float64)
+        values = values[~np.isnan(values)]  # a NaN score must not hide the others
+        means[name] = float(values.mean()) if values.size else float("nan")
+    return {
+        "path": str(store.path), "done": len(store), "ok": int(ok.sum()),
+        "skipped": int((~ok).sum()), "skipped_by_reason": dict(sorted(by_reason.items())),
+        "means": means, "model": store.model, "source": store.source, "run_key": store.run_key,
+        "config": store.config,
+    }

@@ -1,0 +1,332 @@
+"""The HDF5 mask store (pipeline.store): round trip, resume, refusal, crash safety, shards."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import ConfigError, StoreError
+from pipeline.store import (
+    COLUMNS,
+    MaskStore,
+    MaskWriter,
+    merge_shards,
+    run_key,
+    shard_path,
+    summary,
+    upsample,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {"solver": {"iterations": 300, "lr": 0.1}, "perturbation": "blur", "size": (224, 224)}
+SHAPE = (1, 28, 28)
+
+
+def mask_of(index: int) -> np.ndarray:
+    """A distinct, reproducible ``(1, 28, 28)`` mask in [0, 1] for each index."""
+    return ((np.arange(28 * 28).reshape(SHAPE) + 7 * index) % 101 / 100.0).astype(np.float32)
+
+
+def batch(indices, skipped=(), extras=("area",)) -> tuple[dict, np.ndarray]:
+    """Rows and masks for ``indices``; those in ``skipped`` are skipped as truncated."""
+    n = len(indices)
+    status = ["skipped" if i in skipped else "ok" for i in indices]
+    rows = {
+        "index": np.asarray(indices, dtype=np.int64),
+        "path": [f"n02124075/img_{i}.JPEG" for i in indices],
+        "height": [100 + i for i in indices],
+        "width": [200 + i for i in indices],
+        "label": [285] * n,
+        "target": [-1 if s == "skipped" else 281 for s in status],
+        "status": status,
+        "reason": ["truncated" if s == "skipped" else "" for s in status],
+        "p_original": np.linspace(0.5, 0.9, n),
+        "p_perturbed": np.full(n, 0.01),
+        "p_final": np.full(n, 0.05),
+        "loss": np.arange(n, dtype=np.float64) / 10,
+    }
+    for name in extras:
+        rows[name] = np.asarray(indices, dtype=np.float32) / 1000
+    return rows, np.stack([mask_of(i) for i in indices])
+
+
+def write(path, batches, config=CONFIG, **kwargs) -> None:
+    with MaskWriter(path, config, "tf_efficientnet_lite0", "/data/val", **kwargs) as writer:
+        for rows, masks in batches:
+            writer.append(rows, masks)
+
+
+def test_round_trip_of_three_batches(tmp_path):
+    path = tmp_path / "out" / "masks.h5"
+    batches = [batch([0, 1, 2, 3], skipped={2}), batch([4, 5, 6, 7]), batch([9, 8])]
+    rows, masks = batches[1]
+    write(path, [batches[0], (rows, torch.from_numpy(masks)), batches[2]])  # tensors work too
+
+    with MaskStore(path) as store:
+        assert len(store) == 10
+        table = store.table()
+        assert list(table.columns) == [*COLUMNS, "area"]
+        assert table["index"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 9, 8]  # commit order
+        for name in COLUMNS:
+            expected = np.concatenate([np.asarray(rows[name]) for rows, _ in batches])
+            if name in ("path", "status", "reason"):
+                assert table[name].tolist() == expected.tolist()
+            else:
+                stored = expected.astype(COLUMNS[name])
+                np.testing.assert_array_equal(table[name].to_numpy(), stored)
+        assert table["height"].dtype == np.int32 and table["index"].dtype == np.int64
+        np.testing.assert_allclose(table["area"], table["index"] / 1000, rtol=1e-6)
+
+        masks = store.masks()
+        assert masks.shape == (10, *SHAPE) and masks.dtype == torch.float32
+        for row, index in enumerate(table["index"]):
+            if index == 2:
+                assert torch.isnan(masks[row]).all()  # skipped rows hold NaN
+            else:
+                expected = torch.from_numpy(mask_of(index).astype(np.float16).astype(np.float32))
+                assert torch.equal(masks[row], expected)
+        assert torch.equal(store.masks([9, 0, 9]), masks[[9, 0, 9]])
+        assert torch.equal(store.masks(table["status"] == "ok"), masks[table["status"] == "ok"])
+        assert torch.equal(store.masks(slice(3, 6)), masks[3:6])
+        assert store.row_of_path("n02124075/img_8.JPEG") == 9
+        assert torch.equal(store.mask_for("n02124075/img_8.JPEG"), masks[9])
+        with pytest.raises(StoreError, match="img_99"):
+            store.row_of_path("n02124075/img_99.JPEG")
+        with pytest.raises(StoreError, match="out of range"):
+            store.masks([10])
+
+        up = F.interpolate(masks[:2], size=(224, 224), mode="bilinear", align_corners=True)
+        assert torch.equal(store.masks_at([0, 1]), up)
+        assert torch.equal(upsample(masks[:2], (224, 224)), up)
+        assert store.masks_at([1], size=(50, 60)).shape == (1, 1, 50, 60)
+        originals = store.masks_at([0, 8], size="original")
+        assert [tuple(m.shape) for m in originals] == [(1, 100, 200), (1, 109, 209)]
+
+        assert store.config == json.loads(json.dumps(CONFIG))
+        assert store.attrs["run_key"] == run_key(CONFIG)
+        assert store.model == "tf_efficientnet_lite0" and store.source == "/data/val"
+        assert store.mask_shape == SHAPE and store.attrs["schema_version"] == 1
+        assert set(store.attrs["versions"]) >= {"pipeline", "torch", "h5py", "python"}
+        info = summary(store)
+    assert (info["done"], info["ok"], info["skipped"]) == (10, 9, 1)
+    assert info["skipped_by_reason"] == {"truncated": 1}
+    assert info["means"]["p_final"] == pytest.approx(0.05)
+    assert info["config"] == store.config and info["model"] == "tf_efficientnet_lite0"
+    with h5py.File(path, "r") as raw:  # the plain HDF5 contract other tools rely on
+        assert raw["mask"].dtype == np.float16 and raw["mask"].chunks == (1, *SHAPE)
+        assert raw["mask"].compression == "gzip" and int(raw.attrs["rows"]) == 10
+
+
+def test_resume_appends_after_committed_rows(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1, 2]), batch([3, 4])])
+    with MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val") as writer:
+        assert writer.done_indices() == {0, 1, 2, 3, 4} and len(writer) == 5
+        with pytest.raises(StoreError, match="twice"):
+            writer.append(*batch([4, 5]))
+        with pytest.raises(StoreError, match=r"extra columns are \[.area.\]"):
+            writer.append(*batch([5], extras=()))
+        writer.append(*batch([6, 5]))
+    with MaskStore(path) as store:
+        assert store.column("index").tolist() == [0, 1, 2, 3, 4, 6, 5]
+        assert torch.equal(store.masks([6])[0], torch.from_numpy(mask_of(5)).half().float())
+
+
+def test_different_configuration_is_refused_naming_the_key(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0])])
+    changed = {**CONFIG, "solver": {"iterations": 500, "lr": 0.1}}
+    with pytest.raises(StoreError, match=r"different configuration.*solver\.iterations: file 300, "
+                                         r"now 500.*--overwrite"):
+        MaskWriter(path, changed, "tf_efficientnet_lite0", "/data/val")
+    with pytest.raises(StoreError, match="model 'tf_efficientnet_lite0'.*resnet50"):
+        MaskWriter(path, CONFIG, "resnet50", "/data/val")
+    # tuples and lists are the same configuration (JSON has only lists)
+    same = {**CONFIG, "size": [224, 224]}
+    with MaskWriter(path, same, "tf_efficientnet_lite0", "/data/val") as writer:
+        assert writer.done_indices() == {0}
+
+
+def test_overwrite_starts_afresh(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1])])
+    changed = {**CONFIG, "perturbation": "noise"}
+    write(path, [batch([7], extras=("tv",))], config=changed, overwrite=True)
+    with MaskStore(path) as store:
+        assert store.column("index").tolist() == [7]
+        assert store.config["perturbation"] == "noise" and "tv" in store.columns
+
+
+def test_bad_appends_and_files_are_refused(tmp_path):
+    path = tmp_path / "masks.h5"
+    with MaskWriter(path, CONFIG, "m", "/data") as writer:
+        rows, masks = batch([0, 1])
+        with pytest.raises(StoreError, match="shape"):
+            writer.append(rows, masks[:, :, :14])
+        with pytest.raises(StoreError, match=r"needs the columns \['loss'\]"):
+            writer.append({k: v for k, v in rows.items() if k != "loss"}, masks)
+        with pytest.raises(StoreError, match="status values"):
+            writer.append({**rows, "status": ["ok", "done"]}, masks)
+        with pytest.raises(StoreError, match="'label' must hold integers"):
+            writer.append({**rows, "label": [0.5, 1.0]}, masks)
+        with pytest.raises(StoreError, match="masks=None"):
+            writer.append(rows, None)
+        writer.append(*batch([2], skipped={2})[:1], None)  # all skipped: masks may be None
+        assert len(writer) == 1
+    with pytest.raises(ConfigError, match="mask_shape"):
+        MaskWriter(tmp_path / "x.h5", CONFIG, "m", "/data", mask_shape=(28, 28))
+    with pytest.raises(StoreError, match="no mask store"):
+        MaskStore(tmp_path / "missing.h5")
+    (tmp_path / "junk.h5").write_text("not HDF5")
+    with pytest.raises(StoreError, match="--overwrite"):
+        MaskWriter(tmp_path / "junk.h5", CONFIG, "m", "/data")
+    with h5py.File(tmp_path / "foreign.h5", "w") as foreign:
+        foreign["data"] = [1, 2]
+    with pytest.raises(StoreError, match="not a mask store"):
+        MaskStore(tmp_path / "foreign.h5")
+
+
+def _write_uncommitted(path: Path, rows: dict, masks: np.ndarray) -> None:
+    """Write a batch's columns without moving ``rows``: what a kill before the commit leaves."""
+    with h5py.File(path, "r+") as file:
+        for name, values in [*rows.items(), ("mask", masks)]:
+            if name not in file:
+                file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.float32)
+            dataset = file[name]
+            start = dataset.shape[0]
+            dataset.resize(start + len(values), axis=0)
+            if h5py.check_string_dtype(dataset.dtype) is None:
+                dataset[start:] = np.asarray(values)
+            else:
+                dataset[start:] = np.asarray(values, dtype=object)
+
+
+def test_uncommitted_batch_is_ignored_and_discarded_on_reopen(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1, 2])])
+    _write_uncommitted(path, *batch([3, 4]))
+    with MaskStore(path) as store:
+        assert len(store) == 3 and len(store.table()) == 3 and store.masks().shape[0] == 3
+    with MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val") as writer:
+        assert writer.done_indices() == {0, 1, 2}
+        writer.append(*batch([4, 3]))
+    with MaskStore(path) as store:
+        assert store.column("index").tolist() == [0, 1, 2, 4, 3]
+        assert torch.equal(store.masks([3])[0], torch.from_numpy(mask_of(4)).half().float())
+    # a kill inside the very first batch: its extra columns are not binding
+    first = tmp_path / "first.h5"
+    write(first, [])
+    _write_uncommitted(first, *batch([0], extras=("area",)))
+    write(first, [batch([0], extras=("tv",))])
+    with MaskStore(first) as store:
+        assert store.columns[-1] == "tv" and "area" not in store.columns
+
+
+KILL_LOOP = """
+total, size = int(sys.argv[2]), 8
+with MaskWriter(sys.argv[1], CONFIG, "toy", "/data") as writer:
+    todo = [i for i in range(total) if i not in writer.done_indices()]
+    print("ready", flush=True)
+    for start in range(0, len(todo), size):
+        indices = todo[start:start + size]
+        writer.append(*batch(indices, skipped={i for i in indices if i % 13 == 0}))
+        time.sleep(0.002)
+"""
+
+
+def _kill_script() -> str:
+    """A writer loop for ``python -c``; it reuses this file's row helpers but not its imports
+    (torch would add seconds to every start)."""
+    return "\n".join([
+        "import sys, time",
+        "import numpy as np",
+        f"sys.path.insert(0, {str(ROOT)!r})",
+        "from pipeline.store import MaskWriter",
+        f"CONFIG, SHAPE = {CONFIG!r}, {SHAPE!r}",
+        inspect.getsource(mask_of),
+        inspect.getsource(batch),
+        KILL_LOOP,
+    ])
+
+
+def _check_committed(path: Path, before: tuple[np.ndarray, torch.Tensor]) -> tuple:
+    """Open after a kill: every committed row reads, is right, and earlier rows are unchanged."""
+    with MaskStore(path) as store:
+        index, masks = store.column("index"), store.masks()
+        table = store.table()
+    assert len(set(index.tolist())) == len(index) == len(table)
+    for row, i in enumerate(index.tolist()):
+        expected = np.full(SHAPE, np.nan) if i % 13 == 0 else mask_of(i).astype(np.float16)
+        np.testing.assert_array_equal(masks[row].numpy(), expected)
+    old_index, old_masks = before
+    np.testing.assert_array_equal(index[: len(old_index)], old_index)
+    assert torch.equal(masks[: len(old_index)].nan_to_num(-1), old_masks.nan_to_num(-1))
+    return index, masks
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path):
+    path, total = tmp_path / "killed.h5", 2000
+    command = [sys.executable, "-c", _kill_script(), str(path), str(total)]
+    state = (np.empty(0, dtype=np.int64), torch.empty(0, *SHAPE))
+    moments = random.Random(1234)
+    for _ in range(3):
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        try:
+            child.wait(timeout=moments.uniform(0.05, 0.4))
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        state = _check_committed(path, state)
+    assert 0 < len(state[0]) < total  # the kills landed mid-run
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    index, _ = _check_committed(path, state)
+    assert sorted(index.tolist()) == list(range(total))
+
+
+def test_shards_merge_sorted_by_index(tmp_path):
+    base = tmp_path / "run" / "masks.h5"
+    for rank, indices in enumerate([[4, 0, 2], [1, 5, 3]]):
+        write(base, [batch(indices[:2], skipped={5}), batch(indices[2:])], shard=(rank, 2))
+    shards = [shard_path(base, r, 2) for r in range(2)]
+    assert [p.name for p in shards] == ["masks.shard-0-of-2.h5", "masks.shard-1-of-2.h5"]
+    with MaskStore(shards[1]) as store:
+        assert store.shard == "1-of-2" and store.run_key == run_key(CONFIG)
+
+    merged = merge_shards(shards, tmp_path / "merged.h5")
+
+    with MaskStore(merged) as store:
+        assert store.column("index").tolist() == [0, 1, 2, 3, 4, 5]
+        assert store.run_key == run_key(CONFIG) and store.shard == ""
+        masks = store.masks()
+        for row in range(5):
+            assert torch.equal(masks[row], torch.from_numpy(mask_of(row)).half().float())
+        assert torch.isnan(masks[5]).all() and store.column("status")[5] == "skipped"
+        assert store.column("path")[3] == "n02124075/img_3.JPEG"
+        np.testing.assert_allclose(store.column("area"), np.arange(6) / 1000, rtol=1e-6)
+    with pytest.raises(StoreError, match="exists"):
+        merge_shards(shards, merged)
+    with pytest.raises(StoreError, match="ranks"):
+        merge_shards(shards[:1], tmp_path / "partial.h5")
+    # the same image solved twice, or a shard of another run, is refused
+    other = tmp_path / "other" / "masks.h5"
+    write(other, [batch([9, 2])], shard=(1, 2))
+    with pytest.raises(StoreError, match="index 2"):
+        merge_shards([shards[0], shard_path(other, 1, 2)], tmp_path / "dup.h5")
+    write(other, [batch([9])], config={**CONFIG, "perturbation": "noise"}, shard=(0, 2))
+    with pytest.raises(StoreError, match="run_key differs"):
+        merge_shards([shard_path(other, 0, 2), shards[1]], tmp_path / "mixed.h5")
