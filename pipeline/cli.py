@@ -168,7 +168,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     typer.echo(f"store      {store}")
     typer.echo(f"model      {info['model']}")
     typer.echo(f"source     {info['source']}")
-    typer.echo(f"images     {info['rows']} ({info['ok']} ok, {info['skipped']} skipped)")
+    typer.echo(f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)")
     for reason, count in info["skipped_by_reason"].items():
         typer.echo(f"  skipped  {count} {reason}")
     for name, value in info["means"].items():
