@@ -12,6 +12,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from . import __version__
+from .config import DEFAULT_PRESET
 from .errors import PipelineError
 
 app = typer.Typer(
@@ -77,7 +78,7 @@ def explain(
     image: Annotated[Path, typer.Argument(help="Image file to explain.")],
     model: ModelOpt = "efficientnet_lite0",
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Class index, wnid or name (default: top-1).")] = None,
-    preset: PresetOpt = "blur",
+    preset: PresetOpt = DEFAULT_PRESET,
     iterations: IterOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for heatmap.png, mask.png, cam.png, perturbated.png.")] = Path("explanation"),
@@ -130,7 +131,7 @@ def masks(
     data: Annotated[Path, typer.Argument(help="ImageNet-style folder root/<wnid>/..., a flat folder, or a text file of paths.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("masks.h5"),
     model: ModelOpt = "efficientnet_lite0",
-    preset: PresetOpt = "blur",
+    preset: PresetOpt = DEFAULT_PRESET,
     iterations: IterOpt = None,
     set_: SetOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images solved together.")] = 8,
@@ -206,7 +207,7 @@ def demo(
     images = make_demo_folder(out / "images")
     store = out / "masks.h5"
     masks(images, out=store, iterations=iterations, batch_size=4, workers=0, device=device,
-          model="efficientnet_lite0", preset="blur", set_=None, limit=None, target="top1", seed=0, overwrite=False)
+          model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target="top1", seed=0, overwrite=False)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
 

@@ -159,7 +159,7 @@ PRESETS: dict[str, SolverConfig] = {
     ),
 }
 
-DEFAULT_PRESET = "blur"
+DEFAULT_PRESET = "paper"
 
 
 def preset(name: str) -> SolverConfig:
