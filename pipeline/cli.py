@@ -194,6 +194,112 @@ def export(
     typer.echo(f"wrote {len(files)} pictures to {out}")
 
 
+BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Ground-truth boxes: a VOC XML folder or Kaggle LOC_val_solution.csv.")]
+StepOpt = Annotated[int, typer.Option("--step", help="Pixels per deletion/insertion step (RISE: 1792 at 224 px).")]
+
+
+def _eval_config(step: int, batch_size: int, workers: int):
+    from .evaluate import EvalConfig
+
+    return EvalConfig(step=step, batch_size=batch_size, workers=workers)
+
+
+@app.command()
+@_fail_cleanly
+def baseline(
+    name: Annotated[str, typer.Argument(help="centre, random, gradient or gradcam.")],
+    data: Annotated[Path, typer.Argument(help="Image folder or file list, as for `perturb masks`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
+    model: ModelOpt = "efficientnet_lite0",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 8,
+    workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
+    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
+    target: Annotated[str, typer.Option("--target", help="top1 or label.")] = "top1",
+    device: DeviceOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Write a baseline saliency method's maps in the mask-store format (for the same metrics)."""
+    from .baselines import run_baseline
+    from .models import load_model
+    from .run import RunConfig
+
+    run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
+    summary = run_baseline(name, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@app.command()
+@_fail_cleanly
+def evaluate(
+    store: Annotated[Path, typer.Argument(help="HDF5 mask (or baseline) store.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
+    boxes: BoxesOpt = None,
+    step: StepOpt = 1792,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images evaluated together.")] = 8,
+    workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
+    device: DeviceOpt = None,
+) -> None:
+    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder."""
+    from .evaluate import evaluate_store
+    from .models import load_model
+    from .store import MaskStore
+
+    with MaskStore(store) as opened:
+        spec = opened.model
+    classifier = load_model(spec, device=_device(device))
+    result = evaluate_store(store, data, classifier, out, boxes=boxes, config=_eval_config(step, batch_size, workers),
+                            progress=True)
+    for name, stats in result.summary["metrics"].items():
+        if stats.get("mean") is not None:
+            typer.echo(f"{name:36s} {stats['mean']:.4f} +- {stats['sem'] or 0:.4f} (n={stats['count']})")
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@_fail_cleanly
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Report folders of `perturb evaluate`; the first is the reference.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for comparison.md, comparison.csv, curves.png.")] = Path("comparison"),
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per interval.")] = 2000,
+) -> None:
+    """Put evaluated runs side by side: means, 95% bootstrap intervals, paired differences."""
+    from .compare import compare_runs
+
+    compare_runs(runs, out, n_boot=n_boot)
+    typer.echo((out / "comparison.md").read_text())
+
+
+@app.command()
+@_fail_cleanly
+def sweep(
+    data: Annotated[Path, typer.Argument(help="Image folder or file list.")],
+    preset_: Annotated[list[str], typer.Option("--preset", "-p", help="A variant to run (repeatable); the first is the reference.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder: one sub-folder per preset and the comparison.")] = Path("results/sweep"),
+    model: ModelOpt = "efficientnet_lite0",
+    iterations: IterOpt = None,
+    set_: SetOpt = None,
+    boxes: BoxesOpt = None,
+    step: StepOpt = 1792,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 8,
+    workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
+    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
+    target: Annotated[str, typer.Option("--target", help="top1 or label.")] = "top1",
+    device: DeviceOpt = None,
+) -> None:
+    """Solve, evaluate and compare several presets on the same images (resumable)."""
+    from .models import load_model
+    from .run import RunConfig
+    from .sweep import run_sweep
+
+    overrides = list(set_ or []) + ([f"optim.iterations={iterations}"] if iterations is not None else [])
+    run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
+    result = run_sweep(data, out, load_model(model, device=_device(device)), preset_, overrides, run, boxes,
+                       _eval_config(step, batch_size, workers), notify=typer.echo)
+    typer.echo((result.out / "comparison.md").read_text())
+
+
 @app.command()
 @_fail_cleanly
 def demo(
