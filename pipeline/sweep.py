@@ -2,12 +2,13 @@
 
 A sweep folder holds one sub-folder per variant (``<out>/<preset>/masks.h5`` plus its evaluation
 report) and the comparison of them all (``<out>/comparison.md``, ``.csv``, ``curves.png``). Every
-step resumes: masks through the store, and a variant whose report is newer than its store is not
-evaluated again.
+step resumes: masks through the store, and a variant whose report stamp matches its store (run,
+row count), boxes and evaluation settings is not evaluated again.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,7 @@ from .errors import ConfigError
 from .evaluate import EvalConfig, evaluate_store
 from .models import Classifier
 from .run import RunConfig, RunSummary, run_masks
+from .store import MaskStore
 
 Notify = Callable[[str], None]
 
@@ -54,13 +56,25 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier, prese
         folder = out / name
         say(f"[{name}] solving masks")
         summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, run)
-        report = folder / "per_image.parquet"
-        if report.exists() and report.stat().st_mtime >= (folder / "masks.h5").stat().st_mtime:
+        stamp = _report_stamp(folder / "masks.h5", boxes, evaluation)
+        if _read(folder / "report.stamp") == stamp:
             say(f"[{name}] report is up to date")
             continue
         say(f"[{name}] evaluating")
         evaluate_store(folder / "masks.h5", None, classifier, folder, boxes=boxes, config=evaluation,
                        progress=run.progress)
+        (folder / "report.stamp").write_text(stamp)
     say("comparing")
     table = compare_runs([out / name for name in presets], out)
     return SweepResult(summaries, table, out)
+
+
+def _report_stamp(store_path: Path, boxes: str | Path | None, evaluation: EvalConfig) -> str:
+    """What a report was made from: the store's run and row count, the boxes, the settings."""
+    with MaskStore(store_path) as store:
+        made_from = {"run_key": store.run_key, "rows": len(store), "boxes": str(boxes), "eval": repr(evaluation)}
+    return json.dumps(made_from, sort_keys=True)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None

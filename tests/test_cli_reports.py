@@ -1,0 +1,72 @@
+"""The report commands through the real command line: baseline, evaluate, compare, sweep."""
+
+import json
+
+import pandas as pd
+import pytest
+import skimage.data
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "n02124075").mkdir()
+    Image.fromarray(skimage.data.chelsea()).save(root / "n02124075" / "chelsea.png")
+    (root / "n07920052").mkdir()
+    Image.fromarray(skimage.data.coffee()).save(root / "n07920052" / "coffee.png")
+    boxes = root.parent / "boxes"
+    boxes.mkdir(exist_ok=True)
+    # chelsea is 451 x 300; the cat's face roughly fills the middle of the picture.
+    (boxes / "chelsea.xml").write_text(
+        "<annotation><size><width>451</width><height>300</height></size><object><name>n02124075</name>"
+        "<bndbox><xmin>80</xmin><ymin>20</ymin><xmax>400</xmax><ymax>299</ymax></bndbox></object></annotation>")
+    return root, boxes
+
+
+def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
+    root, boxes = folder
+    out = tmp_path / "sweep"
+    args = ["sweep", str(root), "-p", "seed", "-p", "blur", "-n", "2", "--out", str(out), "--boxes", str(boxes),
+            "--workers", "0", "--step", "12544"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("seed", "blur"):
+        table = pd.read_parquet(out / name / "per_image.parquet")
+        assert len(table) == 2 and table["insertion_auc"].notna().all()
+        config = json.loads((out / name / "summary.json").read_text())
+        assert config["settings"]["step"] == 12544
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["run"]) == {"seed", "blur"}
+    assert (out / "comparison.md").read_text().count("|") > 10
+    # Resumed: nothing solved or evaluated again.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.output.count("report is up to date") == 2
+
+
+def test_baseline_evaluate_compare_commands(folder, tmp_path):
+    root, boxes = folder
+    for name in ("centre", "gradcam"):
+        made = runner.invoke(app, ["baseline", name, str(root), "--out", str(tmp_path / f"{name}.h5"), "--workers", "0"])
+        assert made.exit_code == 0, made.output
+        evaluated = runner.invoke(app, ["evaluate", str(tmp_path / f"{name}.h5"), "--out", str(tmp_path / name),
+                                        "--boxes", str(boxes), "--step", "12544", "--workers", "0"])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert "insertion_auc" in evaluated.output
+    compared = runner.invoke(app, ["compare", str(tmp_path / "centre"), str(tmp_path / "gradcam"),
+                                   "--out", str(tmp_path / "cmp"), "--n-boot", "50"])
+    assert compared.exit_code == 0, compared.output
+    assert "gradcam" in compared.output and (tmp_path / "cmp" / "curves.png").exists()
+
+
+def test_unknown_preset_and_field_are_clear_errors(folder, tmp_path):
+    root, _ = folder
+    bad = runner.invoke(app, ["sweep", str(root), "-p", "papr", "--out", str(tmp_path / "s")])
+    assert bad.exit_code == 1 and "did you mean paper" in bad.output
+    bad = runner.invoke(app, ["masks", str(root), "--set", "tv_coef=1", "--out", str(tmp_path / "m.h5")])
+    assert bad.exit_code == 1 and "tv_coeff" in bad.output
