@@ -20,7 +20,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 
 from .errors import ConfigError
 
@@ -58,24 +57,43 @@ class PerturbationConfig:
 def gaussian_blur(images: torch.Tensor, sigma: float, kernel_size: int = 0) -> torch.Tensor:
     """Gaussian blur of ``(B, C, H, W)`` with reflect borders (OpenCV's default border).
 
-    ``kernel_size`` 0 takes ``2 * ceil(3 sigma) + 1``, reduced (odd) to fit the image.
+    ``kernel_size`` 0 takes ``2 * ceil(3 sigma) + 1``, reduced (odd) to fit the image. The blur is
+    applied as two 1-D passes: a sigma-10 kernel is 61 wide, and a 61 x 61 2-D convolution costs 30x
+    more for the same result.
     """
     if kernel_size <= 0:
         kernel_size = 2 * math.ceil(3 * sigma) + 1
     limit = min(images.shape[-2:])
     kernel_size = min(kernel_size, limit - 1 if limit % 2 == 0 else limit)
-    return TF.gaussian_blur(images, [kernel_size, kernel_size], [sigma, sigma])
+    radius = kernel_size // 2
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    batch, channels, height, width = images.shape
+    flat = images.reshape(batch * channels, 1, height, width)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return flat.view(batch, channels, height, width)
 
 
 def median_blur(images: torch.Tensor, size: int = 11) -> torch.Tensor:
     """Median filter of ``(B, C, H, W)`` over ``size x size`` windows, replicated borders
-    (as OpenCV's ``medianBlur`` and ``scipy.ndimage.median_filter(mode='nearest')``)."""
+    (as OpenCV's ``medianBlur`` and ``scipy.ndimage.median_filter(mode='nearest')``).
+
+    On CPU it calls scipy's C implementation (about 20x faster than sorting unfolded windows);
+    on other devices it takes medians of unfolded windows, one channel at a time.
+    """
+    if images.device.type == "cpu":
+        import scipy.ndimage
+
+        array = images.detach().float().numpy()
+        filtered = scipy.ndimage.median_filter(array, size=(1, 1, size, size), mode="nearest")
+        return torch.from_numpy(filtered).to(images.dtype)
     pad = size // 2
     padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
     batch, channels, height, width = images.shape
     out = torch.empty_like(images)
-    # One channel at a time: the unfolded windows are size**2 times the image.
-    for c in range(channels):
+    for c in range(channels):  # the unfolded windows are size**2 times the image
         windows = F.unfold(padded[:, c : c + 1], kernel_size=size)  # (B, size*size, H*W)
         out[:, c] = windows.median(dim=1).values.view(batch, height, width)
     return out
