@@ -5,29 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
-from . import masks as masklib
-from .config import from_dict
 from .data import load_image
 from .errors import StoreError
+from .evaluate import store_saliency
 from .render import heatmap, save_pictures
 from .store import MaskStore
-
-
-def saliency_of_rows(store: MaskStore, rows: list[int], size: tuple[int, int]) -> torch.Tensor:
-    """Saliency ``(k, 1, H, W)`` of the store's ``rows`` at ``size``, upsampled as the solver did.
-
-    Solver stores (config with ``solver``) use the stored game and mask upsampling; other stores
-    (baselines) hold ``1 - saliency`` and are upsampled bilinearly.
-    """
-    masks = store.masks(rows)
-    config = store.config
-    if "solver" in config:
-        solver = from_dict(config["solver"])
-        return masklib.saliency(masks, solver.objective.game, size, solver.mask)
-    return 1 - F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=True)
 
 
 def export_pictures(store_path: str | Path, out_dir: str | Path, rows: list[int] | None = None,
@@ -49,7 +33,9 @@ def export_pictures(store_path: str | Path, out_dir: str | Path, rows: list[int]
             if entry["status"] != "ok":
                 continue
             image = load_image(root / entry["path"]).astype(np.float32) / 255
-            heat = heatmap(saliency_of_rows(store, [row], image.shape[:2])[0])
+            # Saliency at the solver's input size (where the mask was optimised), then resized.
+            at_input = store_saliency(store, [row], store.input_size)
+            heat = heatmap(F.interpolate(at_input, size=image.shape[:2], mode="bilinear", align_corners=False)[0])
             overlay = 0.5 * image + 0.5 * heat
             stem = Path(entry["path"]).with_suffix("").as_posix().replace("/", "__")
             written += save_pictures({"heatmap": _u8(heat), "overlay": _u8(overlay)}, out_dir, prefix=f"{stem}_")
