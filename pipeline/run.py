@@ -20,7 +20,7 @@ from .config import SolverConfig, to_dict
 from .data import ImageDataset, discover, make_loader
 from .errors import ConfigError
 from .models import Classifier
-from .solver import solve
+from .solver import SolveResult, solve
 from .store import STATUS_OK, STATUS_SKIPPED, MaskWriter
 
 EXTRA_COLUMNS = ("area", "tv")
@@ -171,8 +171,24 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
         images = batch["image"][chosen].to(device, non_blocking=True)
         targets = batch["label"][chosen] if run.target == "label" else None
         seeds = batch["index"][chosen] + run.seed
-        result = solve(classifier, images, solver, targets=targets, seeds=seeds)
+        result = _solve_fitting(classifier, images, solver, targets, seeds)
         for name, values in result.columns().items():
             rows[name][chosen] = values.to("cpu", rows[name].dtype)
         masks[chosen] = result.masks.cpu()
     return rows, masks
+
+
+def _solve_fitting(classifier: Classifier, images: torch.Tensor, solver: SolverConfig,
+                   targets: torch.Tensor | None, seeds: torch.Tensor) -> SolveResult:
+    """:func:`solve`, halving the batch when the device runs out of memory. Images are independent
+    in the solver (per-image seeds), so the halves give the same masks as the whole batch would."""
+    try:
+        return solve(classifier, images, solver, targets=targets, seeds=seeds)
+    except torch.OutOfMemoryError:
+        if len(images) == 1:
+            raise
+        torch.cuda.empty_cache()
+    half = len(images) // 2
+    parts = [_solve_fitting(classifier, images[part], solver, None if targets is None else targets[part], seeds[part])
+             for part in (slice(0, half), slice(half, None))]
+    return SolveResult(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SolveResult)))

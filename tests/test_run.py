@@ -115,3 +115,29 @@ def test_sigkill_mid_run_then_resume_loses_nothing(imagenet_folder, tmp_path):
     assert sorted(after["index"]) == list(range(7))  # every image exactly once
     np.testing.assert_array_equal(masks_after[: len(before)], masks_before)  # earlier rows untouched
     assert after["path"][: len(before)].tolist() == before["path"].tolist()
+
+
+def test_out_of_memory_halves_the_batch(monkeypatch):
+    """A batch that does not fit is solved in halves, with the same per-image results."""
+    import torch
+
+    import pipeline.run as run_module
+    from pipeline.config import override, preset
+    from pipeline.models import load_model
+
+    classifier = load_model()
+    images = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    config = override(preset("blur"), ["optim.iterations=2"])
+    seeds = torch.arange(4)
+    whole = run_module.solve(classifier, images, config, seeds=seeds)
+    real_solve = run_module.solve
+
+    def small_device(classifier, images, config, **kwargs):
+        if len(images) > 1:
+            raise torch.OutOfMemoryError("pretend the device is full")
+        return real_solve(classifier, images, config, **kwargs)
+
+    monkeypatch.setattr(run_module, "solve", small_device)
+    halves = run_module._solve_fitting(classifier, images, config, None, seeds)
+    torch.testing.assert_close(halves.masks, whole.masks, atol=2e-3, rtol=0)
+    torch.testing.assert_close(halves.p_final, whole.p_final, atol=2e-3, rtol=0)
