@@ -228,7 +228,7 @@ def store_saliency(store: MaskStore, rows: Any, size: Sequence[int]) -> torch.Te
 def evaluate_store(store_path: str | Path, data_root: str | Path | None, classifier: Classifier,
                    out_dir: str | Path, boxes: str | Path | Mapping[str, ImageBoxes] | None = None,
                    config: EvalConfig = EvalConfig(), device: str | torch.device | None = None,
-                   progress: bool = False) -> EvalResult:
+                   progress: bool = False, indices: Sequence[int] | None = None) -> EvalResult:
     """Evaluate every ok row of a mask store and write the reports to ``out_dir``.
 
     Args:
@@ -241,6 +241,9 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         config: the evaluation settings.
         device: move ``classifier`` there first (in place); None keeps its device.
         progress: show a tqdm bar over images.
+        indices: evaluate only the rows whose image ``index`` is listed (e.g. the images of a
+            sweep run with ``--limit``); None evaluates every ok row. Other rows stay in the
+            per-image table with NaN metrics and ``eval_status`` "not selected".
 
     Raises:
         StoreError: the store cannot be read. ConfigError: the classifier does not match it.
@@ -252,7 +255,8 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         _check_classifier(store, classifier)
         table = store.table()
         root = Path(data_root) if data_root is not None else Path(store.source)
-        metrics, curves, game = _evaluate_rows(store, table, root, classifier, box_map, config, progress)
+        metrics, curves, game = _evaluate_rows(store, table, root, classifier, box_map, config, progress,
+                                               indices)
         boxes_name = str(boxes) if isinstance(boxes, (str, Path)) else None if boxes is None else "<dict>"
         meta = {"store": str(Path(store_path).resolve()), "store_config": store.config,
                 "model": store.model, "data_root": str(root), "input_size": list(store.input_size),
@@ -277,10 +281,14 @@ def _check_classifier(store: MaskStore, classifier: Classifier) -> None:
 
 
 def _evaluate_rows(store: MaskStore, table: pd.DataFrame, root: Path, classifier: Classifier,
-                   box_map: Mapping[str, ImageBoxes] | None, config: EvalConfig, progress: bool
+                   box_map: Mapping[str, ImageBoxes] | None, config: EvalConfig, progress: bool,
+                   indices: Sequence[int] | None = None
                    ) -> tuple[dict[int, dict[str, Any]], dict[str, Any], PointingGame]:
     """Metrics per store row position, the curves of the evaluated rows, and the pointing game."""
-    positions = np.flatnonzero(table["status"].to_numpy() == STATUS_OK)
+    chosen = table["status"].to_numpy() == STATUS_OK
+    if indices is not None:
+        chosen &= table["index"].isin(list(indices)).to_numpy()
+    positions = np.flatnonzero(chosen)
     records = [ImageRecord(root / str(table["path"].iat[p]), str(table["path"].iat[p]),
                            int(table["label"].iat[p])) for p in positions]
     metrics: dict[int, dict[str, Any]] = {}
@@ -402,6 +410,8 @@ def _per_image(table: pd.DataFrame, metrics: dict[int, dict[str, Any]]) -> pd.Da
     if "eval_status" not in extra:  # nothing was evaluated
         extra["eval_status"] = pd.Series(np.nan, index=extra.index, dtype=object)
     per_image = pd.concat([table.reset_index(drop=True), extra], axis=1)
+    unselected = per_image["eval_status"].isna() & (per_image["status"] == STATUS_OK)
+    per_image.loc[unselected, "eval_status"] = "not selected"
     per_image["eval_status"] = per_image["eval_status"].fillna("skipped in store")
     for name in AUC_COLUMNS.values():
         if name not in per_image:

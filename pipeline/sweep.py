@@ -56,23 +56,25 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier, prese
         folder = out / name
         say(f"[{name}] solving masks")
         summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, run)
-        stamp = _report_stamp(folder / "masks.h5", boxes, evaluation)
+        stamp = _report_stamp(folder / "masks.h5", summaries[name].total, boxes, evaluation)
         if _read(folder / "report.stamp") == stamp:
             say(f"[{name}] report is up to date")
             continue
         say(f"[{name}] evaluating")
+        # Only this sweep's images: a store may hold more (a longer run, or a larger --limit before).
         evaluate_store(folder / "masks.h5", None, classifier, folder, boxes=boxes, config=evaluation,
-                       progress=run.progress)
+                       progress=run.progress, indices=range(summaries[name].total))
         (folder / "report.stamp").write_text(stamp)
     say("comparing")
     table = compare_runs([out / name for name in presets], out)
     return SweepResult(summaries, table, out)
 
 
-def _report_stamp(store_path: Path, boxes: str | Path | None, evaluation: EvalConfig) -> str:
+def _report_stamp(store_path: Path, images: int, boxes: str | Path | None, evaluation: EvalConfig) -> str:
     """What a report was made from: the store's run and row count, the boxes, the settings."""
     with MaskStore(store_path) as store:
-        made_from = {"run_key": store.run_key, "rows": len(store), "boxes": str(boxes), "eval": repr(evaluation)}
+        made_from = {"run_key": store.run_key, "rows": len(store), "images": images, "boxes": str(boxes),
+                     "eval": repr(evaluation)}
     return json.dumps(made_from, sort_keys=True)
 
 

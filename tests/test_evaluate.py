@@ -263,3 +263,15 @@ def test_a_store_with_nothing_to_evaluate_still_reports(tmp_path):
     on_disk = json.loads(result.paths["summary_json"].read_text())
     assert on_disk["metrics"]["insertion_auc"] == {"mean": None, "sem": None, "count": 0, "better": "higher"}
     assert np.load(result.paths["curves_npz"])["insertion"].shape == (0, 5)
+
+
+def test_only_the_selected_images_are_evaluated(deletion_case, tmp_path):
+    store, root = deletion_case
+    config = EvalConfig(step=16, chunk=5, batch_size=3, workers=0, plots=False)
+    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "sel", config=config, indices=[1])
+    table = result.table.set_index("path")
+    assert table.loc["n00000000/a.png", "eval_status"] == "not selected"
+    assert np.isnan(table.loc["n00000000/a.png", "deletion_auc_zero"])
+    auc_b = (16 * P_FULL + 0.1 - P_FULL / 2 - 0.1 / 2) / 16
+    assert result.summary["metrics"]["deletion_auc_zero"]["mean"] == pytest.approx(auc_b, abs=1e-6)
+    assert result.summary["metrics"]["deletion_auc_zero"]["count"] == 1
