@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -275,6 +276,10 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
     device = classifier.device
     images = images.to(device, non_blocking=True).float()
     seeds = (torch.arange(len(images)) if seeds is None else seeds).to(device=device, dtype=torch.int64)
+    if config.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # Measured on an AVX2-only CPU: 17x slower than fp32 (benchmarks/solver.py).
+        warnings.warn("precision=bf16 on a CPU without native bf16 (no AVX512-BF16/AMX) runs reference "
+                      "kernels, many times slower than fp32; use precision=fp32 here", stacklevel=2)
     problem = _Problem(classifier, images, targets, config, seeds)
     k = max(1, len(config.objective.areas))
     masks = _initial_masks(problem, k).requires_grad_(True)
