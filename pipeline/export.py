@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .data import load_image
 from .errors import StoreError
 from .evaluate import store_saliency
-from .render import heatmap, save_pictures
+from .render import heatmap, save_pictures, to_uint8
 from .store import MaskStore
 
 
@@ -38,9 +38,6 @@ def export_pictures(store_path: str | Path, out_dir: str | Path, rows: list[int]
             heat = heatmap(F.interpolate(at_input, size=image.shape[:2], mode="bilinear", align_corners=False)[0])
             overlay = 0.5 * image + 0.5 * heat
             stem = Path(entry["path"]).with_suffix("").as_posix().replace("/", "__")
-            written += save_pictures({"heatmap": _u8(heat), "overlay": _u8(overlay)}, out_dir, prefix=f"{stem}_")
+            written += save_pictures({"heatmap": to_uint8(heat), "overlay": to_uint8(overlay)}, out_dir, prefix=f"{stem}_")
     return written
 
-
-def _u8(array: np.ndarray) -> np.ndarray:
-    return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -14,7 +14,8 @@ from matplotlib import colormaps
 from PIL import Image
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Float ``[0, 1]`` array to uint8, clipped and rounded."""
     return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
@@ -39,10 +40,10 @@ def pictures(image: torch.Tensor, mask_up: torch.Tensor, saliency: torch.Tensor,
     heat = heatmap(saliency)
     cam = heat + rgb
     return {
-        "heatmap": _to_uint8(heat),
-        "mask": _to_uint8(np.repeat(mask_up[0].detach().float().cpu().numpy()[..., None], 3, axis=2)),
-        "cam": _to_uint8(cam / cam.max()),
-        "perturbated": _to_uint8(perturbed.detach().float().cpu().permute(1, 2, 0).numpy()),
+        "heatmap": to_uint8(heat),
+        "mask": to_uint8(np.repeat(mask_up[0].detach().float().cpu().numpy()[..., None], 3, axis=2)),
+        "cam": to_uint8(cam / cam.max()),
+        "perturbated": to_uint8(perturbed.detach().float().cpu().permute(1, 2, 0).numpy()),
     }
 
 
