@@ -20,7 +20,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results" / "benchmarks"
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenet-val-100" / "val"
+# The development set beside the checkout, or copied inside it (as on a GPU machine, where only
+# the checkout travels).
+DEFAULT_DATA = next((p for p in (REPO.parent / "shared" / "data" / "imagenet-val-100" / "val",
+                                 REPO / "shared" / "data" / "imagenet-val-100" / "val") if p.is_dir()),
+                    REPO.parent / "shared" / "data" / "imagenet-val-100" / "val")
 
 
 # ---------------------------------------------------------------- device and machine

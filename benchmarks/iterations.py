@@ -97,8 +97,11 @@ def figure(rows: list[dict], path: Path, title: str) -> Path | None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for ax, (key, label) in zip(axes, panels):
         for name in dict.fromkeys(r["preset"] for r in rows):
-            mine = [r for r in rows if r["preset"] == name]
+            mine = [r for r in rows if r["preset"] == name and not r["early_stop"]]
             line, = ax.plot([r["iterations"] for r in mine], [r[key] for r in mine], marker="o", label=name)
+            stops = [r for r in rows if r["preset"] == name and r["early_stop"]]  # stars at mean iterations used
+            ax.scatter([r["iterations"] for r in stops], [r[key] for r in stops], marker="*", s=90,
+                       color=line.get_color(), zorder=3, label=f"{name}, early stop" if stops else None)
             if key == "mean_p_final":  # what the fully perturbed image scores: the floor of p_final
                 ax.axhline(mine[0]["mean_p_perturbed"], color=line.get_color(), ls=":", lw=1)
         ax.set_xlabel("solver iterations")
@@ -121,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=8, help="images (the first of the sorted dev set)")
     parser.add_argument("--batch", type=int, default=16, help="images per solve")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--early-stop", nargs="*", default=[], metavar="WINDOW,TOL",
+                        help="also solve with per-image early stopping (optim.stop_window, optim.stop_tol) "
+                        "up to the largest --iterations, e.g. 25,0.01 50,0.005; rows report the mean "
+                        "iterations used and the solve time")
     parser.add_argument("--step", type=int, default=1792, help="deletion/insertion pixels per step")
     parser.add_argument("--chunk", type=int, default=32)
     parser.add_argument("--data", type=Path, default=None)
@@ -170,28 +177,46 @@ def main(argv: list[str] | None = None) -> int:
               f"(max |p_final diff| {(mine - final_p).abs().max().item():.1e})")
         p_perturbed = torch.cat([r.p_perturbed for r in finals])
         p_original = torch.cat([r.p_original for r in finals])
-        for t in checkpoints:
-            masks = torch.cat(snaps[t]["masks"])
+        def quality_row(masks: torch.Tensor, mean_iterations: float, loss: torch.Tensor, seconds: float,
+                        early_stop: str = "") -> dict:
             heat = masklib.saliency(masks, config.objective.game, classifier.input_size, config.mask)
             deletion = auc(causal_curves(classifier, x, heat, targets, blurred, "deletion", args.step, args.chunk))
             insertion = auc(causal_curves(classifier, x, heat, targets, blurred, "insertion", args.step, args.chunk))
             up = masklib.upsample(masks, classifier.input_size, config.mask)
             row = {**common, "model": "efficientnet_lite0", "device": device.type, "preset": name,
-                   "precision": args.precision, "images": len(images01), "iterations": t,
+                   "precision": args.precision, "images": len(images01), "early_stop": early_stop,
+                   "iterations": mean_iterations,
                    "mean_p_original": float(p_original.mean()), "mean_p_perturbed": float(p_perturbed.mean()),
                    "mean_p_final": float(p_final(classifier, images01, masks, targets, config, seeds_all).mean()),
-                   "mean_area": float((1 - up).flatten(1).mean(1).mean()),
-                   "mean_loss": float(torch.cat(snaps[t]["loss"]).mean()),
+                   "mean_area": float((1 - up).flatten(1).mean(1).mean()), "mean_loss": float(loss.mean()),
                    "mean_deletion_blur_auc": float(deletion.mean()), "mean_insertion_auc": float(insertion.mean()),
-                   "solve_seconds": snaps[t]["seconds"], "step": args.step, "loadavg_row": load_average()}
+                   "solve_seconds": seconds, "step": args.step, "loadavg_row": load_average()}
             rows.append(row)
-            print(f"  {name:6s} {t:4d} it: p_final {row['mean_p_final']:.3f}  area {row['mean_area']:.3f}  "
+            print(f"  {name:6s} {mean_iterations:6.1f} it{' (' + early_stop + ')' if early_stop else ''}: "
+                  f"p_final {row['mean_p_final']:.3f}  area {row['mean_area']:.3f}  "
                   f"del(blur) {row['mean_deletion_blur_auc']:.3f}  ins {row['mean_insertion_auc']:.3f}  "
-                  f"solve {row['solve_seconds']:.0f} s", flush=True)
+                  f"solve {row['solve_seconds']:.1f} s", flush=True)
             write_csv(args.out / f"iterations-{device.type}.csv", rows)  # partial results survive an interrupt
+            return row
+
+        for t in checkpoints:
+            quality_row(torch.cat(snaps[t]["masks"]), t, torch.cat(snaps[t]["loss"]), snaps[t]["seconds"])
+        # Early stopping: the same images and maximum length, each image stopping on its own.
+        for setting in args.early_stop:
+            window, tol = setting.split(",")
+            cfg = override(config, [f"optim.iterations={last}", f"optim.stop_window={window}", f"optim.stop_tol={tol}"])
+            parts, seconds = [], 0.0
+            for first in range(0, len(images01), args.batch):
+                part = slice(first, first + args.batch)
+                start = clock(device)
+                parts.append(solve(classifier, images01[part], cfg, seeds=seeds_all[part], targets=targets[part]))
+                seconds += clock(device) - start
+            used = torch.cat([r.iterations for r in parts]).float()
+            quality_row(torch.cat([r.masks for r in parts]), float(used.mean()), torch.cat([r.loss for r in parts]),
+                        seconds, early_stop=f"window {window}, tol {tol}, max {last}")
     out = write_csv(args.out / f"iterations-{device.type}.csv", rows)
     print()
-    print(table(rows, ["preset", "iterations", "mean_p_final", "mean_area", "mean_loss", "mean_deletion_blur_auc",
+    print(table(rows, ["preset", "early_stop", "iterations", "mean_p_final", "mean_area", "mean_loss", "mean_deletion_blur_auc",
                        "mean_insertion_auc", "solve_seconds"]))
     print(f"wrote {out} ({time.perf_counter() - began:.0f} s)")
     title = (f"efficientnet_lite0, {len(images01)} images of {source}, {args.precision}, step {args.step}; "

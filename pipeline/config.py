@@ -82,17 +82,30 @@ class ObjectiveConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """The optimiser on the mask (clamped to [0, 1] after every step): Adam (seed, paper) or SGD
-    with momentum (extremal perturbation)."""
+    with momentum (extremal perturbation).
+
+    Early stopping, per image (off when ``stop_window`` is 0): the objective is averaged over
+    windows of ``stop_window`` iterations, and an image stops at the end of a window whose mean
+    improved on the previous window's by at most ``stop_tol * max(|previous mean|, 1e-3)``. A
+    stopped image keeps the mask it had then and leaves the batch, so later iterations cost
+    less; ``iterations`` is then a maximum. Windows count from iteration 0 for every image, so an
+    image stops at the same iteration alone or in any batch.
+    """
 
     iterations: int = 500
     lr: float = 0.1
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = 0.9
+    stop_window: int = 0
+    stop_tol: float = 0.01
 
     def __post_init__(self) -> None:
         _choice("optim.optimizer", self.optimizer, ("adam", "sgd"))
         if self.iterations < 1 or self.lr <= 0:
             raise ConfigError(f"optim.iterations must be >= 1 and optim.lr > 0, got {self.iterations}, {self.lr}")
+        if self.stop_window < 0 or self.stop_tol < 0:
+            raise ConfigError(f"optim.stop_window and optim.stop_tol must be >= 0, got {self.stop_window}, "
+                              f"{self.stop_tol}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,10 @@ class SolverConfig:
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, ("fp32", "bf16"))
+        if self.optim.stop_window and self.objective.areas and self.objective.area_growth != 1:
+            raise ConfigError("optim.stop_window (early stopping) needs a fixed objective, but extremal "
+                              "perturbation's area weight grows every iteration (objective.area_growth); "
+                              "set optim.stop_window=0 or objective.area_growth=1")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -222,8 +239,17 @@ def _parse_value(text: str) -> Any:
 
 
 def to_dict(config: SolverConfig) -> dict[str, Any]:
-    """The full configuration as nested plain data (what outputs record)."""
-    return dataclasses.asdict(config)
+    """The full configuration as nested plain data (what outputs record).
+
+    The early-stopping fields are left out while early stopping is off (they change nothing
+    then), so a configuration records, and a store's run key hashes, exactly what it did before
+    the option existed: older stores still resume.
+    """
+    data = dataclasses.asdict(config)
+    if not config.optim.stop_window:
+        for name in ("stop_window", "stop_tol"):
+            data["optim"].pop(name)
+    return data
 
 
 def from_dict(data: dict[str, Any]) -> SolverConfig:

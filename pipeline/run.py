@@ -31,24 +31,31 @@ EXTRA_COLUMNS = ("area", "tv")
 class RunConfig:
     """How a dataset run is executed.
 
+    ``batch_size``: images solved together, or ``"auto"``: the largest batch (up to
+    :data:`AUTO_BATCH_CAP`) that fits the GPU's free memory, measured by :func:`auto_batch_size`;
+    :data:`CPU_BATCH` on a CPU.
     ``target``: ``top1`` explains the model's prediction, ``label`` the ground-truth class (images
     without a label are then skipped). ``seed`` offsets each image's random stream (its dataset
     index), so results do not depend on the batch size or the order of resumed runs.
+    ``compile``: solve through :meth:`pipeline.models.Classifier.compiled` (worth it on a GPU).
     Only ``target`` and ``seed`` change the masks; the rest may differ between a run and its resume.
     """
 
-    batch_size: int = 8
+    batch_size: int | Literal["auto"] = 8
     workers: int = 2
     limit: int | None = None
     target: Literal["top1", "label"] = "top1"
     seed: int = 0
     progress: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.target not in ("top1", "label"):
             raise ConfigError(f"--target {self.target!r} must be 'top1' or 'label'")
-        if self.batch_size < 1 or self.workers < 0 or (self.limit is not None and self.limit < 1):
-            raise ConfigError("--batch-size must be >= 1, --workers >= 0 and --limit >= 1")
+        batch_ok = self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)
+        if not batch_ok or self.workers < 0 or (self.limit is not None and self.limit < 1):
+            raise ConfigError(f"--batch-size must be 'auto' or >= 1 (got {self.batch_size!r}), --workers >= 0 "
+                              "and --limit >= 1")
 
 
 @dataclass
@@ -84,11 +91,18 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     """
     k = max(1, len(solver.objective.areas))
     mask_shape = (k, solver.mask.size, solver.mask.size)
+    config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
+    if run.compile:
+        classifier = classifier.compiled()
+    if run.batch_size == "auto":
+        run = dataclasses.replace(run, batch_size=auto_batch_size(classifier, solver))
+        if run.progress:
+            tqdm.write(f"batch size {run.batch_size} (auto, {classifier.device.type})")
 
     def solve_batch(batch: dict[str, Any], records: list) -> tuple[dict[str, Any], torch.Tensor | None]:
         return _solve_batch(batch, records, classifier, solver, run)
 
-    return run_store(source, out, classifier, store_config(solver, run, classifier), mask_shape, run,
+    return run_store(source, out, classifier, config, mask_shape, run,
                      solve_batch, overwrite=overwrite, desc="masks")
 
 
@@ -119,7 +133,9 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
         summary = RunSummary(Path(out), len(records), resumed=len(records) - len(todo))
         if not todo:
             return summary
-        loader = make_loader(ImageDataset(records, classifier.input_size), run.batch_size, run.workers, indices=todo)
+        # "auto" is resolved by callers that know their memory needs (run_masks); others get CPU_BATCH.
+        batch_size = CPU_BATCH if run.batch_size == "auto" else run.batch_size
+        loader = make_loader(ImageDataset(records, classifier.input_size), batch_size, run.workers, indices=todo)
         with tqdm(total=len(records), initial=summary.resumed, unit="img", disable=not run.progress,
                   desc=desc, dynamic_ncols=True) as bar:
             for batch in loader:
@@ -161,7 +177,9 @@ def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
 def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, solver: SolverConfig,
                  run: RunConfig) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Solve the readable images of a loader batch; returns the store rows and masks ``(b, K, h, w)``."""
-    rows, ok = batch_rows(batch, records, run)
+    # Early stopping adds the iterations each image took; without it the store keeps the columns
+    # it always had (so stores made before the option existed still resume).
+    rows, ok = batch_rows(batch, records, run, EXTRA_COLUMNS + (("iterations",) if solver.optim.stop_window else ()))
     b = len(ok)
     k = max(1, len(solver.objective.areas))
     masks = torch.full((b, k, solver.mask.size, solver.mask.size), float("nan"))
@@ -173,7 +191,8 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
         seeds = batch["index"][chosen] + run.seed
         result = _solve_fitting(classifier, images, solver, targets, seeds)
         for name, values in result.columns().items():
-            rows[name][chosen] = values.to("cpu", rows[name].dtype)
+            if name in rows:
+                rows[name][chosen] = values.to("cpu", rows[name].dtype)
         masks[chosen] = result.masks.cpu()
     return rows, masks
 
@@ -192,3 +211,42 @@ def _solve_fitting(classifier: Classifier, images: torch.Tensor, solver: SolverC
     parts = [_solve_fitting(classifier, images[part], solver, None if targets is None else targets[part], seeds[part])
              for part in (slice(0, half), slice(half, None))]
     return SolveResult(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SolveResult)))
+
+
+AUTO_BATCH_CAP = 128
+"""Largest automatic batch: beyond it a GPU gains little (benchmarks/solver.py) while a kill loses
+more work and the first results come later."""
+
+CPU_BATCH = 8
+"""Automatic batch on a CPU: the fastest batch measured on the 2-core CPU of results/benchmarks."""
+
+
+def auto_batch_size(classifier: Classifier, solver: SolverConfig, fraction: float = 0.6,
+                    cap: int = AUTO_BATCH_CAP) -> int:
+    """The batch to solve at once: on a GPU, the largest that keeps the solver's peak memory under
+    ``fraction`` of the free device memory (at most ``cap``, a multiple of 8 when 8 or more);
+    :data:`CPU_BATCH` elsewhere.
+
+    The peak is measured, not guessed: two iterations of :func:`solve` on 2 and on 4 random
+    images give the memory per image (the difference) and the fixed part. A batch that still runs
+    out of memory later (fragmentation, another process) is halved by the run.
+    """
+    if classifier.device.type != "cuda":
+        return min(CPU_BATCH, cap)
+    device = classifier.device
+    probe = dataclasses.replace(solver, optim=dataclasses.replace(solver.optim, iterations=2, stop_window=0))
+    peaks = []
+    for batch in (2, 4):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        images = torch.rand(batch, 3, *classifier.input_size, device=device)
+        solve(classifier, images, probe)
+        del images
+        peaks.append(torch.cuda.max_memory_allocated(device) - before)
+    per_image = max((peaks[1] - peaks[0]) / 2, 1.0)
+    fixed = max(peaks[0] - 2 * per_image, 0.0)
+    free, _ = torch.cuda.mem_get_info(device)
+    batch = int((fraction * free - fixed) // per_image)
+    batch = max(1, min(cap, batch))
+    return batch - batch % 8 if batch >= 8 else batch

@@ -141,3 +141,32 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
     halves = run_module._solve_fitting(classifier, images, config, None, seeds)
     torch.testing.assert_close(halves.masks, whole.masks, atol=2e-3, rtol=0)
     torch.testing.assert_close(halves.p_final, whole.p_final, atol=2e-3, rtol=0)
+
+
+def test_early_stopping_run_records_iterations_and_keeps_old_run_keys(imagenet_folder, tmp_path):
+    from pipeline.config import override, preset, to_dict
+
+    out = tmp_path / "stop.h5"
+    args = ["masks", str(imagenet_folder), "--out", str(out), "--preset", "blur", "-n", "30", "-b", "auto",
+            "--workers", "0", "--device", "cpu", "--limit", "3", "--set", "optim.stop_window=5",
+            "--set", "optim.stop_tol=0.05"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with MaskStore(out) as store:
+        table = store.table()
+        assert store.config["solver"]["optim"]["stop_window"] == 5
+    used = table.loc[table.status == "ok", "iterations"]
+    assert len(used) == 3 and used.isin([10, 15, 20, 25, 30]).all()
+    # Without early stopping the recorded configuration has no stop fields, as before they existed.
+    assert "stop_window" not in to_dict(preset("paper"))["optim"]
+    assert to_dict(override(preset("paper"), ["optim.stop_window=20"]))["optim"]["stop_tol"] == 0.01
+
+
+def test_batch_size_must_be_a_number_or_auto(imagenet_folder, tmp_path):
+    from pipeline.config import preset
+    from pipeline.models import load_model
+    from pipeline.run import CPU_BATCH, auto_batch_size
+
+    assert auto_batch_size(load_model(), preset("paper")) == CPU_BATCH  # on a CPU
+    result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(tmp_path / "x.h5"), "-b", "many"])
+    assert result.exit_code == 1 and "--batch-size 'many'" in result.output

@@ -63,3 +63,14 @@ def test_not_a_torchscript_file(tmp_path):
     torch.save({"a": torch.zeros(1)}, path)
     with pytest.raises(ModelUnavailableError, match="@"):
         load_model(str(path))
+
+
+def test_compiled_classifier_keeps_what_a_store_records():
+    # --compile wraps the network only: the spec (and so a store's run key) is the uncompiled one.
+    from pipeline.config import preset
+    from pipeline.run import RunConfig, store_config
+
+    classifier = load_model("efficientnet_lite0")
+    compiled = classifier.compiled()
+    assert compiled.module is not classifier.module and compiled.device == classifier.device
+    assert store_config(preset("paper"), RunConfig(), compiled) == store_config(preset("paper"), RunConfig(), classifier)

