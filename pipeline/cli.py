@@ -65,8 +65,8 @@ def _device(device: str | None) -> str:
     return device
 
 
-def _batch_size(text: str) -> int | str:
-    if text.strip().lower() == "auto":
+def _batch_size(text: str | int) -> int | str:
+    if str(text).strip().lower() == "auto":
         return "auto"
     try:
         return int(text)
@@ -325,8 +325,9 @@ def demo(
 
     images = make_demo_folder(out / "images")
     store = out / "masks.h5"
-    masks(images, out=store, iterations=iterations, batch_size=4, workers=0, device=device,
-          model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target="top1", seed=0, overwrite=False)
+    masks(images, out=store, iterations=iterations, batch_size="4", workers=0, device=device,
+          model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target="top1", seed=0,
+          overwrite=False, compile_=False)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
 

@@ -170,3 +170,13 @@ def test_batch_size_must_be_a_number_or_auto(imagenet_folder, tmp_path):
     assert auto_batch_size(load_model(), preset("paper")) == CPU_BATCH  # on a CPU
     result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(tmp_path / "x.h5"), "-b", "many"])
     assert result.exit_code == 1 and "--batch-size 'many'" in result.output
+
+
+def test_demo_runs_the_main_job_on_shipped_pictures(tmp_path):
+    # `make demo` (the README's quick start) calls this command.
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "-n", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with MaskStore(tmp_path / "masks.h5") as store:
+        table = store.table()
+    assert (table.status == "ok").sum() >= 5 and (table.status == "skipped").sum() == 1  # one corrupt file
+    assert list((tmp_path / "pictures").glob("*_overlay.png"))
