@@ -243,6 +243,11 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
                 slow_bf16, warmup = True, 1
                 note = "CPU without native bf16 (no AVX512-BF16/AMX): oneDNN reference kernels; run once"
             plan.append(("batched", batch, precision, warmup, note))
+    if args.fold:  # BatchNorm folded into the convolutions (as perturb masks runs), at every batch
+        plan += [(mode, batch, precision + "+fold", warmup, note) for mode, batch, precision, warmup, note in plan
+                 if mode == "batched"]
+        plan.append(("batched", 1, "fp32+fold", args.warmup, "one image, BatchNorm folded"))
+    folded = classifier.folded() if args.fold else None
     compiled = None
     if spec in args.compile_models:  # torch.compile of the network, at the largest batch
         plan.append(("batched", max(args.batch_sizes), ("bf16" if bf16_ok else "fp32") + "+compile", args.warmup,
@@ -254,7 +259,7 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
             if repeat and "run once" in note:
                 continue
             cfg = override(config, [f"precision={precision.split('+')[0]}"])
-            model = compiled if precision.endswith("+compile") else classifier
+            model = compiled if precision.endswith("+compile") else folded if precision.endswith("+fold") else classifier
             try:
                 with PeakMemory(device) as memory:
                     if mode == "per-image":
@@ -346,10 +351,10 @@ def quality(device: torch.device, args, common: dict, bf16_ok: bool) -> None:
     if not len(images):
         print(f"\nquality check skipped: {source} (needs the ImageNet development images)")
         return
-    if not bf16_ok and not args.force_bf16:
+    if not bf16_ok and not args.force_bf16 and any(v.startswith("bf16") for v in args.quality_variants):
         print("\nquality check skipped: no native bf16 on this device, so a bf16 solve of "
               f"{args.quality_images} images x {preset(args.preset).optim.iterations} iterations would take hours "
-              "(see the bf16 row above); run it on a GPU, or pass --force-bf16")
+              "(see the bf16 row above); run it on a GPU, pass --force-bf16, or leave bf16 out of --quality-variants")
         return
     classifier, weights = load_classifier(args.quality_model, device)
     if weights == "random":
@@ -371,7 +376,8 @@ def quality_preset(classifier, name: str, images: torch.Tensor, labels: torch.Te
     Variants (``--quality-variants``): ``bf16`` (autocast); ``fp32-rebatched`` (fp32 again at half
     the batch: other convolution algorithms, so it shows how far rounding alone moves the masks,
     the floor any variant is judged against); ``bf16-compiled`` (bf16 through ``torch.compile``,
-    compile time included in its time); ``fp32-stop`` (per-image early stopping, ``--quality-stop``).
+    compile time included in its time); ``fp32-folded`` (BatchNorm folded, as ``perturb masks``
+    runs); ``fp32-stop`` (per-image early stopping, ``--quality-stop``).
     """
     config = preset(name)
     if args.quality_iterations:
@@ -381,16 +387,18 @@ def quality_preset(classifier, name: str, images: torch.Tensor, labels: torch.Te
     window, tol = args.quality_stop.split(",") if args.quality_stop else (None, None)
     every = {"fp32": (["precision=fp32"], args.quality_batch), "bf16": (["precision=bf16"], args.quality_batch),
              "fp32-rebatched": (["precision=fp32"], max(1, args.quality_batch // 2)),
-             "bf16-compiled": (["precision=bf16"], args.quality_batch)}
+             "bf16-compiled": (["precision=bf16"], args.quality_batch),
+             "fp32-folded": (["precision=fp32"], args.quality_batch)}
     if window and not config.objective.areas:
         every["fp32-stop"] = ([f"optim.stop_window={window}", f"optim.stop_tol={tol}"], args.quality_batch)
     variants = {name: every[name] for name in ["fp32", *args.quality_variants] if name in every}
     results = {}
     targets = None
-    compiled = classifier.compiled() if "bf16-compiled" in variants else None
+    models = {"bf16-compiled": classifier.compiled() if "bf16-compiled" in variants else None,
+              "fp32-folded": classifier.folded() if "fp32-folded" in variants else None}
     for variant, (assignments, batch) in variants.items():
         cfg = override(config, assignments)
-        solved = solve_all(compiled if variant == "bf16-compiled" else classifier, images, cfg, batch, targets)
+        solved = solve_all(models.get(variant) or classifier, images, cfg, batch, targets)
         targets = solved["target"] if targets is None else targets  # every variant explains fp32's top-1 class
         heat = masklib.saliency(solved["masks"], cfg.objective.game, classifier.input_size, cfg.mask)
         solved.update(causal_aucs(classifier, images, heat, targets, args.step, args.chunk))
@@ -500,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-presets", nargs="+", default=["blur", "paper"],
                         help="presets whose fp32 and bf16 masks are compared")
     parser.add_argument("--quality-variants", nargs="+", default=["bf16", "fp32-rebatched", "fp32-stop"],
-                        help="compared with fp32: bf16, fp32-rebatched, bf16-compiled, fp32-stop (needs --quality-stop)")
+                        help="compared with fp32: bf16, fp32-rebatched, bf16-compiled, fp32-folded, fp32-stop (needs --quality-stop)")
     parser.add_argument("--quality-stop", default="", metavar="WINDOW,TOL", help="also compare per-image early "
                         "stopping (optim.stop_window, optim.stop_tol) against fp32, e.g. 25,0.01")
     parser.add_argument("--quality-images", type=int, default=16, help="images for fp32-vs-bf16 quality; 0 skips")
@@ -510,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-batch", type=int, default=16)
     parser.add_argument("--step", type=int, default=1792, help="deletion/insertion pixels per step")
     parser.add_argument("--chunk", type=int, default=32, help="model inputs per forward in the curves")
+    parser.add_argument("--fold", action="store_true", help="also time every batched configuration (and "
+                        "batch 1) with BatchNorm folded into the convolutions (pipeline.folding)")
     parser.add_argument("--compile-models", nargs="*", default=[], help="models also timed through "
                         "torch.compile, at the largest batch (bf16 where supported)")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")

@@ -75,6 +75,14 @@ class Classifier:
         """
         return dataclasses.replace(self, module=torch.compile(self.module))
 
+    def folded(self) -> "Classifier":
+        """The same classifier with eval-mode BatchNorm folded into the convolutions before it
+        (:mod:`pipeline.folding`; checked against the original, which is kept when they differ)."""
+        from .folding import fold_batchnorm
+
+        module, _ = fold_batchnorm(self.module, self.input_size)
+        return self if module is self.module else dataclasses.replace(self, module=module)
+
     def to(self, device: torch.device | str) -> "Classifier":
         """Move the network to ``device`` (in place) and return self."""
         self.module.to(device)

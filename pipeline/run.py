@@ -92,6 +92,7 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     k = max(1, len(solver.objective.areas))
     mask_shape = (k, solver.mask.size, solver.mask.size)
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
+    classifier = classifier.folded()  # BatchNorm into the convolutions: the same function, faster
     if run.compile:
         classifier = classifier.compiled()
     if run.batch_size == "auto":

@@ -1,0 +1,106 @@
+"""Fold eval-mode BatchNorm into the convolution before it, for a frozen classifier.
+
+In eval mode ``BN(conv(x)) = s * (W x + b - mu) / sigma + beta`` is itself a convolution, with
+weights ``W s / sigma`` and bias ``(b - mu) s / sigma + beta``. Folding removes a full pass over
+every activation map in the forward and in the backward to the input, which the solver runs every
+iteration. On the 2-core CPU, removing EfficientNet-Lite0's 49 BatchNorms takes a forward + backward
+from 65.5 to 42.6 ms per image at batch 8, and from 70.8 to 56.9 ms at batch 1.
+
+Which BatchNorm follows which convolution is read off one traced forward pass rather than the
+module tree: a BatchNorm whose input *is* a convolution's output is a candidate. The folded network
+is then checked against the original on random input; if they disagree (a convolution output used
+elsewhere too, say), the original is kept. timm's ``BatchNormAct2d`` keeps its dropout and activation.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def fold_batchnorm(module: nn.Module, input_size: tuple[int, int], rtol: float = 1e-4) -> tuple[nn.Module, int]:
+    """A copy of the eval-mode ``module`` with every ``Conv2d -> BatchNorm2d`` pair folded, and the
+    number of pairs folded. Returns ``(module, 0)`` unchanged when nothing can be folded or the
+    folded copy's logits differ from the original's by more than ``rtol`` of their range on random
+    ``(2, 3, *input_size)`` input."""
+    if isinstance(module, torch.jit.ScriptModule) or module.training:
+        return module, 0
+    pairs = _conv_bn_pairs(module, input_size)
+    if not pairs:
+        return module, 0
+    folded = copy.deepcopy(module)
+    for conv_name, bn_name in pairs:
+        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
+        _replace(folded, conv_name, fuse_conv_bn_eval(conv, bn))
+        _replace(folded, bn_name, _after_norm(bn))
+    for parameter in folded.parameters():
+        parameter.requires_grad_(False)
+    device = next(module.parameters()).device
+    x = torch.rand(2, 3, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        expected, got = module(x), folded(x)
+    scale = (expected.max() - expected.min()).clamp_min(1e-6)
+    if not bool(((got - expected).abs().max() <= rtol * scale)):
+        warnings.warn("BatchNorm folding changed this model's output; using it unfolded", stacklevel=2)
+        return module, 0
+    return folded, len(pairs)
+
+
+def _conv_bn_pairs(module: nn.Module, input_size: tuple[int, int]) -> list[tuple[str, str]]:
+    """``(conv name, bn name)`` for each BatchNorm2d called on a Conv2d's output, in one forward."""
+    names = {m: n for n, m in module.named_modules()}
+    calls: dict[nn.Module, int] = {}
+    conv_outputs: dict[int, tuple[str, torch.Tensor]] = {}
+    pairs: list[tuple[str, str]] = []
+
+    def on_conv(conv, inputs, output):
+        calls[conv] = calls.get(conv, 0) + 1
+        conv_outputs[id(output)] = (names[conv], output)  # holding the tensor keeps its id unique
+
+    def on_bn(bn, inputs, output):
+        calls[bn] = calls.get(bn, 0) + 1
+        source = conv_outputs.get(id(inputs[0]))
+        if source is not None and source[1] is inputs[0]:
+            pairs.append((source[0], names[bn]))
+
+    hooks = []
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):  # subclasses too (timm's Conv2dSame); the check after folding guards
+            hooks.append(m.register_forward_hook(on_conv))
+        elif _foldable_norm(m):
+            hooks.append(m.register_forward_hook(on_bn))
+    try:
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            module(torch.zeros(1, 3, *input_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # A module called twice (shared weights) cannot be folded for one of its uses only.
+    counts: dict[str, int] = {}
+    for conv_name, bn_name in pairs:
+        counts[conv_name] = counts.get(conv_name, 0) + 1
+    once = {names[m] for m, n in calls.items() if n == 1}
+    return [(c, b) for c, b in pairs if counts[c] == 1 and c in once and b in once]
+
+
+def _foldable_norm(m: nn.Module) -> bool:
+    """Plain BatchNorm2d, or timm's BatchNormAct2d (BatchNorm, then dropout and activation)."""
+    if type(m) is nn.BatchNorm2d:
+        return True
+    return isinstance(m, nn.BatchNorm2d) and type(m).__name__ == "BatchNormAct2d" and hasattr(m, "act")
+
+
+def _after_norm(bn: nn.Module) -> nn.Module:
+    """What remains of ``bn`` once its normalisation is in the convolution."""
+    rest = [part for part in (getattr(bn, "drop", None), getattr(bn, "act", None)) if part is not None]
+    return nn.Sequential(*rest) if rest else nn.Identity()
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attribute = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attribute, new)
