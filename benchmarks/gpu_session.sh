@@ -58,8 +58,8 @@ if [ -n "${QUICK:-}" ]; then
   I="--images 3 --batch 3 --iterations 2 4 --early-stop 2,0.1 --presets blur"
   R="--iterations 2 --limit 4"; C="--batch-sizes 2"; A="LIMIT=2 ITERATIONS=2 BATCH=2"
 else
-  S="--repeats 2 --batch-sizes 1 32 64 128 256"
-  Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01"
+  S="--repeats 2 --batch-sizes 1 32 64 128 256 --fold"
+  Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01 --quality-variants bf16 fp32-rebatched fp32-folded fp32-stop"
   M="--images 64 --loop-images 8 --chunk 32 128"
   I="--images 100 --batch 100 --presets blur seed paper --iterations 25 50 100 200 300 500 --early-stop 25,0.01 25,0.003"
   R="--limit 100"; C="--batch-sizes 128"; A="LIMIT=100 ITERATIONS= BATCH=64"
