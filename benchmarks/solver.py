@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (RESULTS, PeakMemory, clock, load_average, load_images, machine, now,  # noqa: E402
-                     pick_device, synchronize, table, write_csv)
+                     parse_list, pick_device, synchronize, table, write_csv)
 
 from pipeline import masks as masklib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
@@ -480,10 +480,6 @@ def roofline_figure(rows: list[dict], path: Path) -> Path | None:
 
 # ---------------------------------------------------------------- main
 
-def _flatten(values: list[str], kind: type) -> list:
-    return [kind(part) for value in values for part in str(value).split(",") if part]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -530,8 +526,8 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     args.models = args.models or (CUDA_MODELS if cuda else CPU_MODELS)
-    args.batch_sizes = _flatten(args.batch_sizes or ([1, 8, 32, 64] if cuda else [1, 8, 16]), int)
-    args.precisions = _flatten(args.precisions, str)
+    args.batch_sizes = parse_list(" ".join(map(str, args.batch_sizes or ([1, 8, 32, 64] if cuda else [1, 8, 16]))))
+    args.precisions = parse_list(" ".join(args.precisions), str)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
     args.per_image_images = args.per_image_images or (8 if cuda else 4)
     args.budget = args.budget if args.budget is not None else 120.0

@@ -87,8 +87,8 @@ class OptimConfig:
     Early stopping, per image (off when ``stop_window`` is 0): the objective is averaged over
     windows of ``stop_window`` iterations, and an image stops at the end of a window whose mean
     improved on the previous window's by at most ``stop_tol * max(|previous mean|, 1e-3)``. A
-    stopped image keeps the mask it had then and leaves the batch, so later iterations cost
-    less; ``iterations`` is then a maximum. Windows count from iteration 0 for every image, so an
+    stopped image keeps the mask it had then; stopped images leave the batch once the rest fit a
+    smaller power of two, so later iterations cost less. ``iterations`` is then a maximum. Windows count from iteration 0 for every image, so an
     image stops at the same iteration alone or in any batch.
     """
 

@@ -93,12 +93,12 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     mask_shape = (k, solver.mask.size, solver.mask.size)
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
     classifier = classifier.folded()  # BatchNorm into the convolutions: the same function, faster
-    if run.compile:
-        classifier = classifier.compiled()
-    if run.batch_size == "auto":
+    if run.batch_size == "auto":  # probed uncompiled: compiling the probe's shapes would be wasted
         run = dataclasses.replace(run, batch_size=auto_batch_size(classifier, solver))
         if run.progress:
             tqdm.write(f"batch size {run.batch_size} (auto, {classifier.device.type})")
+    if run.compile:
+        classifier = classifier.compiled()
 
     def solve_batch(batch: dict[str, Any], records: list) -> tuple[dict[str, Any], torch.Tensor | None]:
         return _solve_batch(batch, records, classifier, solver, run)

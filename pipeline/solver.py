@@ -325,8 +325,9 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
     # costs planning (cuDNN plans, lazily loaded kernels, a torch.compile graph): on an H200 the
     # first 25 iterations of a shape took 4 s where later ones take 0.02 s each. Powers of two keep
     # a whole dataset run to a few shapes, each planned once.
-    active, rows, final, last_loss = problem, torch.arange(batch, device=device), masks.detach(), None
+    active, rows, final = problem, torch.arange(batch, device=device), masks.detach()
     live = torch.ones(batch, dtype=torch.bool, device=device)
+    last_loss = torch.zeros(batch, device=device)
     for iteration in range(optim.iterations):
         loss = _objective(active, masks, iteration)
         optimizer.zero_grad(set_to_none=True)
@@ -335,11 +336,7 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
         with torch.no_grad():
             masks.clamp_(0, 1)
         loss = loss.detach()
-        if stopper is None:
-            last_loss = loss
-        else:
-            kept = loss if last_loss is None else torch.where(live, loss, last_loss[rows])
-            last_loss = kept if last_loss is None else last_loss.index_copy(0, rows, kept)
+        last_loss = loss if stopper is None else last_loss.index_copy(0, rows, torch.where(live, loss, last_loss[rows]))
         if callback is not None:
             callback(iteration, last_loss)
         done = stopper.update(iteration, loss) if stopper is not None else None
