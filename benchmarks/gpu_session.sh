@@ -11,7 +11,8 @@
 # are installed to /tmp/site first where the machine cannot reach a package index.
 # QUICK=1 shrinks every step to a smoke test (for trying the script on a CPU with DEVICE=cpu).
 # STEPS="quality iterations" runs only the steps named (env solver quality metrics iterations run
-# compile acceptance, and the follow-ups quality2 iterations2 run2).
+# compile acceptance; the follow-ups quality2 iterations2 run2; and the third session's roofline
+# stop run3 autotune).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -57,12 +58,16 @@ if [ -n "${QUICK:-}" ]; then
   M="--images 2 --loop-images 1 --steps 12544 --chunk 2"
   I="--images 3 --batch 3 --iterations 2 4 --early-stop 2,0.1 --presets blur"
   R="--iterations 2 --limit 4"; C="--batch-sizes 2"; A="LIMIT=2 ITERATIONS=2 BATCH=2"
+  F="--iterations 2 --warmup 1 --per-image-images 1 --batch-sizes 2 --models efficientnet_lite0"
+  T="--images 3 --batch 3 --iterations 4 --early-stop 2,0.1 --presets blur"; B=fp32
 else
   S="--repeats 2 --batch-sizes 1 32 64 128 256 --fold"
   Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01 --quality-variants bf16 fp32-rebatched fp32-folded fp32-stop"
   M="--images 64 --loop-images 8 --chunk 32 128"
   I="--images 100 --batch 100 --presets blur seed paper --iterations 25 50 100 200 300 500 --early-stop 25,0.01 25,0.003"
   R="--limit 100"; C="--batch-sizes 128"; A="LIMIT=100 ITERATIONS= BATCH=64"
+  F="--batch-sizes 256 --models torchvision:resnet50 torchvision:vgg19"
+  T="--images 100 --batch 100 --presets paper --iterations 300 --early-stop 25,0.01"; B=bf16
 fi
 
 step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(torch.__version__, torch.version.cuda, timm.__version__, torch.cuda.is_available())'; $PY -c 'from pipeline.models import load_model; load_model(\"efficientnet_lite0\"); print(\"lite0 weights ok\")'"
@@ -81,6 +86,19 @@ TAIL=20 step iterations2 80 $PY benchmarks/iterations.py --device "$DEVICE" ${I/
 TAIL=30 step quality2 110 $PY benchmarks/solver.py --device "$DEVICE" --quality-only $Q --quality-presets paper \
   --quality-variants bf16 bf16-compiled fp32-stop --out results/benchmarks/followup
 step run2 70 bash -c "rm -f /tmp/gpu-run2.h5; time $PY -m pipeline masks $DATA/val --out /tmp/gpu-run2.h5 --batch-size auto --device $DEVICE $R --compile --set optim.stop_window=25 && $PY -m pipeline inspect /tmp/gpu-run2.h5"
+# Third session (2026-11-26): how far the solver is from the limit. Variants of the fastest
+# settings at the largest batch, the bare network (model-only) and the convolutions alone
+# (layer-bound); torch.compile's max-autotune (its autotuning can take minutes); then power-of-two
+# early stopping and a compiled dataset run.
+TAIL=40 step roofline 240 $PY benchmarks/solver.py --device "$DEVICE" $F --precisions $B --repeats 1 \
+  --variants $B+fold $B+fold+cl $B+fold+cl+cudnn $B+fold+cl+cudnn+compile \
+  --compile-models torchvision:resnet50 torchvision:vgg19 efficientnet_lite0 --model-only compile --layer-bound \
+  --quality-images 0 --out results/benchmarks/roofline
+TAIL=30 step autotune 200 $PY benchmarks/solver.py --device "$DEVICE" ${F/ torchvision:vgg19/} --precisions $B --repeats 1 \
+  --variants $B+fold+cl+cudnn+compile=max-autotune-no-cudagraphs $B+fold+cl+cudnn+compile=max-autotune \
+  --compile-models torchvision:resnet50 efficientnet_lite0 --model-only compile --quality-images 0 --out results/benchmarks/autotune
+TAIL=20 step stop 70 $PY benchmarks/iterations.py --device "$DEVICE" $T --out results/benchmarks/stop
+step run3 150 bash -c "for c in '' --compile; do rm -f /tmp/gpu-run3.h5; echo \"== perturb masks \$c\"; time $PY -m pipeline masks $DATA/val --out /tmp/gpu-run3.h5 --batch-size auto --device $DEVICE $R \$c && $PY -m pipeline inspect /tmp/gpu-run3.h5 | head -8; done"
 step acceptance 400 env $A DATA="$DATA" OUT_DIR=results/acceptance-gpu P="$PY -m pipeline" bash scripts/acceptance.sh
 echo "done in $(( $(date +%s) - START ))s"
 pack

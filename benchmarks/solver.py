@@ -26,6 +26,8 @@ Quality (``--quality-images``): fp32 against bf16 masks on real images, see :fun
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import dataclasses
 import math
 import sys
@@ -189,6 +191,98 @@ def load_classifier(spec: str, device: torch.device) -> tuple:
     return load_model(spec, pretrained=False, device=device), "random"
 
 
+def prepare(classifier, options: frozenset[str]):
+    """The network a configuration label's options ask for (``fold``, ``cl``, ``compile[=mode]``;
+    ``cudnn`` is a run-time flag, see :func:`cudnn_benchmark`)."""
+    if "fold" in options:
+        classifier = classifier.folded()
+    if "cl" in options:  # weights in channels_last too (the solver already feeds channels_last input)
+        module = copy.deepcopy(classifier.module).to(memory_format=torch.channels_last)
+        classifier = dataclasses.replace(classifier, module=module)
+    for option in options:
+        if option.split("=")[0] == "compile":
+            mode = option.partition("=")[2] or None
+            classifier = dataclasses.replace(classifier, module=torch.compile(classifier.module, mode=mode))
+    return classifier
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool):
+    """``torch.backends.cudnn.benchmark`` set to ``on`` for the block: cuDNN times its algorithms for
+    each new convolution shape and keeps the fastest (the solver's shapes repeat every iteration)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def time_model(classifier, images: torch.Tensor, precision: str, warmup: int, timed: int) -> dict:
+    """The model alone, as the solver uses it: forward + backward to the (channels_last) input of a
+    batch, ``warmup + timed`` times; the last ``timed`` are timed. No mask, perturbation or optimiser."""
+    device = classifier.device
+    x = classifier.normalize(images.to(device)).contiguous(memory_format=torch.channels_last)
+    targets = torch.zeros(len(x), 1, dtype=torch.int64, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    begin = clock(device)
+    for i in range(warmup + timed):
+        if i == warmup:
+            start = clock(device)
+        inputs = x.detach().requires_grad_(True)
+        with autocast:
+            logits = classifier(inputs).float()
+        torch.autograd.grad(logits.gather(1, targets).sum(), inputs)
+    end = clock(device)
+    return {"seconds": end - start, "timed_iterations": timed, "wall_s": end - begin,
+            "img_iter_per_s": len(x) * timed / (end - start)}
+
+
+def layer_bound(classifier, batch: int, precision: str, repeats: int = 10) -> dict:
+    """A ceiling for any implementation built on these kernels: every convolution and linear layer
+    of the network timed alone (forward + gradient to its input, cuDNN autotuned, channels_last,
+    weights pre-cast), summed over the network; everything else (activations, BatchNorm, pooling,
+    the solver's own work) counted as free. Returns ``time_model``'s keys plus ``flops`` per image."""
+    from torch.nn import functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = classifier.device
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    calls: list[tuple] = []
+    layers = [m for m in classifier.module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [m.register_forward_hook(lambda m, args, out: calls.append((m, tuple(args[0].shape)))) for m in layers]
+    try:
+        with torch.no_grad():
+            classifier(torch.zeros(batch, 3, *classifier.input_size, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    seconds, flops = 0.0, 0
+    with cudnn_benchmark(True):
+        for layer, shape in calls:
+            x = torch.randn(shape, device=device, dtype=dtype)
+            weight = layer.weight.detach().to(dtype)
+            if isinstance(layer, torch.nn.Conv2d):
+                x, weight = x.contiguous(memory_format=torch.channels_last), weight.contiguous(memory_format=torch.channels_last)
+                op = lambda t, w=weight, m=layer: F.conv2d(t, w, None, m.stride, m.padding, m.dilation, m.groups)  # noqa: E731
+            else:
+                op = lambda t, w=weight: F.linear(t, w)  # noqa: E731
+            x.requires_grad_(True)
+            out = op(x)
+            grad = torch.ones_like(out)
+            with FlopCounterMode(display=False) as counter:
+                torch.autograd.grad(op(x), x, grad)
+            flops += counter.get_total_flops()
+            for _ in range(3):
+                torch.autograd.grad(op(x), x, grad)
+            start = clock(device)
+            for _ in range(repeats):
+                torch.autograd.grad(op(x), x, grad)
+            seconds += (clock(device) - start) / repeats
+    return {"seconds": seconds, "timed_iterations": 1, "wall_s": seconds * repeats, "img_iter_per_s": batch / seconds,
+            "flops": flops / batch, "layers": len(calls)}
+
+
 def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args, common: dict,
                     peaks: dict[str, float], bf16_ok: bool) -> list[dict]:
     classifier, weights = load_classifier(spec, device)
@@ -201,7 +295,8 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
 
     def row(mode: str, batch: int, precision: str, run: dict, memory: PeakMemory, note: str = "") -> dict:
         rate = run["img_iter_per_s"]
-        achieved = per_iter_flops * rate / 1e12
+        flops = run.get("flops") or (model_flops if mode == "model-only" else per_iter_flops)
+        achieved = flops * rate / 1e12
         entry = {
             **common, "model": spec, "weights": weights, "device": device.type, "mode": mode, "batch": batch,
             "precision": precision, "preset": args.preset, "preset_iterations": full,
@@ -209,21 +304,24 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
             "img_iter_per_s": rate, "ms_per_img_iter": 1000 / rate, "masks_per_s_at_preset": rate / full,
             "ratio_vs_per_image": rate / baseline_rate if rows else 1.0,
             "peak_mem_per_image_mb": memory.peak_mib / batch, "mem_method": memory.method,
-            "gflop_per_img_iter": per_iter_flops / 1e9, "achieved_tflops": achieved,
+            "gflop_per_img_iter": flops / 1e9, "achieved_tflops": achieved,
             "matmul_bf16_tflops": peaks["bf16"], "matmul_fp32_tflops": peaks["fp32"],
             "ratio_to_bf16_matmul": achieved / peaks["bf16"], "ratio_to_fp32_matmul": achieved / peaks["fp32"],
             "runs": run.get("runs", 1), "img_iter_per_s_each_run": run.get("rates", f"{rate:.4g}"),
             "wall_s": run["wall_s"], "loadavg_row": load_average(), "note": note,
         }
         rows.append(entry)
-        print(f"  {mode:9s} batch {batch:3d} {precision}: {rate:8.2f} img-iter/s ({1000 / rate:7.1f} ms), "
+        print(f"  {mode:11s} batch {batch:3d} {precision}: {rate:8.2f} img-iter/s ({1000 / rate:7.1f} ms), "
               f"{rate / full:7.3f} masks/s at {full} it, x{entry['ratio_vs_per_image']:.2f} vs per-image, "
-              f"{entry['peak_mem_per_image_mb']:.0f} MiB/img, {achieved:.3f} TFLOP/s"
+              f"{entry['peak_mem_per_image_mb']:.0f} MiB/img, {achieved:.3f} TFLOP/s "
+              f"({100 * entry['ratio_to_bf16_matmul']:.1f}% of bf16 matmul)"
               f"{' (' + note + ')' if note else ''}", flush=True)
         return entry
 
     # The configurations, each run --repeats times round-robin (so a change of load on a shared
     # machine hits all of them alike); a row reports the median rate and the largest memory peak.
+    # A configuration is (mode, batch, label, warm-up, note); the label is the precision and then
+    # "+"-joined options (fold, cl, cudnn, compile[=mode]), e.g. "bf16+fold+cudnn+compile".
     count = min(args.per_image_images, len(images))
     plan = [("per-image", 1, "fp32", args.warmup, f"{count} images one at a time")]
     slow_bf16 = False
@@ -247,38 +345,55 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
         plan += [(mode, batch, precision + "+fold", warmup, note) for mode, batch, precision, warmup, note in plan
                  if mode == "batched"]
         plan.append(("batched", 1, "fp32+fold", args.warmup, "one image, BatchNorm folded"))
-    folded = classifier.folded() if args.fold else None
-    compiled = None
+    largest = max(args.batch_sizes)
+    fast = "bf16" if bf16_ok else "fp32"
     if spec in args.compile_models:  # torch.compile of the network, at the largest batch
-        plan.append(("batched", max(args.batch_sizes), ("bf16" if bf16_ok else "fp32") + "+compile", args.warmup,
-                     "torch.compile(module); compile time in wall_s"))
-        compiled = dataclasses.replace(classifier, module=torch.compile(classifier.module))
+        plan.append(("batched", largest, fast + "+compile", args.warmup, "torch.compile(module); compile time in wall_s"))
+    for label in args.variants:
+        if spec in args.compile_models or "compile" not in label:
+            plan.append(("batched", largest, label, args.warmup, "compile time in wall_s" if "compile" in label else ""))
+    if args.model_only:
+        plan += [("model-only", batch, label, warmup, "forward + backward to the input only")
+                 for mode, batch, label, warmup, _ in list(plan) if mode == "batched" and batch == largest
+                 and ("compile" not in label or "compile" in args.model_only)]
+    if args.layer_bound:
+        plan.append(("layer-bound", largest, fast, 0, "convolutions alone, cuDNN autotuned; the rest free; run once"))
+    models: dict[frozenset, object] = {}
     runs: dict[int, list] = {i: [] for i in range(len(plan))}
     for repeat in range(args.repeats):
-        for i, (mode, batch, precision, warmup, note) in enumerate(plan):
+        for i, (mode, batch, label, warmup, note) in enumerate(plan):
             if repeat and "run once" in note:
                 continue
-            cfg = override(config, [f"precision={precision.split('+')[0]}"])
-            model = compiled if precision.endswith("+compile") else folded if precision.endswith("+fold") else classifier
+            precision, *options = label.split("+")
+            options = frozenset(options)
+            cfg = override(config, [f"precision={precision}"])
             try:
-                with PeakMemory(device) as memory:
+                key = options - {"cudnn"}
+                if key not in models:
+                    models[key] = prepare(classifier, key)
+                model = models[key]
+                with PeakMemory(device) as memory, cudnn_benchmark("cudnn" in options or args.cudnn_benchmark):
                     if mode == "per-image":
                         run = per_image(classifier, images[:count], cfg, warmup, args.iterations, args.budget)
+                    elif mode == "model-only":
+                        run = time_model(model, images[:batch], precision, warmup, args.iterations)
+                    elif mode == "layer-bound":
+                        run = layer_bound(classifier.folded(), batch, precision)
                     else:
                         run = time_solve(model, images[:batch], cfg, warmup, args.iterations,
                                          torch.arange(batch), args.budget)
             except torch.OutOfMemoryError:
-                print(f"  batch {batch} {precision}: out of memory, skipped")
+                print(f"  {mode} batch {batch} {label}: out of memory, skipped")
                 torch.cuda.empty_cache()
                 continue
             except Exception as error:  # torch.compile can fail on a model or a platform: report, go on
-                if model is classifier:
+                if not options:
                     raise
-                print(f"  batch {batch} {precision}: failed, skipped ({type(error).__name__}: {str(error)[:300]})")
+                print(f"  {mode} batch {batch} {label}: failed, skipped ({type(error).__name__}: {str(error)[:300]})")
                 continue
             run.update(warmup=warmup, memory=memory)
             runs[i].append(run)
-            print(f"  [{repeat + 1}/{args.repeats}] {mode:9s} batch {batch:3d} {precision}: "
+            print(f"  [{repeat + 1}/{args.repeats}] {mode:11s} batch {batch:3d} {label}: "
                   f"{run['img_iter_per_s']:8.2f} img-iter/s (load {load_average()})", flush=True)
     for i, (mode, batch, precision, warmup, note) in enumerate(plan):
         if not runs[i]:
@@ -294,7 +409,7 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
         if mode == "per-image":
             baseline_rate = median
         row(mode, batch, precision, merged, peak, note)
-    del classifier
+    del classifier, models
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
@@ -445,31 +560,38 @@ def quality_preset(classifier, name: str, images: torch.Tensor, labels: torch.Te
 # ---------------------------------------------------------------- figure
 
 def roofline_figure(rows: list[dict], path: Path) -> Path | None:
-    """Achieved TFLOP/s per configuration against the measured matmul rates (one panel per model)."""
+    """Achieved TFLOP/s per configuration against the measured matmul rates (one panel per model):
+    horizontal bars, coloured by mode (per-image, batched solver, model alone, layer bound)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib missing: no figure")
         return None
+    colours = {"per-image": "tab:grey", "batched": "tab:blue", "model-only": "tab:green", "layer-bound": "tab:purple"}
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(max(7.0, 4.5 * len(models)), 4.2), squeeze=False)
+    most = max(sum(r["model"] == m for r in rows) for m in models)
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 1.2 + 0.32 * most), squeeze=False)
     for ax, model in zip(axes[0], models):
-        mine = [r for r in rows if r["model"] == model]
-        labels = [f"{'1 img' if r['mode'] == 'per-image' else 'B' + str(r['batch'])}\n{r['precision']}" for r in mine]
-        values = [r["achieved_tflops"] for r in mine]
-        colours = ["tab:grey" if r["mode"] == "per-image" else ("tab:orange" if r["precision"] == "bf16" else "tab:blue")
-                   for r in mine]
-        ax.bar(range(len(mine)), values, color=colours)
-        ax.set_xticks(range(len(mine)), labels, fontsize=7)
-        ax.axhline(mine[0]["matmul_bf16_tflops"], color="tab:orange", ls="--", lw=1, label="bf16 matmul (measured)")
-        ax.axhline(mine[0]["matmul_fp32_tflops"], color="tab:blue", ls=":", lw=1, label="fp32 matmul (measured)")
-        ax.set_yscale("log")
-        ax.set_ylabel("achieved TFLOP/s")
-        ax.set_title(f"{model}\n{mine[0]['gflop_per_img_iter']:.2f} GFLOP / image-iteration", fontsize=9)
-        ax.legend(fontsize=7)
+        mine = [r for r in rows if r["model"] == model][::-1]  # first row on top
+        labels = [f"{r['mode']} B{r['batch']} {r['precision']}" for r in mine]
+        values = [float(r["achieved_tflops"]) for r in mine]
+        ax.barh(range(len(mine)), values, color=[colours.get(r["mode"], "tab:blue") for r in mine])
+        for i, r in enumerate(mine):
+            ax.text(values[i], i, f" {100 * float(r['ratio_to_bf16_matmul']):.1f}%", va="center", fontsize=6)
+        ax.set_yticks(range(len(mine)), labels, fontsize=6)
+        bf16 = float(mine[0]["matmul_bf16_tflops"])
+        ax.axvline(bf16, color="tab:orange", ls="--", lw=1, label=f"bf16 matmul (measured) {bf16:.0f}")
+        ax.axvline(0.4 * bf16, color="tab:red", ls=":", lw=1, label="40% of it")
+        ax.axvline(float(mine[0]["matmul_fp32_tflops"]), color="tab:blue", ls=":", lw=1, label="fp32 matmul (measured)")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("achieved TFLOP/s (% of the bf16 matmul rate)")
+        ax.set_title(f"{model}: {float(mine[0]['gflop_per_img_iter']):.2f} GFLOP / image-iteration", fontsize=9)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.suptitle(f"solver iteration: achieved TFLOP/s vs measured matmul rate\n{rows[0]['machine']}, "
                  f"torch {rows[0]['torch']}", fontsize=8)
     fig.tight_layout()
@@ -518,10 +640,28 @@ def main(argv: list[str] | None = None) -> int:
                         "batch 1) with BatchNorm folded into the convolutions (pipeline.folding)")
     parser.add_argument("--compile-models", nargs="*", default=[], help="models also timed through "
                         "torch.compile, at the largest batch (bf16 where supported)")
-    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+    parser.add_argument("--variants", nargs="*", default=[], help="more configurations at the largest batch: "
+                        "a precision and '+'-joined options fold (BatchNorm folded), cl (channels_last weights), "
+                        "cudnn (cudnn.benchmark), compile or compile=<mode> (torch.compile; only for "
+                        "--compile-models), e.g. bf16+fold+cudnn+compile=max-autotune-no-cudagraphs")
+    parser.add_argument("--model-only", nargs="?", const="eager", default="", choices=["", "eager", "compile"],
+                        help="also time the bare network (forward + backward to the input) for every "
+                        "configuration at the largest batch; 'compile' includes the compiled ones")
+    parser.add_argument("--layer-bound", action="store_true", help="also time each convolution alone "
+                        "(forward + input gradient, cuDNN autotuned) and report their sum as a ceiling")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True "
+                        "for every configuration")
     parser.add_argument("--data", type=Path, default=None, help="ImageNet-style folder (default: shared dev set)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--replot", type=Path, metavar="CSV", help="only redraw the roofline figure of a "
+                        "solver CSV written earlier (beside it, as <name>-roofline.png)")
     args = parser.parse_args(argv)
+    if args.replot:
+        import csv
+
+        with open(args.replot, newline="") as handle:
+            print(f"wrote {roofline_figure(list(csv.DictReader(handle)), args.replot.with_name(args.replot.stem + '-roofline.png'))}")
+        return 0
 
     device = pick_device(args.device)
     cuda = device.type == "cuda"

@@ -46,3 +46,30 @@ def test_pre_activation_batchnorm_is_left_alone():
                           nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
     folded, count = fold_batchnorm(model, (16, 16))
     assert count == 1 and isinstance(folded[0], nn.BatchNorm2d) and not isinstance(folded[3], nn.BatchNorm2d)
+
+
+class _ReducedPrecisionConv(nn.Conv2d):
+    """A convolution that, like cuDNN's default TF32 on a GPU, rounds its float32 operands to a short
+    mantissa (bf16 here) but computes float64 exactly."""
+
+    def forward(self, x):
+        if x.dtype != torch.float32:
+            return super().forward(x)
+        rounded = self.weight.bfloat16().float()
+        return self._conv_forward(x.bfloat16().float(), rounded, self.bias)
+
+
+def test_fold_is_checked_in_float64_so_reduced_precision_convolutions_still_fold():
+    model = nn.Sequential(_ReducedPrecisionConv(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1, generator=torch.Generator().manual_seed(1))
+        model[1].running_var.uniform_(0.01, 0.1, generator=torch.Generator().manual_seed(2))
+    model.eval()
+    folded, count = fold_batchnorm(model, (16, 16))
+    assert count == 1 and not isinstance(folded[1], nn.BatchNorm2d)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # in float32 the rounded weights differ (W vs W s / sigma): beyond 1e-4 of the range
+        ref, out = model(x), folded(x)
+        assert (out - ref).abs().max() > 1e-4 * (ref.max() - ref.min())
+        torch.testing.assert_close(folded.double()(x.double()), model.double()(x.double()))
