@@ -12,7 +12,7 @@
 # QUICK=1 shrinks every step to a smoke test (for trying the script on a CPU with DEVICE=cpu).
 # STEPS="quality iterations" runs only the steps named (env solver quality metrics iterations run
 # compile acceptance; the follow-ups quality2 iterations2 run2; and the third session's roofline
-# stop run3 autotune).
+# stop run3 autotune; earlystop, not yet run on a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -60,6 +60,7 @@ if [ -n "${QUICK:-}" ]; then
   R="--iterations 2 --limit 4"; C="--batch-sizes 2"; A="LIMIT=2 ITERATIONS=2 BATCH=2"
   F="--iterations 2 --warmup 1 --per-image-images 1 --batch-sizes 2 --models efficientnet_lite0"
   T="--images 3 --batch 3 --iterations 4 --early-stop 2,0.1 --presets blur"; B=fp32
+  E="--images 4 --batch 2 --iterations 4 --early-stop 2,0.1 --preset blur"
 else
   S="--repeats 2 --batch-sizes 1 32 64 128 256 --fold"
   Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01 --quality-variants bf16 fp32-rebatched fp32-folded fp32-stop"
@@ -68,6 +69,7 @@ else
   R="--limit 100"; C="--batch-sizes 128"; A="LIMIT=100 ITERATIONS= BATCH=64"
   F="--batch-sizes 256 --models torchvision:resnet50 torchvision:vgg19"
   T="--images 100 --batch 100 --presets paper --iterations 300 --early-stop 25,0.01"; B=bf16
+  E="--images 100 --batch 32"
 fi
 
 step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(torch.__version__, torch.version.cuda, timm.__version__, torch.cuda.is_available())'; $PY -c 'from pipeline.models import load_model; load_model(\"efficientnet_lite0\"); print(\"lite0 weights ok\")'"
@@ -99,6 +101,9 @@ TAIL=30 step autotune 200 $PY benchmarks/solver.py --device "$DEVICE" ${F/ torch
   --compile-models torchvision:resnet50 efficientnet_lite0 --model-only compile --quality-images 0 --out results/benchmarks/autotune
 TAIL=20 step stop 70 $PY benchmarks/iterations.py --device "$DEVICE" $T --out results/benchmarks/stop
 step run3 150 bash -c "for c in '' --compile; do rm -f /tmp/gpu-run3.h5; echo \"== perturb masks \$c\"; time $PY -m pipeline masks $DATA/val --out /tmp/gpu-run3.h5 --batch-size auto --device $DEVICE $R \$c && $PY -m pipeline inspect /tmp/gpu-run3.h5 | head -8; done"
+# Next: early stopping with refilled slots (pipeline.stream) against fixed iterations and the
+# per-batch version, in a dataset run.
+TAIL=12 step earlystop 200 $PY benchmarks/early_stop.py --device "$DEVICE" $E
 step acceptance 400 env $A DATA="$DATA" OUT_DIR=results/acceptance-gpu P="$PY -m pipeline" bash scripts/acceptance.sh
 echo "done in $(( $(date +%s) - START ))s"
 pack

@@ -86,10 +86,11 @@ class OptimConfig:
 
     Early stopping, per image (off when ``stop_window`` is 0): the objective is averaged over
     windows of ``stop_window`` iterations, and an image stops at the end of a window whose mean
-    improved on the previous window's by at most ``stop_tol * max(|previous mean|, 1e-3)``. A
-    stopped image keeps the mask it had then; stopped images leave the batch once the rest fit a
-    smaller power of two, so later iterations cost less. ``iterations`` is then a maximum. Windows count from iteration 0 for every image, so an
-    image stops at the same iteration alone or in any batch.
+    improved on the previous window's by at most ``stop_tol * max(|previous mean|, 1e-3)``; it
+    keeps the mask it had then. ``iterations`` is then a maximum. Windows count from each image's
+    own first iteration, so an image stops at the same iteration alone or in any batch.
+    :func:`pipeline.solver.solve` lets stopped images leave its batch once the rest fit a smaller
+    power of two; dataset runs give a stopped image's slot to the next image (:mod:`pipeline.stream`).
     """
 
     iterations: int = 500

@@ -11,7 +11,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -103,23 +103,33 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     def solve_batch(batch: dict[str, Any], records: list) -> tuple[dict[str, Any], torch.Tensor | None]:
         return _solve_batch(batch, records, classifier, solver, run)
 
-    return run_store(source, out, classifier, config, mask_shape, run,
-                     solve_batch, overwrite=overwrite, desc="masks")
+    def solve_streamed(loader: Iterable[dict[str, Any]], records: list) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+        return _solve_streamed(loader, records, classifier, solver, run)
+
+    # With early stopping, images stream through slots that are refilled as images stop
+    # (pipeline.stream): the batch stays full and keeps its shape.
+    return run_store(source, out, classifier, config, mask_shape, run, solve_batch, overwrite=overwrite,
+                     desc="masks", stream_fn=solve_streamed if solver.optim.stop_window else None)
 
 
 BatchFn = Callable[[dict[str, Any], list], tuple[dict[str, Any], "torch.Tensor | None"]]
 """``batch_fn(loader_batch, records) -> (rows, masks)``: the store rows and masks ``(b, *mask_shape)``
 of one :func:`pipeline.data.collate` batch (see :func:`batch_rows` for the row skeleton)."""
 
+StreamFn = Callable[[Iterable[dict[str, Any]], list], Iterator[tuple[dict[str, Any], "torch.Tensor | None"]]]
+"""``stream_fn(loader, records)``: like :data:`BatchFn` for a whole loader, yielding ``(rows, masks)``
+of any images in any order, as they are done."""
+
 
 def run_store(source: str | Path, out: str | Path, classifier: Classifier, config: dict[str, Any],
               mask_shape: tuple[int, int, int], run: RunConfig, batch_fn: BatchFn, overwrite: bool = False,
-              desc: str = "masks") -> RunSummary:
+              desc: str = "masks", stream_fn: StreamFn | None = None) -> RunSummary:
     """The resumable dataset loop shared by :func:`run_masks` and the saliency baselines.
 
     Discovers the images under ``source``, opens (or resumes) the store ``out`` identified by
     ``config``, loads only the images not yet committed, and appends what ``batch_fn`` returns
-    for each loader batch. Unreadable images are the ``batch_fn``'s skipped rows.
+    for each loader batch (or, given ``stream_fn``, what it yields for the whole loader).
+    Unreadable images are the ``batch_fn``'s skipped rows.
 
     Raises:
         ImageReadError: ``source`` is missing or holds no image.
@@ -139,8 +149,8 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
         loader = make_loader(ImageDataset(records, classifier.input_size), batch_size, run.workers, indices=todo)
         with tqdm(total=len(records), initial=summary.resumed, unit="img", disable=not run.progress,
                   desc=desc, dynamic_ncols=True) as bar:
-            for batch in loader:
-                rows, masks = batch_fn(batch, records)
+            done_rows = stream_fn(loader, records) if stream_fn else (batch_fn(batch, records) for batch in loader)
+            for rows, masks in done_rows:
                 writer.append(rows, masks)
                 status = rows["status"]
                 summary.solved += sum(s == STATUS_OK for s in status)
@@ -196,6 +206,56 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
                 rows[name][chosen] = values.to("cpu", rows[name].dtype)
         masks[chosen] = result.masks.cpu()
     return rows, masks
+
+
+def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier: Classifier, solver: SolverConfig,
+                    run: RunConfig) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+    """Rows and masks of the loader's images through :func:`pipeline.stream.solve_stream`, as they
+    finish; unreadable (or, for ``--target label``, unlabelled) images are given out unsolved."""
+    from .stream import StreamBatch, solve_stream
+
+    k = max(1, len(solver.objective.areas))
+    waiting: dict[int, dict[str, Any]] = {}  # dataset index -> its row, while its image is solved
+    unsolved: list[dict[str, Any]] = []
+
+    def batches() -> Iterator[StreamBatch]:
+        for batch in loader:
+            rows, ok = batch_rows(batch, records, run, EXTRA_COLUMNS + ("iterations",))
+            if not bool(ok.all()):
+                unsolved.append(_take(rows, (~ok).nonzero()[:, 0].tolist()))
+            chosen = ok.nonzero()[:, 0]
+            for j in chosen.tolist():
+                waiting[int(rows["index"][j])] = _take(rows, [j])
+            if len(chosen):
+                yield StreamBatch(batch["image"][chosen], batch["label"][chosen] if run.target == "label" else None,
+                                  batch["index"][chosen] + run.seed, batch["index"][chosen])
+
+    def flush() -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+        while unsolved:
+            rows = unsolved.pop(0)
+            yield rows, torch.full((len(rows["index"]), k, solver.mask.size, solver.mask.size), float("nan"))
+
+    slots = run.batch_size if isinstance(run.batch_size, int) else CPU_BATCH
+    for ids, result in solve_stream(classifier, batches(), solver, slots=slots):
+        yield from flush()
+        rows = _concat([waiting.pop(i) for i in ids.tolist()])
+        for name, values in result.columns().items():
+            if name in rows:
+                rows[name] = values.to("cpu", rows[name].dtype)
+        yield rows, result.masks.cpu()
+    yield from flush()
+
+
+def _take(rows: dict[str, Any], positions: list[int]) -> dict[str, Any]:
+    """The rows at ``positions`` of a rows dict (tensors and lists, as :func:`batch_rows` makes)."""
+    return {name: values[positions] if torch.is_tensor(values) else [values[i] for i in positions]
+            for name, values in rows.items()}
+
+
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One rows dict of several, in order."""
+    return {name: torch.cat([p[name] for p in parts]) if torch.is_tensor(parts[0][name])
+            else [v for p in parts for v in p[name]] for name in parts[0]}
 
 
 def _solve_fitting(classifier: Classifier, images: torch.Tensor, solver: SolverConfig,

@@ -160,6 +160,18 @@ class Perturber:
             clone.pyramid.pyramid = self.pyramid.pyramid[:, keep]
         return clone
 
+    def scatter(self, rows: torch.Tensor, other: "Perturber", other_rows: torch.Tensor) -> "Perturber":
+        """This perturbation with the images ``rows`` ``(r,)`` replaced by ``other``'s ``other_rows``."""
+        clone = Perturber.__new__(Perturber)
+        clone.x = self.x.index_copy(0, rows, other.x[other_rows])
+        clone.p = self.p.index_copy(0, rows, other.p[other_rows])
+        clone.pyramid = None
+        if self.pyramid is not None:
+            clone.pyramid = BlurPyramid.__new__(BlurPyramid)
+            clone.pyramid.levels = self.pyramid.levels
+            clone.pyramid.pyramid = self.pyramid.pyramid.index_copy(1, rows, other.pyramid.pyramid[:, other_rows])
+        return clone
+
     def repeated(self, k: int) -> "Perturber":
         """The same perturbation with every image repeated ``k`` times (image-major), for ``K`` masks."""
         clone = Perturber.__new__(Perturber)
@@ -199,6 +211,18 @@ class _Problem:
             if k > 1 else clone.perturb
         for name in ("seeds", "x", "targets", "top5", "p_original"):
             setattr(clone, name, getattr(self, name)[keep])
+        return clone
+
+    def scatter(self, rows: torch.Tensor, other: "_Problem", other_rows: torch.Tensor) -> "_Problem":
+        """This problem with the images ``rows`` ``(r,)`` replaced by ``other``'s ``other_rows`` (the
+        slots of :func:`pipeline.stream.solve_stream` taking new images)."""
+        clone = _Problem.__new__(_Problem)
+        clone.classifier, clone.config, clone.size = self.classifier, self.config, self.size
+        k = len(self.perturb_k.x) // len(self.x)
+        clone.perturb = self.perturb.scatter(rows, other.perturb, other_rows)
+        clone.perturb_k = clone.perturb.repeated(k) if k > 1 else clone.perturb
+        for name in ("seeds", "x", "targets", "top5", "p_original"):
+            setattr(clone, name, getattr(self, name).index_copy(0, rows, getattr(other, name)[other_rows]))
         return clone
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,7 +282,8 @@ def _circle_init(problem: _Problem, size: int, steps: int = 12) -> torch.Tensor:
     return circles[choice]
 
 
-def _regulariser(problem: _Problem, masks: torch.Tensor, masks_up: torch.Tensor, iteration: int) -> torch.Tensor:
+def _regulariser(problem: _Problem, masks: torch.Tensor, masks_up: torch.Tensor,
+                 iteration: int | torch.Tensor) -> torch.Tensor:
     objective = problem.config.objective
     reg = objective.tv_coeff * masklib.total_variation(masks, objective.tv_beta)
     if objective.areas:
@@ -268,12 +293,15 @@ def _regulariser(problem: _Problem, masks: torch.Tensor, masks_up: torch.Tensor,
     return reg + objective.l1_coeff * masklib.sparsity(masks, objective)
 
 
-def _objective(problem: _Problem, masks: torch.Tensor, iteration: int) -> torch.Tensor:
-    """Per-image loss ``(B,)`` for masks ``(B, K, h, w)`` at ``iteration`` (noise and jitter drawn)."""
+def _objective(problem: _Problem, masks: torch.Tensor, iteration: int | torch.Tensor) -> torch.Tensor:
+    """Per-image loss ``(B,)`` for masks ``(B, K, h, w)`` at ``iteration`` (noise and jitter drawn):
+    one count for the batch, or ``(B,)`` int64, each image's own (:mod:`pipeline.stream`)."""
     config = problem.config
     masks_up = masklib.upsample(masks, problem.size, config.mask)
     batch, k = masks.shape[:2]
     seeds = problem.seeds.repeat_interleave(k)
+    if torch.is_tensor(iteration) and k > 1:
+        iteration = iteration.repeat_interleave(k)
     if config.mask.jitter:
         # Phi(x(. - tau); m) = shift_tau(Phi(x; m(. + tau))): shift the mask back, perturb, shift forward.
         tau = (counter_uniform(seeds, 3 * iteration + 1, (2,)) * config.mask.jitter).long()
@@ -406,14 +434,25 @@ class _Convergence:
 
 def _finish(problem: _Problem, masks: torch.Tensor, loss: torch.Tensor, iterations: torch.Tensor) -> SolveResult:
     """Noise-free, jitter-free scores of the final masks and of the fully perturbed images."""
-    batch = len(masks)
+    p_final, area, tv = _final_scores(problem, masks)
+    return SolveResult(masks, problem.targets, problem.p_original, _p_perturbed(problem), p_final, loss, area,
+                       tv, iterations)
+
+
+def _final_scores(problem: _Problem, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(p_final, area, tv)``, each ``(B,)``, of masks ``(B, K, h, w)``, without noise or jitter."""
+    batch, k = masks.shape[:2]
     with torch.no_grad():
         masks_up = masklib.upsample(masks, problem.size, problem.config.mask)
-        k = masks.shape[1]
         probs = problem.logits(_seen(problem, masks_up)).softmax(1)
         p_final = probs.gather(1, problem.targets.repeat_interleave(k)[:, None]).view(batch, k).mean(1)
-        zeros = torch.zeros(batch, 1, *problem.size, device=masks.device)
-        p_perturbed = problem.logits(problem.perturb(zeros)).softmax(1).gather(1, problem.targets[:, None])[:, 0]
         area = (1 - masks_up).flatten(1).mean(1)
         tv = masklib.total_variation(masks, problem.config.objective.tv_beta)
-    return SolveResult(masks, problem.targets, problem.p_original, p_perturbed, p_final, loss, area, tv, iterations)
+    return p_final, area, tv
+
+
+def _p_perturbed(problem: _Problem) -> torch.Tensor:
+    """``(B,)`` target probability of the fully perturbed images (mask all 0)."""
+    with torch.no_grad():
+        zeros = torch.zeros(len(problem.x), 1, *problem.size, device=problem.x.device)
+        return problem.logits(problem.perturb(zeros)).softmax(1).gather(1, problem.targets[:, None])[:, 0]

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -143,20 +144,30 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
     torch.testing.assert_close(halves.p_final, whole.p_final, atol=2e-3, rtol=0)
 
 
-def test_early_stopping_run_records_iterations_and_keeps_old_run_keys(imagenet_folder, tmp_path):
+def test_early_stopping_run_streams_images_through_refilled_slots(imagenet_folder, tmp_path):
+    # 6 readable images and a broken one through 2 slots: images leave as they stop and the next
+    # ones take their place, finishing out of order; every image is stored once, with its count.
     from pipeline.config import override, preset, to_dict
 
     out = tmp_path / "stop.h5"
-    args = ["masks", str(imagenet_folder), "--out", str(out), "--preset", "blur", "-n", "30", "-b", "auto",
-            "--workers", "0", "--device", "cpu", "--limit", "3", "--set", "optim.stop_window=5",
-            "--set", "optim.stop_tol=0.05"]
+    args = ["masks", str(imagenet_folder), "--out", str(out), "--preset", "blur", "-n", "30", "-b", "2",
+            "--workers", "0", "--device", "cpu", "--set", "optim.stop_window=5", "--set", "optim.stop_tol=0.05"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert "6 solved now" in result.output and "skipped: 1" in result.output
     with MaskStore(out) as store:
         table = store.table()
+        masks = store.masks()
         assert store.config["solver"]["optim"]["stop_window"] == 5
-    used = table.loc[table.status == "ok", "iterations"]
-    assert len(used) == 3 and used.isin([10, 15, 20, 25, 30]).all()
+    assert sorted(table["index"]) == list(range(7))
+    ok = (table.status == "ok").to_numpy()
+    used = table.loc[ok, "iterations"]
+    assert used.isin([10, 15, 20, 25, 30]).all() and used.nunique() > 1, used.tolist()
+    ok_rows = torch.as_tensor(ok.copy())
+    assert torch.isfinite(masks[ok_rows]).all() and torch.isnan(masks[~ok_rows]).all()
+    assert (table.loc[ok, "p_final"] < table.loc[ok, "p_original"]).all()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "0 solved now, 7 already done" in again.output
     # Without early stopping the recorded configuration has no stop fields, as before they existed.
     assert "stop_window" not in to_dict(preset("paper"))["optim"]
     assert to_dict(override(preset("paper"), ["optim.stop_window=20"]))["optim"]["stop_tol"] == 0.01

@@ -1,0 +1,253 @@
+"""Continuous batching for per-image early stopping: slots that are refilled as images stop.
+
+With early stopping, :func:`pipeline.solver.solve` keeps a batch until its slowest image stops, and
+shrinks it in power-of-two steps. On a GPU neither pays: an iteration of a part-empty batch costs
+about what a full one does, and every new batch shape costs seconds of planning (README,
+Performance). :func:`solve_stream` instead keeps ``S`` slots busy: when an image stops (its window
+mean stopped improving, or it ran ``optim.iterations``) its result is given out and the next image
+of the stream takes its slot. The batch shape never changes.
+
+Every image follows the trajectory it would follow alone: its own iteration count keys its noise
+and jitter draws and its windows, and its own step count drives Adam's bias correction
+(:class:`_RowOptimizer`). Slots are refilled at window ends only, where the host reads which images
+stopped (the only host synchronisation of the loop, as in :func:`~pipeline.solver.solve`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterable, Iterator, NamedTuple
+
+import torch
+
+from .config import OptimConfig, SolverConfig
+from .models import Classifier
+from .solver import SolveResult, _final_scores, _initial_masks, _objective, _p_perturbed, _Problem
+
+__all__ = ["StreamBatch", "solve_stream"]
+
+
+class StreamBatch(NamedTuple):
+    """Images entering the stream: ``images`` ``(b, 3, H, W)`` RGB in [0, 1] at the model's size,
+    ``targets`` ``(b,)`` int64 or None (top-1), ``seeds`` ``(b,)`` int64, ``ids`` ``(b,)`` int64 handed
+    back with each result (dataset indices, say)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor | None
+    seeds: torch.Tensor
+    ids: torch.Tensor
+
+
+class _RowOptimizer:
+    """Adam (or SGD with momentum) on masks ``(S, K, h, w)`` where every row has its own step count,
+    so a row restarted for a new image starts from a fresh state while the others carry on. The
+    update is :class:`torch.optim.Adam`'s (``SGD``'s) one, with the step count per row."""
+
+    def __init__(self, masks: torch.Tensor, optim: OptimConfig, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.masks, self.optim, self.betas, self.eps = masks, optim, betas, eps
+        self.first = torch.zeros_like(masks)  # Adam's exp_avg, or SGD's momentum buffer
+        self.second = torch.zeros_like(masks)  # Adam's exp_avg_sq
+        # float64: 1 - 0.999**t loses most of float32's digits at small t (torch computes it in
+        # Python floats, which are doubles)
+        self.steps = torch.zeros(len(masks), device=masks.device, dtype=torch.float64)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor) -> None:
+        lr = self.optim.lr
+        if self.optim.optimizer == "sgd":  # a zero buffer makes the first step plain SGD, as torch's
+            self.first.mul_(self.optim.momentum).add_(grad)
+            self.masks.add_(self.first, alpha=-lr)
+            return
+        beta1, beta2 = self.betas
+        self.steps += 1
+        shape = (-1,) + (1,) * (self.masks.dim() - 1)
+        step_size = (lr / (1 - beta1 ** self.steps)).float().view(shape)
+        correction2_sqrt = (1 - beta2 ** self.steps).sqrt().float().view(shape)
+        self.first.lerp_(grad, 1 - beta1)
+        self.second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denominator = (self.second.sqrt() / correction2_sqrt).add_(self.eps)
+        # addcdiv's order of operations, (-step * m) / d, so rows match torch's Adam bit for bit
+        self.masks.add_(-step_size * self.first / denominator)
+
+    def reset(self, rows: torch.Tensor) -> None:
+        """Fresh state for the rows ``rows`` ``(r,)``."""
+        for state in (self.first, self.second, self.steps):
+            state.index_fill_(0, rows, 0)
+
+
+class _Pending:
+    """Prepared images waiting for a slot: the problems of the stream's batches, in order."""
+
+    def __init__(self, classifier: Classifier, batches: Iterator[StreamBatch], config: SolverConfig, k: int):
+        self.classifier, self.batches, self.config, self.k = classifier, batches, config, k
+        self.queue: deque = deque()  # [problem, ids, initial masks, p_perturbed, next row]
+        self.exhausted = False
+
+    def _pull(self) -> bool:
+        if self.exhausted:
+            return False
+        batch = next(self.batches, None)
+        while batch is not None and not len(batch.ids):  # an empty batch has nothing to prepare
+            batch = next(self.batches, None)
+        if batch is None:
+            self.exhausted = True
+            return False
+        device = self.classifier.device
+        images = batch.images.to(device, non_blocking=True).float()
+        seeds = batch.seeds.to(device=device, dtype=torch.int64)
+        problem = _Problem(self.classifier, images, batch.targets, self.config, seeds)
+        self.queue.append([problem, batch.ids.to(device), _initial_masks(problem, self.k), _p_perturbed(problem), 0])
+        return True
+
+    def take(self, count: int) -> list[tuple]:
+        """Up to ``count`` images, as ``(problem, rows, ids, initial masks, p_perturbed)`` pieces."""
+        pieces = []
+        while count:
+            if not self.queue and not self._pull():
+                break
+            entry = self.queue[0]
+            problem, ids, masks, p_perturbed, start = entry
+            rows = torch.arange(start, min(start + count, len(ids)), device=ids.device)
+            pieces.append((problem, rows, ids[rows], masks[rows], p_perturbed[rows]))
+            count -= len(rows)
+            entry[4] = start + len(rows)
+            if entry[4] == len(ids):
+                self.queue.popleft()
+        return pieces
+
+
+class _Slots:
+    """The per-slot state, every tensor ``(S, ...)`` on the device. A slot is live while it holds an
+    image not yet given out; a stopped image keeps its slot (optimised on, its result frozen in
+    ``final*``) until the next hand-out."""
+
+    def __init__(self, first: _Problem, slots: int, config: SolverConfig, k: int):
+        device = first.x.device
+        self.config = config
+        # Placeholder rows (copies of the first images) that fill() overwrites.
+        self.problem = first.subset(torch.arange(slots, device=device) % len(first.x))
+        self.masks = torch.zeros(slots, k, config.mask.size, config.mask.size, device=device, requires_grad=True)
+        self.optimizer = _RowOptimizer(self.masks, config.optim)
+        self.ids = torch.full((slots,), -1, dtype=torch.int64, device=device)
+        self.p_perturbed = torch.zeros(slots, device=device)
+        self.done = torch.zeros(slots, dtype=torch.int64, device=device)  # iterations each image has run
+        self.live = torch.zeros(slots, dtype=torch.bool, device=device)
+        self.stopped = torch.zeros(slots, dtype=torch.bool, device=device)
+        self.final = self.masks.detach().clone()
+        self.final_loss = torch.zeros(slots, device=device)
+        self.final_done = torch.zeros(slots, dtype=torch.int64, device=device)
+        self.window_sum = torch.zeros(slots, device=device)
+        self.previous = torch.full((slots,), float("nan"), device=device)  # last window's mean; NaN: none yet
+
+    def step(self) -> None:
+        """One iteration of every slot; images that stop now get their result frozen."""
+        optim = self.config.optim
+        loss = _objective(self.problem, self.masks, self.done)
+        grad, = torch.autograd.grad(loss.sum(), self.masks)
+        self.optimizer.step(grad)
+        with torch.no_grad():
+            self.masks.clamp_(0, 1)
+            loss = loss.detach()
+            self.done += 1
+            self.window_sum += loss
+            # Each image's window ends when its own count is a multiple of the window.
+            ended = self.done % optim.stop_window == 0
+            mean = self.window_sum / optim.stop_window
+            converged = ended & (self.previous - mean <= optim.stop_tol * self.previous.abs().clamp_min(1e-3))
+            self.previous = torch.where(ended, mean, self.previous)
+            self.window_sum = torch.where(ended, torch.zeros_like(mean), self.window_sum)
+            stopping = self.live & ~self.stopped & (converged | (self.done >= optim.iterations))
+            self.final = torch.where(stopping.view(-1, 1, 1, 1), self.masks, self.final)
+            self.final_loss = torch.where(stopping, loss, self.final_loss)
+            self.final_done = torch.where(stopping, self.done, self.final_done)
+            self.stopped |= stopping
+
+    def hand_out(self, leaving: torch.Tensor) -> tuple[torch.Tensor, SolveResult]:
+        """The ids and results of the stopped images in the slots ``leaving`` ``(r,)``, which are
+        then empty."""
+        p_final, area, tv = _final_scores(self.problem, self.final)  # all slots: the shape stays fixed
+        problem = self.problem
+        result = SolveResult(self.final[leaving], problem.targets[leaving], problem.p_original[leaving],
+                             self.p_perturbed[leaving], p_final[leaving], self.final_loss[leaving], area[leaving],
+                             tv[leaving], self.final_done[leaving])
+        ids = self.ids[leaving]
+        self.live.index_fill_(0, leaving, False)
+        return ids, result
+
+    def fill(self, rows: torch.Tensor, pending: _Pending) -> None:
+        """Put the next images of the stream into the empty slots ``rows`` (as many as there are)."""
+        offset = 0
+        for source, source_rows, ids, masks, p_perturbed in pending.take(len(rows)):
+            target = rows[offset:offset + len(source_rows)]
+            offset += len(source_rows)
+            self.problem = self.problem.scatter(target, source, source_rows)
+            with torch.no_grad():
+                self.masks.index_copy_(0, target, masks)
+            self.ids.index_copy_(0, target, ids)
+            self.p_perturbed.index_copy_(0, target, p_perturbed)
+        filled = rows[:offset]
+        self.optimizer.reset(filled)
+        for state, value in ((self.done, 0), (self.window_sum, 0), (self.live, True), (self.stopped, False),
+                             (self.previous, float("nan"))):
+            state.index_fill_(0, filled, value)
+
+    def shrink(self) -> None:
+        """Once no image is waiting: keep only the power of two of slots that holds the live images
+        when that at least halves them (or makes a count that is no power of two one), as
+        :func:`pipeline.solver.solve` does. Empty slots cost as much as full ones, and on a CPU a
+        smaller batch is proportionally cheaper; powers of two keep the shapes few."""
+        slots, remaining = len(self.live), int(self.live.sum())
+        size = 1 << max(remaining - 1, 0).bit_length()
+        if not (size <= slots // 2 or (size < slots and slots & (slots - 1))):
+            return
+        filler = (~self.live).nonzero()[: size - remaining, 0]
+        keep = torch.cat([self.live.nonzero()[:, 0], filler]).sort().values
+        self.problem = self.problem.subset(keep)
+        self.masks = self.masks.detach()[keep].requires_grad_(True)
+        optimizer = _RowOptimizer(self.masks, self.config.optim)
+        optimizer.first, optimizer.second, optimizer.steps = (
+            self.optimizer.first[keep], self.optimizer.second[keep], self.optimizer.steps[keep])
+        self.optimizer = optimizer
+        for name in ("ids", "p_perturbed", "done", "live", "stopped", "final", "final_loss", "final_done",
+                     "window_sum", "previous"):
+            setattr(self, name, getattr(self, name)[keep])
+
+
+def solve_stream(classifier: Classifier, batches: Iterable[StreamBatch], config: SolverConfig,
+                 slots: int | None = None) -> Iterator[tuple[torch.Tensor, SolveResult]]:
+    """Solve every image of ``batches`` with per-image early stopping, in ``slots`` slots kept full
+    (default: the first batch's size). Batches may have any size; the stream pulls the next one
+    when it needs images. Needs ``config.optim.stop_window > 0``.
+
+    Yields:
+        ``(ids, result)`` as images finish, in no fixed order: ``ids`` ``(r,)`` are the
+        :class:`StreamBatch` ids of the ``r`` images, ``result`` their :class:`SolveResult`
+        (on the device; ``iterations`` says how long each ran).
+    """
+    optim = config.optim
+    if not optim.stop_window:
+        raise ValueError("solve_stream needs early stopping (optim.stop_window > 0)")
+    k = max(1, len(config.objective.areas))
+    pending = _Pending(classifier, iter(batches), config, k)
+    if not pending._pull():
+        return
+    first = pending.queue[0][0]
+    state = _Slots(first, slots or len(first.x), config, k)
+    state.fill(torch.arange(len(state.live), device=first.x.device), pending)
+    check = min(optim.stop_window, optim.iterations)  # slots are handed out and refilled this often
+    step = 0
+    while True:
+        state.step()
+        step += 1
+        if step % check:
+            continue
+        leaving = (state.live & state.stopped).nonzero()[:, 0]  # host read: once per window
+        if not len(leaving):
+            continue
+        yield state.hand_out(leaving)
+        state.fill(leaving, pending)
+        if not bool(state.live.any()):
+            return
+        if pending.exhausted and not pending.queue:
+            state.shrink()

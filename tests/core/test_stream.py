@@ -1,0 +1,96 @@
+"""Continuous batching: slots refilled as images stop give each image its solo result."""
+
+import pytest
+import torch
+
+from pipeline.config import override, preset
+from pipeline.solver import solve
+from pipeline.stream import StreamBatch, _RowOptimizer, solve_stream
+
+
+def _batches(images, sizes):
+    start = 0
+    for size in sizes:
+        part = slice(start, start + size)
+        yield StreamBatch(images[part], None, torch.arange(len(images))[part] + 100, torch.arange(len(images))[part])
+        start += size
+
+
+def test_streamed_images_follow_their_own_trajectories(classifier, eight_images):
+    # 5 images through 2 slots: images stop at different window ends and new ones take their slots
+    # mid-run, so slot-mates are at different iterations. Each image must still get the mask and
+    # scores that a plain solve of its own length gives it (its own iteration count, Adam steps and
+    # random draws). The reference is a batch of 2 as well, the image beside some other one: over
+    # tens of iterations Adam turns the rounding differences of batch-1 convolutions into visible
+    # steps (see test_solver's early-stopping test).
+    images = eight_images[[3, 0, 2, 6, 1]]
+    config = override(preset("blur"), ["optim.iterations=30", "optim.stop_window=5", "optim.stop_tol=0.2"])
+    results = {}
+    for ids, result in solve_stream(classifier, _batches(images, [2, 2, 1]), config):
+        for j, i in enumerate(ids.tolist()):
+            assert i not in results
+            results[i] = {name: value[j] for name, value in {"masks": result.masks, **result.columns()}.items()}
+    assert sorted(results) == [0, 1, 2, 3, 4]
+    used = [int(results[i]["iterations"]) for i in range(5)]
+    assert all(n % 5 == 0 and 10 <= n <= 30 for n in used), used  # window ends, after two windows
+    assert min(used) < 30 and len(set(used)) > 1, used  # some stop early, not all together
+    for i in range(5):
+        pair = [i, (i + 1) % 5]
+        plain = override(config, ["optim.stop_window=0", f"optim.iterations={used[i]}"])
+        reference = solve(classifier, images[pair], plain, seeds=torch.tensor(pair) + 100)
+        torch.testing.assert_close(results[i]["masks"], reference.masks[0], atol=1e-5, rtol=0)
+        for name in ("p_final", "p_original", "p_perturbed", "area", "tv", "loss"):
+            torch.testing.assert_close(results[i][name], reference.columns()[name][0], atol=2e-3, rtol=1e-3)
+        assert int(results[i]["target"]) == int(reference.targets[0])
+
+
+def test_stream_without_waiting_images_shrinks_like_solve(classifier, eight_images):
+    # One batch of 3 in 3 slots: nothing waits, so the stream shrinks its slots as images stop, to
+    # the powers of two solve() cuts its batch to, at the same iterations. So every image gets
+    # exactly what solve() with early stopping gives it.
+    images, seeds = eight_images[[3, 0, 2]], torch.tensor([10, 11, 12])
+    config = override(preset("paper"), ["optim.iterations=40", "optim.stop_window=10", "optim.stop_tol=0.2"])
+    reference = solve(classifier, images, config, seeds=seeds)
+    assert len(set(reference.iterations.tolist())) > 1  # images stop at different times: it shrinks
+    got = {}
+    for ids, result in solve_stream(classifier, [StreamBatch(images, None, seeds, torch.arange(3))], config):
+        got.update({i: (result.masks[j], result.iterations[j], result.p_final[j]) for j, i in enumerate(ids.tolist())})
+    for i in range(3):
+        assert int(got[i][1]) == int(reference.iterations[i])
+        torch.testing.assert_close(got[i][0], reference.masks[i], atol=1e-5, rtol=0)
+        torch.testing.assert_close(got[i][2], reference.p_final[i], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_row_optimizer_steps_like_torch_and_restarts_rows(kind):
+    # Rows 0 and 1 run 3 steps; then row 1 restarts and must follow a fresh optimizer again.
+    torch.manual_seed(0)
+    config = override(preset("paper"), [f"optim.optimizer={kind}", "optim.lr=0.1", "optim.momentum=0.9"]).optim
+    start = torch.rand(2, 1, 4, 4)
+    grads = [torch.randn(2, 1, 4, 4) for _ in range(5)]
+    mine = start.clone()
+    rows = _RowOptimizer(mine, config)
+    reference = start.clone().requires_grad_(True)
+    torch_optimizer = torch.optim.Adam([reference], lr=0.1) if kind == "adam" else \
+        torch.optim.SGD([reference], lr=0.1, momentum=0.9)
+    for grad in grads[:3]:
+        rows.step(grad)
+        reference.grad = grad.clone()
+        torch_optimizer.step()
+    torch.testing.assert_close(mine, reference.detach(), atol=1e-6, rtol=1e-6)
+    rows.reset(torch.tensor([1]))
+    fresh = mine[1:].clone().requires_grad_(True)
+    fresh_optimizer = torch.optim.Adam([fresh], lr=0.1) if kind == "adam" else torch.optim.SGD([fresh], lr=0.1, momentum=0.9)
+    for grad in grads[3:]:
+        rows.step(grad)
+        reference.grad = grad.clone()
+        torch_optimizer.step()
+        fresh.grad = grad[1:].clone()
+        fresh_optimizer.step()
+    torch.testing.assert_close(mine[0], reference.detach()[0], atol=1e-6, rtol=1e-6)  # row 0 carried on
+    torch.testing.assert_close(mine[1:], fresh.detach(), atol=1e-6, rtol=1e-6)  # row 1 started afresh
+
+
+def test_stream_needs_early_stopping(classifier, eight_images):
+    with pytest.raises(ValueError, match="early stopping"):
+        next(solve_stream(classifier, _batches(eight_images[:2], [2]), preset("blur")))
