@@ -160,17 +160,13 @@ class Perturber:
             clone.pyramid.pyramid = self.pyramid.pyramid[:, keep]
         return clone
 
-    def scatter(self, rows: torch.Tensor, other: "Perturber", other_rows: torch.Tensor) -> "Perturber":
-        """This perturbation with the images ``rows`` ``(r,)`` replaced by ``other``'s ``other_rows``."""
-        clone = Perturber.__new__(Perturber)
-        clone.x = self.x.index_copy(0, rows, other.x[other_rows])
-        clone.p = self.p.index_copy(0, rows, other.p[other_rows])
-        clone.pyramid = None
+    def scatter_(self, rows: torch.Tensor, other: "Perturber", other_rows: torch.Tensor) -> None:
+        """Replace the images ``rows`` ``(r,)`` by ``other``'s ``other_rows``, in place (no second
+        copy of the blur pyramid)."""
+        self.x.index_copy_(0, rows, other.x[other_rows])
+        self.p.index_copy_(0, rows, other.p[other_rows])
         if self.pyramid is not None:
-            clone.pyramid = BlurPyramid.__new__(BlurPyramid)
-            clone.pyramid.levels = self.pyramid.levels
-            clone.pyramid.pyramid = self.pyramid.pyramid.index_copy(1, rows, other.pyramid.pyramid[:, other_rows])
-        return clone
+            self.pyramid.pyramid.index_copy_(1, rows, other.pyramid.pyramid[:, other_rows])
 
     def repeated(self, k: int) -> "Perturber":
         """The same perturbation with every image repeated ``k`` times (image-major), for ``K`` masks."""
@@ -213,17 +209,17 @@ class _Problem:
             setattr(clone, name, getattr(self, name)[keep])
         return clone
 
-    def scatter(self, rows: torch.Tensor, other: "_Problem", other_rows: torch.Tensor) -> "_Problem":
-        """This problem with the images ``rows`` ``(r,)`` replaced by ``other``'s ``other_rows`` (the
-        slots of :func:`pipeline.stream.solve_stream` taking new images)."""
-        clone = _Problem.__new__(_Problem)
-        clone.classifier, clone.config, clone.size = self.classifier, self.config, self.size
+    def scatter_(self, rows: torch.Tensor, other: "_Problem", other_rows: torch.Tensor) -> None:
+        """Replace the images ``rows`` ``(r,)`` by ``other``'s ``other_rows``, in place (the slots of
+        :func:`pipeline.stream.solve_stream` taking new images). Only for a problem that owns its
+        tensors, as :meth:`subset` makes, and between iterations (no autograd graph alive)."""
         k = len(self.perturb_k.x) // len(self.x)
-        clone.perturb = self.perturb.scatter(rows, other.perturb, other_rows)
-        clone.perturb_k = clone.perturb.repeated(k) if k > 1 else clone.perturb
+        self.perturb.scatter_(rows, other.perturb, other_rows)
+        if k > 1:  # the K copies of each image, image-major
+            expand = lambda r: (r[:, None] * k + torch.arange(k, device=r.device)).flatten()  # noqa: E731
+            self.perturb_k.scatter_(expand(rows), other.perturb, other_rows.repeat_interleave(k))
         for name in ("seeds", "x", "targets", "top5", "p_original"):
-            setattr(clone, name, getattr(self, name).index_copy(0, rows, getattr(other, name)[other_rows]))
-        return clone
+            getattr(self, name).index_copy_(0, rows, getattr(other, name)[other_rows])
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         precision = self.config.precision
@@ -300,16 +296,16 @@ def _objective(problem: _Problem, masks: torch.Tensor, iteration: int | torch.Te
     masks_up = masklib.upsample(masks, problem.size, config.mask)
     batch, k = masks.shape[:2]
     seeds = problem.seeds.repeat_interleave(k)
-    if torch.is_tensor(iteration) and k > 1:
-        iteration = iteration.repeat_interleave(k)
+    # The draws are per mask (B*K); the regulariser's count stays per image (B).
+    draw = iteration.repeat_interleave(k) if torch.is_tensor(iteration) else iteration
     if config.mask.jitter:
         # Phi(x(. - tau); m) = shift_tau(Phi(x; m(. + tau))): shift the mask back, perturb, shift forward.
-        tau = (counter_uniform(seeds, 3 * iteration + 1, (2,)) * config.mask.jitter).long()
+        tau = (counter_uniform(seeds, 3 * draw + 1, (2,)) * config.mask.jitter).long()
         flat = masks_up.reshape(batch * k, 1, *problem.size)
         masks_up = shift(flat, -tau[:, 0], -tau[:, 1]).view_as(masks_up)
     seen = _seen(problem, masks_up)
     if config.objective.noise_std:
-        seen = seen + config.objective.noise_std * counter_normal(seeds, 3 * iteration + 2, tuple(seen.shape[1:]))
+        seen = seen + config.objective.noise_std * counter_normal(seeds, 3 * draw + 2, tuple(seen.shape[1:]))
     if config.mask.jitter:
         seen = shift(seen, tau[:, 0], tau[:, 1])
     score = problem.score(problem.logits(seen), problem.targets.repeat_interleave(k)).view(batch, k).sum(1)

@@ -1,16 +1,17 @@
 """Continuous batching for per-image early stopping: slots that are refilled as images stop.
 
 With early stopping, :func:`pipeline.solver.solve` keeps a batch until its slowest image stops, and
-shrinks it in power-of-two steps. On a GPU neither pays: an iteration of a part-empty batch costs
-about what a full one does, and every new batch shape costs seconds of planning (README,
-Performance). :func:`solve_stream` instead keeps ``S`` slots busy: when an image stops (its window
-mean stopped improving, or it ran ``optim.iterations``) its result is given out and the next image
-of the stream takes its slot. The batch shape never changes.
+shrinks it in power-of-two steps; on a GPU that cost time, as every new batch shape costs seconds
+of planning (README, Performance). :func:`solve_stream` instead keeps ``S`` slots busy: when an
+image stops (its window mean stopped improving, or it ran ``optim.iterations``) its result is given
+out and the next image of the stream takes its slot. The batch keeps its shape while images wait;
+after that the slots shrink in powers of two, as ``solve``'s batch does.
 
 Every image follows the trajectory it would follow alone: its own iteration count keys its noise
 and jitter draws and its windows, and its own step count drives Adam's bias correction
-(:class:`_RowOptimizer`). Slots are refilled at window ends only, where the host reads which images
-stopped (the only host synchronisation of the loop, as in :func:`~pipeline.solver.solve`).
+(:class:`_RowOptimizer`; on a CPU the masks equal a plain solve's bit for bit, see
+tests/core/test_stream.py). Slots are refilled at window ends only, where the host reads which
+images stopped: the loop's only host synchronisation besides handing results out.
 """
 
 from __future__ import annotations
@@ -175,13 +176,14 @@ class _Slots:
         self.live.index_fill_(0, leaving, False)
         return ids, result
 
-    def fill(self, rows: torch.Tensor, pending: _Pending) -> None:
-        """Put the next images of the stream into the empty slots ``rows`` (as many as there are)."""
+    def fill(self, rows: torch.Tensor, pending: _Pending) -> int:
+        """Put the next images of the stream into the empty slots ``rows`` (as many as there are);
+        returns how many were filled."""
         offset = 0
         for source, source_rows, ids, masks, p_perturbed in pending.take(len(rows)):
             target = rows[offset:offset + len(source_rows)]
             offset += len(source_rows)
-            self.problem = self.problem.scatter(target, source, source_rows)
+            self.problem.scatter_(target, source, source_rows)
             with torch.no_grad():
                 self.masks.index_copy_(0, target, masks)
             self.ids.index_copy_(0, target, ids)
@@ -191,13 +193,14 @@ class _Slots:
         for state, value in ((self.done, 0), (self.window_sum, 0), (self.live, True), (self.stopped, False),
                              (self.previous, float("nan"))):
             state.index_fill_(0, filled, value)
+        return offset
 
-    def shrink(self) -> None:
+    def shrink(self, remaining: int) -> None:
         """Once no image is waiting: keep only the power of two of slots that holds the live images
         when that at least halves them (or makes a count that is no power of two one), as
         :func:`pipeline.solver.solve` does. Empty slots cost as much as full ones, and on a CPU a
         smaller batch is proportionally cheaper; powers of two keep the shapes few."""
-        slots, remaining = len(self.live), int(self.live.sum())
+        slots = len(self.live)
         size = 1 << max(remaining - 1, 0).bit_length()
         if not (size <= slots // 2 or (size < slots and slots & (slots - 1))):
             return
@@ -232,10 +235,11 @@ def solve_stream(classifier: Classifier, batches: Iterable[StreamBatch], config:
     pending = _Pending(classifier, iter(batches), config, k)
     if not pending._pull():
         return
-    first = pending.queue[0][0]
-    state = _Slots(first, slots or len(first.x), config, k)
-    state.fill(torch.arange(len(state.live), device=first.x.device), pending)
-    check = min(optim.stop_window, optim.iterations)  # slots are handed out and refilled this often
+    state = _Slots(pending.queue[0][0], slots or len(pending.queue[0][0].x), config, k)
+    live = state.fill(torch.arange(len(state.live), device=classifier.device), pending)  # counted on the host
+    # Slots are handed out and refilled every `check` iterations. An image that reaches
+    # optim.iterations in mid-window (when it is no multiple of the window) waits for the next one.
+    check = min(optim.stop_window, optim.iterations)
     step = 0
     while True:
         state.step()
@@ -246,8 +250,8 @@ def solve_stream(classifier: Classifier, batches: Iterable[StreamBatch], config:
         if not len(leaving):
             continue
         yield state.hand_out(leaving)
-        state.fill(leaving, pending)
-        if not bool(state.live.any()):
+        live += state.fill(leaving, pending) - len(leaving)
+        if not live:
             return
         if pending.exhausted and not pending.queue:
-            state.shrink()
+            state.shrink(live)

@@ -151,7 +151,8 @@ def test_early_stopping_run_streams_images_through_refilled_slots(imagenet_folde
 
     out = tmp_path / "stop.h5"
     args = ["masks", str(imagenet_folder), "--out", str(out), "--preset", "blur", "-n", "30", "-b", "2",
-            "--workers", "0", "--device", "cpu", "--set", "optim.stop_window=5", "--set", "optim.stop_tol=0.05"]
+            "--workers", "0", "--device", "cpu", "--set", "optim.stop_window=5", "--set", "optim.stop_tol=0.05",
+            "--target", "label"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "6 solved now" in result.output and "skipped: 1" in result.output
@@ -166,6 +167,7 @@ def test_early_stopping_run_streams_images_through_refilled_slots(imagenet_folde
     ok_rows = torch.as_tensor(ok.copy())
     assert torch.isfinite(masks[ok_rows]).all() and torch.isnan(masks[~ok_rows]).all()
     assert (table.loc[ok, "p_final"] < table.loc[ok, "p_original"]).all()
+    assert (table.loc[ok, "target"] == table.loc[ok, "label"]).all()  # --target label, through the slots
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 solved now, 7 already done" in again.output
     # Without early stopping the recorded configuration has no stop fields, as before they existed.
