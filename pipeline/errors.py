@@ -23,3 +23,7 @@ class StoreError(PipelineError):
 
 class ConfigError(PipelineError, ValueError):
     """A configuration value is out of range or unknown."""
+
+
+class DeviceMemoryError(PipelineError):
+    """The device ran out of memory in a way the run cannot work around by itself."""

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import SolverConfig, to_dict
 from .data import ImageDataset, discover, make_loader
-from .errors import ConfigError
+from .errors import ConfigError, DeviceMemoryError
 from .models import Classifier
 from .solver import SolveResult, solve
 from .store import STATUS_OK, STATUS_SKIPPED, MaskWriter
@@ -236,13 +236,20 @@ def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier:
             yield rows, torch.full((len(rows["index"]), k, solver.mask.size, solver.mask.size), float("nan"))
 
     slots = run.batch_size if isinstance(run.batch_size, int) else CPU_BATCH
-    for ids, result in solve_stream(classifier, batches(), solver, slots=slots):
-        yield from flush()
-        rows = _concat([waiting.pop(i) for i in ids.tolist()])
-        for name, values in result.columns().items():
-            if name in rows:
-                rows[name] = values.to("cpu", rows[name].dtype)
-        yield rows, result.masks.cpu()
+    try:
+        for ids, result in solve_stream(classifier, batches(), solver, slots=slots):
+            yield from flush()
+            rows = _concat([waiting.pop(i) for i in ids.tolist()])
+            for name, values in result.columns().items():
+                if name in rows:
+                    rows[name] = values.to("cpu", rows[name].dtype)
+            yield rows, result.masks.cpu()
+    except torch.OutOfMemoryError as error:
+        # The slots cannot be halved mid-stream as a batch can (_solve_fitting): stop cleanly.
+        raise DeviceMemoryError(
+            f"the device ran out of memory with {slots} slots (early stopping streams images through a "
+            f"fixed batch); the {len(waiting)} images in flight are not stored, everything finished is: "
+            f"rerun with a smaller --batch-size to resume") from error
     yield from flush()
 
 

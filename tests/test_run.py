@@ -175,6 +175,31 @@ def test_early_stopping_run_streams_images_through_refilled_slots(imagenet_folde
     assert to_dict(override(preset("paper"), ["optim.stop_window=20"]))["optim"]["stop_tol"] == 0.01
 
 
+def test_streamed_run_out_of_memory_stops_cleanly_and_keeps_what_finished(imagenet_folder, tmp_path, monkeypatch):
+    import pipeline.stream as stream_module
+
+    real = stream_module.solve_stream
+
+    def runs_out_after_one_result(*args, **kwargs):
+        results = real(*args, **kwargs)
+        yield next(results)
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(stream_module, "solve_stream", runs_out_after_one_result)
+    out = tmp_path / "oom.h5"
+    args = ["masks", str(imagenet_folder), "--out", str(out), "--preset", "blur", "-n", "10", "-b", "2",
+            "--workers", "0", "--device", "cpu", "--set", "optim.stop_window=5", "--set", "optim.stop_tol=100"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "ran out of memory with 2 slots" in result.output, result.output
+    assert "Traceback" not in result.output
+    with MaskStore(out) as store:
+        table = store.table()
+    assert len(table) >= 2 and set(table.status) <= {"ok", "skipped"}  # the first hand-out is stored
+    monkeypatch.setattr(stream_module, "solve_stream", real)
+    again = runner.invoke(app, args)  # and a resume finishes the rest
+    assert again.exit_code == 0 and f"{len(table)} already done" in again.output, again.output
+
+
 def test_batch_size_must_be_a_number_or_auto(imagenet_folder, tmp_path):
     from pipeline.config import preset
     from pipeline.models import load_model
