@@ -203,8 +203,7 @@ class _Problem:
         clone.classifier, clone.config, clone.size = self.classifier, self.config, self.size
         k = len(self.perturb_k.x) // len(self.x)
         clone.perturb = self.perturb.subset(keep)
-        clone.perturb_k = self.perturb_k.subset((keep[:, None] * k + torch.arange(k, device=keep.device)).flatten()) \
-            if k > 1 else clone.perturb
+        clone.perturb_k = self.perturb_k.subset(_mask_rows(keep, k)) if k > 1 else clone.perturb
         for name in ("seeds", "x", "targets", "top5", "p_original"):
             setattr(clone, name, getattr(self, name)[keep])
         return clone
@@ -215,9 +214,8 @@ class _Problem:
         tensors, as :meth:`subset` makes, and between iterations (no autograd graph alive)."""
         k = len(self.perturb_k.x) // len(self.x)
         self.perturb.scatter_(rows, other.perturb, other_rows)
-        if k > 1:  # the K copies of each image, image-major
-            expand = lambda r: (r[:, None] * k + torch.arange(k, device=r.device)).flatten()  # noqa: E731
-            self.perturb_k.scatter_(expand(rows), other.perturb, other_rows.repeat_interleave(k))
+        if k > 1:
+            self.perturb_k.scatter_(_mask_rows(rows, k), other.perturb, other_rows.repeat_interleave(k))
         for name in ("seeds", "x", "targets", "top5", "p_original"):
             getattr(self, name).index_copy_(0, rows, getattr(other, name)[other_rows])
 
@@ -237,6 +235,11 @@ class _Problem:
             top5 = self.top5.repeat_interleave(len(logits) // len(self.top5), dim=0)
             return probs.gather(1, top5).sum(1)
         return probs.gather(1, targets[:, None])[:, 0]
+
+
+def _mask_rows(rows: torch.Tensor, k: int) -> torch.Tensor:
+    """The rows ``(r * K,)`` of the ``K`` masks of the images ``rows`` ``(r,)`` (image-major)."""
+    return (rows[:, None] * k + torch.arange(k, device=rows.device)).flatten()
 
 
 def _seen(problem: _Problem, masks_up: torch.Tensor) -> torch.Tensor:
@@ -375,16 +378,33 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
         remaining = int(live.sum())
         if not remaining:
             break
-        size = 1 << (remaining - 1).bit_length()  # the power of two holding the live images
-        if size <= len(live) // 2 or (size < len(live) and len(live) & (len(live) - 1)):
-            filler = (~live).nonzero()[: size - remaining, 0]
-            keep = torch.cat([live.nonzero()[:, 0], filler]).sort().values
+        keep = _shrunk_rows(live, remaining)
+        if keep is not None:
             rows, active, live = rows[keep], active.subset(keep), live[keep]
             masks, optimizer = _compacted(masks, optimizer, keep, optim)
             stopper.subset(keep)
     else:  # the images still live ran every iteration
         final = masks.detach() if stopper is None else final.index_copy(0, rows[live], masks.detach()[live])
     return _finish(problem, final, last_loss, iterations)
+
+
+def _shrunk_rows(live: torch.Tensor, remaining: int) -> torch.Tensor | None:
+    """The rows to keep of a batch whose ``live`` ``(B,)`` bool holds ``remaining`` (> 0) images
+    still being solved, or None to keep them all: the power of two holding the live images when that
+    at least halves the batch (or turns a count that is no power of two into one), stopped rows
+    filling the rest. Few shapes, each planned once (see :func:`solve`)."""
+    batch = len(live)
+    size = 1 << (remaining - 1).bit_length()
+    if not (size <= batch // 2 or (size < batch and batch & (batch - 1))):
+        return None
+    filler = (~live).nonzero()[: size - remaining, 0]
+    return torch.cat([live.nonzero()[:, 0], filler]).sort().values
+
+
+def _converged(previous: torch.Tensor, mean: torch.Tensor, tol: float) -> torch.Tensor:
+    """``(B,)`` bool: the window mean ``mean`` improved on ``previous`` by at most
+    ``tol * max(|previous|, 1e-3)`` (False where ``previous`` is NaN: no window yet)."""
+    return previous - mean <= tol * previous.abs().clamp_min(1e-3)
 
 
 def _optimizer(masks: torch.Tensor, optim) -> torch.optim.Optimizer:
@@ -422,7 +442,7 @@ class _Convergence:
         self.total = torch.zeros_like(self.total)
         if previous is None:
             return None
-        return previous - mean <= self.tol * previous.abs().clamp_min(1e-3)
+        return _converged(previous, mean, self.tol)
 
     def subset(self, keep: torch.Tensor) -> None:
         self.total, self.previous = self.total[keep], self.previous[keep]

@@ -23,7 +23,8 @@ import torch
 
 from .config import OptimConfig, SolverConfig
 from .models import Classifier
-from .solver import SolveResult, _final_scores, _initial_masks, _objective, _p_perturbed, _Problem
+from .solver import (SolveResult, _converged, _final_scores, _initial_masks, _objective, _p_perturbed, _Problem,
+                     _shrunk_rows)
 
 __all__ = ["StreamBatch", "solve_stream"]
 
@@ -76,6 +77,12 @@ class _RowOptimizer:
         for state in (self.first, self.second, self.steps):
             state.index_fill_(0, rows, 0)
 
+    def subset(self, masks: torch.Tensor, keep: torch.Tensor) -> "_RowOptimizer":
+        """An optimiser of ``masks`` (the rows ``keep`` of this one's) carrying those rows' state."""
+        optimizer = _RowOptimizer(masks, self.optim, self.betas, self.eps)
+        optimizer.first, optimizer.second, optimizer.steps = self.first[keep], self.second[keep], self.steps[keep]
+        return optimizer
+
 
 class _Pending:
     """Prepared images waiting for a slot: the problems of the stream's batches, in order."""
@@ -85,7 +92,8 @@ class _Pending:
         self.queue: deque = deque()  # [problem, ids, initial masks, p_perturbed, next row]
         self.exhausted = False
 
-    def _pull(self) -> bool:
+    def pull(self) -> bool:
+        """Prepare the stream's next (non-empty) batch; False when there is none."""
         if self.exhausted:
             return False
         batch = next(self.batches, None)
@@ -105,7 +113,7 @@ class _Pending:
         """Up to ``count`` images, as ``(problem, rows, ids, initial masks, p_perturbed)`` pieces."""
         pieces = []
         while count:
-            if not self.queue and not self._pull():
+            if not self.queue and not self.pull():
                 break
             entry = self.queue[0]
             problem, ids, masks, p_perturbed, start = entry
@@ -155,7 +163,7 @@ class _Slots:
             # Each image's window ends when its own count is a multiple of the window.
             ended = self.done % optim.stop_window == 0
             mean = self.window_sum / optim.stop_window
-            converged = ended & (self.previous - mean <= optim.stop_tol * self.previous.abs().clamp_min(1e-3))
+            converged = ended & _converged(self.previous, mean, optim.stop_tol)
             self.previous = torch.where(ended, mean, self.previous)
             self.window_sum = torch.where(ended, torch.zeros_like(mean), self.window_sum)
             stopping = self.live & ~self.stopped & (converged | (self.done >= optim.iterations))
@@ -196,22 +204,15 @@ class _Slots:
         return offset
 
     def shrink(self, remaining: int) -> None:
-        """Once no image is waiting: keep only the power of two of slots that holds the live images
-        when that at least halves them (or makes a count that is no power of two one), as
-        :func:`pipeline.solver.solve` does. Empty slots cost as much as full ones, and on a CPU a
-        smaller batch is proportionally cheaper; powers of two keep the shapes few."""
-        slots = len(self.live)
-        size = 1 << max(remaining - 1, 0).bit_length()
-        if not (size <= slots // 2 or (size < slots and slots & (slots - 1))):
+        """Once no image is waiting, with ``remaining`` (> 0) live: cut the slots to a power of two
+        as :func:`pipeline.solver.solve` cuts its batch. Empty slots cost as much as full ones, and
+        on a CPU a smaller batch is proportionally cheaper; powers of two keep the shapes few."""
+        keep = _shrunk_rows(self.live, remaining)
+        if keep is None:
             return
-        filler = (~self.live).nonzero()[: size - remaining, 0]
-        keep = torch.cat([self.live.nonzero()[:, 0], filler]).sort().values
         self.problem = self.problem.subset(keep)
         self.masks = self.masks.detach()[keep].requires_grad_(True)
-        optimizer = _RowOptimizer(self.masks, self.config.optim)
-        optimizer.first, optimizer.second, optimizer.steps = (
-            self.optimizer.first[keep], self.optimizer.second[keep], self.optimizer.steps[keep])
-        self.optimizer = optimizer
+        self.optimizer = self.optimizer.subset(self.masks, keep)
         for name in ("ids", "p_perturbed", "done", "live", "stopped", "final", "final_loss", "final_done",
                      "window_sum", "previous"):
             setattr(self, name, getattr(self, name)[keep])
@@ -233,7 +234,7 @@ def solve_stream(classifier: Classifier, batches: Iterable[StreamBatch], config:
         raise ValueError("solve_stream needs early stopping (optim.stop_window > 0)")
     k = max(1, len(config.objective.areas))
     pending = _Pending(classifier, iter(batches), config, k)
-    if not pending._pull():
+    if not pending.pull():
         return
     state = _Slots(pending.queue[0][0], slots or len(pending.queue[0][0].x), config, k)
     live = state.fill(torch.arange(len(state.live), device=classifier.device), pending)  # counted on the host
