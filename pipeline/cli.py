@@ -185,6 +185,9 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     typer.echo(f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)")
     for reason, count in info["skipped_by_reason"].items():
         typer.echo(f"  skipped  {count} {reason}")
+    if info["pending_parts"]:
+        typer.echo(f"unfolded   {info['pending_parts']} batches in {store}.parts/ (the run was "
+                   "stopped; they are read, and running it again folds them in)")
     for name, value in info["means"].items():
         typer.echo(f"mean {name:12s} {value:.4f}")
     typer.echo(strength.line())

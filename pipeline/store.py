@@ -25,19 +25,34 @@ extra columns   float32 (N,)         caller-defined (``area``, ``tv``, ``iterati
                                      by the first committed batch, required on every later one.
 =============== ==================== ========================================================
 
-File attributes: ``rows`` (int, the number of **committed** rows), ``schema_version`` (1),
+File attributes: ``rows`` (int, the number of rows in the file; parts may add more, see below),
+``parts_merged`` (int, the number of the last part folded in), ``schema_version`` (1),
 ``config`` (canonical JSON of the caller's configuration dict), ``run_key`` (first 16 hex digits
 of the SHA-256 of that JSON), ``model`` (model spec string), ``source`` (data root), ``mask_shape``
 (``(1, h, w)``), ``input_size`` (``(H, W)`` of the solver's input), ``shard`` (``"r-of-n"`` or
 ""), ``versions`` (JSON: pipeline, torch, h5py, numpy, python), ``created`` (ISO 8601, UTC).
 
-Crash safety (DESIGN section 6): the file uses HDF5's default format (no ``libver="latest"``, no
-SWMR: such files could not be reopened after SIGKILL). A batch is committed by writing every
-column, then setting ``rows``, then ``flush()``. Readers use only ``[:rows]``, and a writer that
-reopens a file first truncates every dataset to ``rows``, so a kill mid-batch loses that batch
-only. Rows go straight into the target file (no temporary copy), which is what makes resuming
-possible; only the empty skeleton is built under a temporary name and renamed into place, so a
-kill during creation never leaves a half-made store.
+File attribute ``parts_merged`` (int) numbers the last part folded in (see below).
+
+Crash safety. HDF5 writes its metadata (chunk B-tree nodes, heap blocks, the superblock's end of
+file) in no fixed order, so a file appended in place and killed at the wrong moment can hold a
+node that points past the end of the file: committed rows become unreadable. We measured this
+with the store's earlier in-place writer: one kill in about a hundred (``tests/test_store.py``'s
+kill loop, h5py 3.16 with HDF5 2.0). So the store file is never written in place:
+
+- each batch is committed as a small HDF5 file of its own, ``<path>.parts/NNNNNNNNN.h5``,
+  written under a ``.tmp`` name and renamed (the rename is the commit point);
+- every ``merge_every`` parts, and when the writer closes, the parts are *folded* in: the store
+  file is copied, the parts are appended to the copy, whose ``rows`` and ``parts_merged`` are
+  updated, and the copy is renamed over the store file; then the parts are deleted.
+
+A kill at any moment therefore leaves the previous store file, whole, plus whole parts. (A fold
+briefly needs disk room for a second copy of the file; at 28x28 a mask takes about 700 bytes.)
+:class:`MaskStore` reads both, ignoring ``.tmp`` files and parts numbered at or below
+``parts_merged``; a reopening writer deletes those leftovers and resumes. The file keeps HDF5's
+default format (no ``libver="latest"``, no SWMR: such files cannot be reopened after a kill
+without ``h5clear``). One writer per store is enforced with an ``flock`` on the parts folder;
+readers may open the store while it is written and see every committed batch.
 
 Compression: measured on 2000 solver-like float16 28x28 masks (56% exact ones), gzip 4 stores
 667 B/mask against 819 (lzf), 696 (gzip 1), 740 (gzip 4 + shuffle) and 1636 (none), and costs
@@ -52,13 +67,19 @@ import difflib
 import hashlib
 import json
 import os
+import shutil
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer per store is then the user's care
+    fcntl = None  # type: ignore[assignment]
 
 from . import __version__
 from .errors import ConfigError, StoreError
@@ -77,6 +98,7 @@ __all__ = [
     "canonical_json",
     "run_key",
     "shard_path",
+    "parts_dir",
     "merge_shards",
     "upsample",
     "summary",
@@ -104,7 +126,8 @@ COLUMNS: dict[str, Any] = {
 
 _SCALAR_CHUNK = 1024  # rows per chunk of a scalar column: a few KiB, rewritten at most per batch
 _MASK_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
-_STALE_CHUNKS = 64  # chunks past `rows` cleared on reopen: covers a killed batch of 64Ki rows
+_FOLD_BYTES = 64 * 2**20  # parts read into memory at a time by a fold
+_STALE_CHUNKS = 64  # chunks past `rows` cleared in a legacy killed file: a batch of 64Ki rows
 _MERGE_ROWS = 512  # rows copied per append when merging shards (bounds memory)
 
 
@@ -231,6 +254,12 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
 class MaskWriter:
     """Append masks and per-image columns to an HDF5 store; reopening resumes (context manager).
 
+    Each :meth:`append` commits its batch as a small file of its own in ``<path>.parts/``
+    (written under a temporary name, then renamed), and the parts are folded into ``path`` on
+    :meth:`close` and every ``merge_every`` parts, by rewriting a copy that replaces ``path`` in
+    one rename. ``path`` itself is never written in place, so a kill at any moment leaves every
+    committed batch readable (see the module docstring for why HDF5 needs this).
+
     Args:
         path: the store file (``.h5``). Created with its parent folders when missing; when it
             exists it is reopened to resume, after checking it was made with the same
@@ -241,16 +270,19 @@ class MaskWriter:
         model: the model spec string.
         source: the data root the ``path`` column is relative to.
         mask_shape: ``(1, h, w)`` of one mask.
-        overwrite: delete an existing file and start afresh.
+        overwrite: delete an existing store (and its parts) and start afresh.
         shard: ``(rank, world)`` for multi-process runs (one file per rank, see
             :func:`merge_shards`), or None.
         input_size: ``(H, W)`` of the solver's input, the size ``MaskStore.masks_at(...,
             "input")`` upsamples to.
+        attrs: extra string attributes written into a new store (e.g. ``merged_from``).
+        merge_every: fold the parts into ``path`` once this many are waiting (each fold copies
+            ``path`` once, so this bounds both the number of part files and the copying).
 
     Raises:
         StoreError: the existing file is not a mask store, is being written by another process,
             or was made with a different configuration, model, mask shape or input size.
-        ConfigError: bad ``mask_shape``, ``shard`` or ``config``.
+        ConfigError: bad ``mask_shape``, ``shard``, ``config`` or ``merge_every``.
     """
 
     def __init__(
@@ -263,44 +295,46 @@ class MaskWriter:
         overwrite: bool = False,
         shard: Sequence[int] | None = None,
         input_size: Sequence[int] = (224, 224),
+        attrs: Mapping[str, str] | None = None,
+        merge_every: int = 256,
     ):
         self.mask_shape = _positive_tuple(mask_shape, 3, "mask_shape")
         self.input_size = _positive_tuple(input_size, 2, "input_size")
+        self.merge_every = _positive_tuple([merge_every], 1, "merge_every")[0]
         self.shard = "" if shard is None else "{}-of-{}".format(*_check_shard(shard))
         self.path = Path(path) if shard is None else shard_path(path, *_check_shard(shard))
         self.config_json = canonical_json(config)
         self.run_key = run_key(config)
         self.model, self.source = str(model), os.fspath(source)
-        if overwrite and self.path.exists():
-            self.path.unlink()
-        if not self.path.exists():
-            self._create()
-        self._file = _open_h5(self.path, "r+")
+        self._parts_dir = parts_dir(self.path)
+        self._closed = False
+        self._lock = _lock_folder(self._parts_dir, self.path)
         try:
-            self._check_compatible()
-            self._rows = self._truncate_to_committed()
-            self._extras = self._extra_names() if self._rows else None
-            self._done = set(int(i) for i in self._file["index"][: self._rows])
+            if overwrite:
+                self.path.unlink(missing_ok=True)
+            if not self.path.exists():
+                _empty_folder(self._parts_dir)  # orphans of a deleted store
+                self._create(dict(attrs or {}))
+            with _open_h5(self.path, "r") as file:
+                self._check_compatible(file)
+                self._resume(file)
         except BaseException:
-            self._file.close()
+            self._release()
             raise
 
     # -- file lifecycle
 
-    def _create(self) -> None:
+    def _create(self, extra_attrs: dict[str, str]) -> None:
         """Build the empty store under a temporary name, then rename it into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
+        temporary = _temporary(self.path)
         with h5py.File(temporary, "w") as file:  # default file format: survives SIGKILL
             for name, dtype in COLUMNS.items():
                 _create_column(file, name, dtype)
-            file.create_dataset(
-                "mask", shape=(0, *self.mask_shape), maxshape=(None, *self.mask_shape),
-                chunks=(1, *self.mask_shape), dtype=np.float16, fillvalue=np.float16(np.nan),
-                **_MASK_COMPRESSION,
-            )
+            _create_mask_column(file, self.mask_shape)
             attrs = file.attrs
             attrs["rows"] = np.int64(0)
+            attrs["parts_merged"] = np.int64(0)
             attrs["schema_version"] = np.int64(SCHEMA_VERSION)
             attrs["config"] = self.config_json
             attrs["run_key"] = self.run_key
@@ -311,10 +345,12 @@ class MaskWriter:
             attrs["shard"] = self.shard
             attrs["versions"] = _versions()
             attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            for key, value in extra_attrs.items():
+                attrs[key] = str(value)
         os.replace(temporary, self.path)
 
-    def _check_compatible(self) -> None:
-        attrs = self._file.attrs
+    def _check_compatible(self, file: h5py.File) -> None:
+        attrs = file.attrs
         where = f"mask store {str(self.path)!r}"
         fix = "pass --overwrite to start again or choose another --out"
         if "schema_version" not in attrs or "rows" not in attrs:
@@ -335,33 +371,40 @@ class MaskWriter:
                 raise StoreError(f"{where} was made with {name} {stored!r}, this run asks for "
                                  f"{requested!r}; {fix}")
 
-    def _truncate_to_committed(self) -> int:
-        """Cut every dataset back to ``rows``, dropping a batch a kill interrupted."""
-        rows = int(self._file.attrs["rows"])
-        for name, dataset in self._file.items():
-            if dataset.shape[0] < rows:
-                raise StoreError(
-                    f"mask store {str(self.path)!r} is damaged: dataset {name!r} has "
-                    f"{dataset.shape[0]} rows but {rows} are committed; pass --overwrite"
-                )
-            if h5py.check_string_dtype(dataset.dtype) is not None:
-                _drop_stale_strings(dataset, rows)
-            elif dataset.shape[0] > rows:
-                dataset.resize(rows, axis=0)
-        if rows == 0:  # extra columns of an uncommitted first batch: the next batch redefines them
-            for name in self._extra_names():
-                del self._file[name]
-        self._file.flush()
-        return rows
-
-    def _extra_names(self) -> list[str]:
-        return sorted(n for n in self._file.keys() if n not in COLUMNS and n != "mask")
+    def _resume(self, file: h5py.File) -> None:
+        """Count the committed rows of the store and its parts; drop what a kill left behind."""
+        _temporary(self.path).unlink(missing_ok=True)  # a fold that was killed before its rename
+        merged = int(file.attrs.get("parts_merged", 0))
+        self._parts = _live_parts(self.path, merged, clean=True)
+        self._seq = max([_part_seq(p) for p in self._parts], default=merged)
+        stored = int(file.attrs["rows"])
+        index = [file["index"][:stored]]
+        self._extras = _extra_names(file) if stored else None
+        for part in self._parts:
+            with h5py.File(part, "r") as source:
+                index.append(source["index"][:])
+                if self._extras is None:
+                    self._extras = _extra_names(source)
+        done = np.concatenate(index)
+        self._rows = len(done)
+        self._done = set(done.tolist())
 
     def close(self) -> None:
-        """Flush and close the file (committed rows are safe either way)."""
-        if self._file.id.valid:
-            self._file.flush()
-            self._file.close()
+        """Fold the waiting parts into the store file and release it (committed rows are safe
+        either way: a store left with parts reads and resumes)."""
+        if not self._closed:
+            try:
+                self._merge_parts()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+        self._closed = True
+        with suppress(OSError):
+            self._parts_dir.rmdir()  # only when empty
 
     def __enter__(self) -> MaskWriter:
         return self
@@ -399,22 +442,50 @@ class MaskWriter:
         self._check_indices(columns["index"])
         if self._extras is None:
             self._extras = sorted(set(columns) - set(COLUMNS))
-            for name in self._extras:
-                if name not in self._file:
-                    _create_column(self._file, name, np.float32)
-        start, stop = self._rows, self._rows + count
-        for name, values in columns.items():
-            self._write(name, values, start, stop)
-        self._write("mask", masks, start, stop)
-        self._file.attrs["rows"] = np.int64(stop)  # the commit point
-        self._file.flush()
-        self._rows = stop
+        part = self._parts_dir / f"{self._seq + 1:09d}.h5"
+        temporary = _temporary(part)
+        with h5py.File(temporary, "w") as file:
+            for name, values in columns.items():
+                file.create_dataset(name, data=values, dtype=COLUMNS.get(name, np.float32))
+            file.create_dataset("mask", data=masks)
+        os.replace(temporary, part)  # the commit point
+        self._seq += 1
+        self._parts.append(part)
+        self._rows += count
         self._done.update(int(i) for i in columns["index"])
+        if len(self._parts) >= self.merge_every:
+            self._merge_parts()
 
-    def _write(self, name: str, values: Any, start: int, stop: int) -> None:
-        dataset = self._file[name]
-        dataset.resize(stop, axis=0)
-        dataset[start:stop] = values
+    def _merge_parts(self) -> None:
+        """Fold the waiting parts into the store: append them to a copy of the store file, then
+        rename the copy over it, then delete the parts (a kill between the two leaves parts the
+        store's ``parts_merged`` marks as folded, which the next open deletes)."""
+        if not self._parts:
+            return
+        temporary = _temporary(self.path)
+        shutil.copyfile(self.path, temporary)
+        try:
+            with h5py.File(temporary, "r+") as file:
+                rows = int(file.attrs["rows"])
+                _trim_to_rows(file, rows)
+                # Appended in groups of parts (one resize per dataset and group, not per part)
+                # of bounded size, whatever the mask shape.
+                group: list[Path] = []
+                for number, part in enumerate(self._parts, start=1):
+                    group.append(part)
+                    full = len(group) * part.stat().st_size >= _FOLD_BYTES
+                    if full or number == len(self._parts):
+                        rows = _append_columns(file, rows, _read_parts(group))
+                        group = []
+                file.attrs["rows"] = np.int64(rows)
+                file.attrs["parts_merged"] = np.int64(self._seq)
+            os.replace(temporary, self.path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+        self._parts = []
 
     def _columns(self, rows: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         """Check names and lengths and convert each column to its stored dtype."""
@@ -469,6 +540,30 @@ class MaskWriter:
             )
 
 
+def _append_columns(file: h5py.File, rows: int, columns: Mapping[str, np.ndarray]) -> int:
+    """Write ``columns`` (every dataset, ``mask`` included, of equal length) after ``rows``;
+    returns the new row count."""
+    stop = rows + len(columns["index"])
+    for name, values in columns.items():
+        if name not in file:
+            _create_column(file, name, np.float32)
+        file[name].resize(stop, axis=0)
+        file[name][rows:stop] = values
+    return stop
+
+
+def _trim_to_rows(file: h5py.File, rows: int) -> None:
+    """Cut every dataset back to ``rows``. Only a store killed inside a batch by this package's
+    earlier in-place writer has rows past ``rows``; folds always write exact lengths."""
+    for dataset in file.values():
+        if dataset.shape[0] == rows:
+            continue
+        if h5py.check_string_dtype(dataset.dtype) is not None:
+            _drop_stale_strings(dataset, rows)
+        else:
+            dataset.resize(rows, axis=0)
+
+
 def _drop_stale_strings(dataset: h5py.Dataset, rows: int) -> None:
     """Clear what a killed batch left beyond ``rows`` in a variable-length string dataset.
 
@@ -495,6 +590,86 @@ def _positive_tuple(value: Sequence[int], length: int, name: str) -> tuple[int, 
 
 def _create_column(file: h5py.File, name: str, dtype: Any) -> None:
     file.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_SCALAR_CHUNK,), dtype=dtype)
+
+
+def _create_mask_column(file: h5py.File, mask_shape: tuple[int, ...]) -> None:
+    file.create_dataset(
+        "mask", shape=(0, *mask_shape), maxshape=(None, *mask_shape), chunks=(1, *mask_shape),
+        dtype=np.float16, fillvalue=np.float16(np.nan), **_MASK_COMPRESSION,
+    )
+
+
+def _extra_names(file: h5py.File) -> list[str]:
+    return sorted(n for n in file.keys() if n not in COLUMNS and n != "mask")
+
+
+# --------------------------------------------------------------------------------------------
+# parts: the batches committed since the store file was last rewritten
+
+
+def parts_dir(path: str | os.PathLike[str]) -> Path:
+    """The folder of a store's committed batches not yet folded into it: ``<path>.parts``."""
+    path = Path(path)
+    return path.with_name(path.name + ".parts")
+
+
+def _lock_folder(folder: Path, store: Path) -> int | None:
+    """Create ``folder`` and hold an exclusive ``flock`` on it: one writer per store. Returns
+    the descriptor to close (None where ``fcntl`` is missing, e.g. Windows: no lock)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        return None
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise StoreError(
+            f"mask store {str(store)!r} is being written by another process (is another run "
+            "using the same --out?); wait for it to finish or choose another --out"
+        ) from None
+    return descriptor
+
+
+def _empty_folder(folder: Path) -> None:
+    for entry in folder.iterdir():
+        entry.unlink()
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _part_seq(part: Path) -> int:
+    return int(part.stem)
+
+
+def _live_parts(path: Path, merged: int, clean: bool = False) -> list[Path]:
+    """The part files of the store ``path`` not yet folded into it (numbered above ``merged``),
+    in commit order. With ``clean``, delete what kills left: unfinished ``.tmp`` parts and parts
+    already folded in (a kill between a fold's rename and its deletion of the parts)."""
+    folder = parts_dir(path)
+    if not folder.is_dir():
+        return []
+    live = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".h5") and name[:-3].isdigit() and int(name[:-3]) > merged:
+            live.append(entry)
+        elif clean and (name.endswith(".tmp") or (name.endswith(".h5") and name[:-3].isdigit())):
+            entry.unlink(missing_ok=True)
+    return sorted(live, key=_part_seq)
+
+
+def _read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
+    """Every dataset of the parts, concatenated in order (str columns as object arrays)."""
+    pieces: dict[str, list[np.ndarray]] = {}
+    for part in parts:
+        with h5py.File(part, "r") as file:
+            for name, dataset in file.items():
+                string = h5py.check_string_dtype(dataset.dtype) is not None
+                pieces.setdefault(name, []).append(dataset.asstr()[:] if string else dataset[:])
+    return {name: np.concatenate(values) for name, values in pieces.items()}
 
 
 def _to_numpy(values: Any) -> Any:
@@ -527,13 +702,15 @@ def _convert(name: str, values: Any, dtype: Any) -> Any:
 
 
 class MaskStore:
-    """Read a mask store (context manager). Only committed rows (``[:rows]``) are visible.
+    """Read a mask store (context manager): every committed row, of the file and its parts.
 
     Attributes:
         path: the file.
         config: the configuration dict the store was made with (tuples read back as lists).
         attrs: all file attributes as Python values (``config`` and ``versions`` parsed).
         mask_shape: ``(1, h, w)``; input_size: ``(H, W)``; model, source, run_key, shard: str.
+        pending_parts: batches read from ``<path>.parts`` (a writer that was killed or is
+            running), 0 once a writer has closed.
 
     Raises:
         StoreError: the file is missing, not a mask store, or open for writing elsewhere.
@@ -544,11 +721,8 @@ class MaskStore:
         if not self.path.is_file():
             raise StoreError(f"no mask store at {str(self.path)!r}; check the path or run the "
                              "masks first")
-        self._file = _open_h5(self.path, "r")
+        self._file, parts, self._pending = self._snapshot()
         attrs = self._file.attrs
-        if "schema_version" not in attrs or "rows" not in attrs:
-            self._file.close()
-            raise StoreError(f"{str(self.path)!r} is not a mask store made by this package")
         self.attrs = {key: _attr_value(key, attrs[key]) for key in attrs}
         self.config: dict[str, Any] = self.attrs["config"]
         self.mask_shape: tuple[int, ...] = tuple(self.attrs["mask_shape"])
@@ -557,8 +731,32 @@ class MaskStore:
         self.source: str = self.attrs["source"]
         self.run_key: str = self.attrs["run_key"]
         self.shard: str = self.attrs.get("shard", "")
-        self._rows = int(self.attrs["rows"])
+        self.pending_parts = len(parts)
+        self._stored = int(self.attrs["rows"])
+        self._rows = self._stored + len(self._pending.get("index", ()))
+        self.attrs["rows"] = self._rows
         self._row_of: dict[str, int] | None = None
+
+    def _snapshot(self) -> tuple[h5py.File, list[Path], dict[str, np.ndarray]]:
+        """Open the store file and read its parts (batches committed since it was last
+        rewritten, i.e. a killed or running writer's; at most ``merge_every`` batches, read
+        whole). A writer folding meanwhile renames a new file over the store and then deletes
+        parts, so a read is kept only if the store file is the same before and after it."""
+        for _ in range(20):
+            before = os.stat(self.path).st_ino
+            file = _open_h5(self.path, "r")
+            if "schema_version" not in file.attrs or "rows" not in file.attrs:
+                file.close()
+                raise StoreError(f"{str(self.path)!r} is not a mask store made by this package")
+            try:
+                parts = _live_parts(self.path, int(file.attrs.get("parts_merged", 0)))
+                pending = _read_parts(parts)
+                if os.stat(self.path).st_ino == before:
+                    return file, parts, pending
+            except FileNotFoundError:  # a part deleted by a fold that just finished
+                pass
+            file.close()
+        raise StoreError(f"mask store {str(self.path)!r} kept changing while being read; retry")
 
     def close(self) -> None:
         if self._file.id.valid:
@@ -579,17 +777,22 @@ class MaskStore:
     @property
     def columns(self) -> list[str]:
         """Scalar column names in table order: :data:`COLUMNS`, then extras sorted."""
-        extras = sorted(n for n in self._file.keys() if n not in COLUMNS and n != "mask")
-        return [*COLUMNS, *extras]
+        extras = set(_extra_names(self._file)) | {n for n in self._pending
+                                                   if n not in COLUMNS and n != "mask"}
+        return [*COLUMNS, *sorted(extras)]
 
     def column(self, name: str) -> np.ndarray:
         """One scalar column over the committed rows, ``(N,)`` (str columns as object arrays)."""
         if name not in self.columns:
             raise StoreError(f"mask store has no column {name!r}; columns: {self.columns}")
+        if name not in self._file:  # an extra column only the parts hold so far
+            return self._pending[name]
         dataset = self._file[name]
-        if h5py.check_string_dtype(dataset.dtype) is not None:
-            return dataset.asstr()[: self._rows]
-        return dataset[: self._rows]
+        string = h5py.check_string_dtype(dataset.dtype) is not None
+        stored = dataset.asstr()[: self._stored] if string else dataset[: self._stored]
+        if name not in self._pending:
+            return stored
+        return np.concatenate([stored, self._pending[name]])
 
     def table(self) -> pandas.DataFrame:
         """One row per committed image (in file order), every scalar column, ``index`` included."""
@@ -636,14 +839,17 @@ class MaskStore:
         """float16 ``(k, 1, h, w)`` for arbitrary (unsorted, repeated) positions."""
         if positions.size == 0:
             return np.empty((0, *self.mask_shape), dtype=np.float16)
-        dataset = self._file["mask"]
         unique = np.unique(positions)
-        low, high = int(unique[0]), int(unique[-1]) + 1
-        if high - low <= 4 * unique.size:  # dense: one contiguous read beats point selection
-            block = dataset[low:high][unique - low]
-        else:
-            block = dataset[unique]
-        return block[np.searchsorted(unique, positions)]
+        stored, pending = unique[unique < self._stored], unique[unique >= self._stored]
+        blocks = [self._pending["mask"][pending - self._stored]] if pending.size else []
+        if stored.size:
+            dataset = self._file["mask"]
+            low, high = int(stored[0]), int(stored[-1]) + 1
+            if high - low <= 4 * stored.size:  # dense: one contiguous read beats point selection
+                blocks.insert(0, dataset[low:high][stored - low])
+            else:
+                blocks.insert(0, dataset[stored])
+        return np.concatenate(blocks)[np.searchsorted(unique, positions)]
 
     def row_of_path(self, relpath: str | os.PathLike[str]) -> int:
         """Row position of an image by its ``path`` column (relative to ``source``)."""
@@ -754,7 +960,8 @@ def merge_shards(
         _refuse_duplicates(merged, paths)
         first = stores[0]
         with MaskWriter(out, first.config, first.model, first.source, first.mask_shape,
-                        overwrite=overwrite, input_size=first.input_size) as writer:
+                        overwrite=overwrite, input_size=first.input_size,
+                        attrs={"merged_from": json.dumps([p.name for p in paths])}) as writer:
             for start in range(0, len(merged), _MERGE_ROWS):
                 part = merged.iloc[start : start + _MERGE_ROWS]
                 masks = np.empty((len(part), *first.mask_shape), dtype=np.float16)
@@ -765,7 +972,6 @@ def merge_shards(
                 for name in ("path", "status", "reason"):
                     columns[name] = [str(v) for v in columns[name]]
                 writer.append(columns, masks)
-            writer._file.attrs["merged_from"] = json.dumps([p.name for p in paths])
     return out
 
 
@@ -804,10 +1010,10 @@ def summary(store: MaskStore | str | os.PathLike[str]) -> dict[str, Any]:
 
     Returns:
         ``{"path", "done", "ok", "skipped", "skipped_by_reason", "means", "model", "source",
-        "run_key", "config"}``: ``done`` counts committed rows (ok or skipped),
+        "run_key", "config", "pending_parts"}``: ``done`` counts committed rows (ok or skipped),
         ``skipped_by_reason`` maps reason -> count, ``means`` maps p_original, p_perturbed,
         p_final, loss and the extra columns to their mean over ok rows (NaN values ignored;
-        NaN when no row is ok).
+        NaN when no row is ok); ``pending_parts`` counts batches not yet folded into the file.
     """
     if not isinstance(store, MaskStore):
         with MaskStore(store) as opened:
@@ -827,5 +1033,5 @@ def summary(store: MaskStore | str | os.PathLike[str]) -> dict[str, Any]:
         "path": str(store.path), "done": len(store), "ok": int(ok.sum()),
         "skipped": int((~ok).sum()), "skipped_by_reason": dict(sorted(by_reason.items())),
         "means": means, "model": store.model, "source": store.source, "run_key": store.run_key,
-        "config": store.config,
+        "config": store.config, "pending_parts": store.pending_parts,
     }

@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import skimage.data
@@ -16,7 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.store import MaskStore
+from pipeline.errors import StoreError
+from pipeline.store import MaskStore, parts_dir
 
 runner = CliRunner()
 PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
@@ -86,10 +86,11 @@ def test_target_label_explains_the_folder_class(imagenet_folder, tmp_path):
 
 
 def _committed_rows(path: Path) -> int:
+    """Rows a running writer has committed (a store may be read while it is written)."""
     try:
-        with h5py.File(path, "r", locking=False) as file:
-            return int(file.attrs.get("rows", 0))
-    except OSError:  # the writer is between creating and filling the file
+        with MaskStore(path) as store:
+            return len(store)
+    except StoreError:  # the writer has not created the file yet
         return 0
 
 
@@ -104,15 +105,19 @@ def test_sigkill_mid_run_then_resume_loses_nothing(imagenet_folder, tmp_path):
     time.sleep(0.5)  # now inside the next batch's solve
     process.send_signal(signal.SIGKILL)
     process.wait()
-    with MaskStore(out) as store:  # the killed file opens and reads
+    with MaskStore(out) as store:  # the killed store opens and reads: its file and its parts
         before = store.table()
         masks_before = store.masks().numpy()
+        assert store.pending_parts >= 1
     assert 2 <= len(before) < 7
+    inspected = CliRunner().invoke(app, ["inspect", str(out)])
+    assert f"images     {len(before)} (" in inspected.output and "unfolded" in inspected.output
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
     with MaskStore(out) as store:
         after = store.table()
         masks_after = store.masks().numpy()
+        assert store.pending_parts == 0 and not parts_dir(out).exists()  # folded at the end
     assert sorted(after["index"]) == list(range(7))  # every image exactly once
     np.testing.assert_array_equal(masks_after[: len(before)], masks_before)  # earlier rows untouched
     assert after["path"][: len(before)].tolist() == before["path"].tolist()
