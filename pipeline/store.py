@@ -36,9 +36,10 @@ File attribute ``parts_merged`` (int) numbers the last part folded in (see below
 
 Crash safety. HDF5 writes its metadata (chunk B-tree nodes, heap blocks, the superblock's end of
 file) in no fixed order, so a file appended in place and killed at the wrong moment can hold a
-node that points past the end of the file: committed rows become unreadable. We measured this
-with the store's earlier in-place writer: one kill in about a hundred (``tests/test_store.py``'s
-kill loop, h5py 3.16 with HDF5 2.0). So the store file is never written in place:
+node that points past the end of the file: committed rows become unreadable. The store's earlier
+in-place writer did this once in a CI run of ``tests/test_store.py``, and here once in 298 kills
+by that test's loop and in none of 889 by ``benchmarks/kill_store.py`` (h5py 3.16 with HDF5
+2.0). So the store file is never written in place:
 
 - each batch is committed as a small HDF5 file of its own, ``<path>.parts/NNNNNNNNN.h5``,
   written under a ``.tmp`` name and renamed (the rename is the commit point);
