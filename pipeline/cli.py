@@ -186,8 +186,8 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     for reason, count in info["skipped_by_reason"].items():
         typer.echo(f"  skipped  {count} {reason}")
     if info["pending_parts"]:
-        typer.echo(f"unfolded   {info['pending_parts']} batches in {store}.parts/ (the run was "
-                   "stopped; they are read, and running it again folds them in)")
+        typer.echo(f"unfolded   {info['pending_parts']} batches in {store}.parts/ (a run that "
+                   "stopped, or is still running; they are counted above, and the run folds them in)")
     for name, value in info["means"].items():
         typer.echo(f"mean {name:12s} {value:.4f}")
     typer.echo(strength.line())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -310,6 +311,113 @@ def test_second_writer_is_refused_while_readers_see_committed_rows(tmp_path):
     write(path, [batch([3])])  # the lock went with the first writer
     with MaskStore(path) as store:
         assert store.column("index").tolist() == [0, 1, 2, 3]
+
+
+def test_legacy_store_killed_in_its_first_batch_takes_the_parts_columns(tmp_path):
+    path = tmp_path / "first.h5"
+    write(path, [])
+    _write_uncommitted(path, *batch([0], extras=("area",)))  # rows stays 0
+    write(path, [batch([0], extras=("tv",))])
+    write(path, [batch([1], extras=("tv",))])  # resumes with the same extras
+    with MaskStore(path) as store:
+        assert store.columns[-1] == "tv" and "area" not in store.columns
+        assert store.table()["index"].tolist() == [0, 1]
+    with h5py.File(path, "r") as file:
+        assert "area" not in file
+
+
+def test_damaged_store_is_refused(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1])])
+    with h5py.File(path, "r+") as file:
+        file.attrs["rows"] = 5
+    with pytest.raises(StoreError, match="damaged.*--overwrite"):
+        MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val")
+
+
+def test_interrupted_fold_never_folds_twice(tmp_path, monkeypatch):
+    path = tmp_path / "masks.h5"
+    unlink = Path.unlink
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C while a fold deletes its parts
+        if self.parent == parts_dir(path) and self.suffix == ".h5":
+            raise KeyboardInterrupt
+        return unlink(self, *args, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        with MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val", merge_every=2) as writer:
+            writer.append(*batch([0, 1]))
+            monkeypatch.setattr(Path, "unlink", interrupted)
+            writer.append(*batch([2]))  # folds, and is interrupted; then __exit__ closes
+    monkeypatch.undo()
+    assert len(list(parts_dir(path).iterdir())) == 2  # folded, left behind
+    with MaskStore(path) as store:
+        assert store.column("index").tolist() == [0, 1, 2] and store.pending_parts == 0
+    write(path, [batch([3])])
+    with MaskStore(path) as store:
+        assert store.column("index").tolist() == [0, 1, 2, 3]
+    assert not parts_dir(path).exists()
+
+
+def test_full_disk_keeps_committed_rows_and_says_so(tmp_path, monkeypatch):
+    import pipeline.store as store_module
+
+    path = tmp_path / "masks.h5"
+    full = OSError(28, "No space left on device")
+    with MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val", merge_every=2) as writer:
+        writer.append(*batch([0]))
+
+        def no_room(*args):
+            raise full
+
+        monkeypatch.setattr(store_module.shutil, "copyfile", no_room)
+        with pytest.warns(UserWarning, match="cannot fold.*disk full"):
+            writer.append(*batch([1]))  # committed; only the fold failed
+        assert len(writer) == 2 and not path.with_name("masks.h5.tmp").exists()
+        monkeypatch.setattr(store_module, "_fsync", no_room)
+        with pytest.raises(StoreError, match="cannot write a batch.*disk full.*2 rows committed"):
+            writer.append(*batch([2]))
+        assert len(writer) == 2 and not any(p.name.endswith(".tmp") for p in parts_dir(path).iterdir())
+        monkeypatch.undo()
+    with MaskStore(path) as store:  # close() folded, now that there is room
+        assert store.column("index").tolist() == [0, 1] and store.pending_parts == 0
+
+
+def test_lock_is_released_by_close_and_by_a_killed_writer_with_forked_children(tmp_path):
+    path = tmp_path / "masks.h5"
+    lock = path.with_name("masks.h5.lock")
+    lock.write_text("")  # a lock file a killed writer left: no process holds it
+    write(path, [batch([0])])
+    assert not lock.exists()
+    # A writer whose forked child (as a DataLoader worker) outlives it: the child must not keep
+    # the store locked.
+    script = "\n".join([
+        "import os, sys, time",
+        f"sys.path.insert(0, {str(ROOT)!r})",
+        "from pipeline.store import MaskWriter",
+        f"writer = MaskWriter({str(path)!r}, {CONFIG!r}, 'tf_efficientnet_lite0', '/data/val')",
+        "child = os.fork()",
+        "if child == 0:",
+        "    time.sleep(60)",
+        "    os._exit(0)",
+        "print(child, flush=True)",
+        "time.sleep(60)",
+    ])
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        with pytest.raises(StoreError, match="being written by another process"):
+            MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val")
+        parent.kill()
+        parent.wait()
+        write(path, [batch([1])])  # at once, while the child lives
+        os.kill(child, 0)  # still alive, so the resume above did not wait for it
+    finally:
+        parent.stdout.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with MaskStore(path) as store:
+        assert store.column("index").tolist() == [0, 1]
 
 
 def test_extra_columns_of_parts_read_before_any_fold(tmp_path):
