@@ -496,6 +496,18 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert sorted(index.tolist()) == list(range(total))
 
 
+def test_merge_takes_a_killed_shards_unfolded_batches(tmp_path):
+    base = tmp_path / "run" / "masks.h5"
+    write(base, [batch([0, 2])], shard=(0, 2))
+    _killed(base, [batch([1]), batch([3])], shard=(1, 2))
+    shards = [shard_path(base, r, 2) for r in range(2)]
+    merged = merge_shards(shards, tmp_path / "merged.h5")
+    with MaskStore(merged) as store:
+        assert store.column("index").tolist() == [0, 1, 2, 3] and store.pending_parts == 0
+        assert json.loads(store.attrs["merged_from"]) == [p.name for p in shards]
+        assert torch.equal(store.masks([3])[0], torch.from_numpy(mask_of(3)).half().float())
+
+
 def test_shards_merge_sorted_by_index(tmp_path):
     base = tmp_path / "run" / "masks.h5"
     for rank, indices in enumerate([[4, 0, 2], [1, 5, 3]]):
