@@ -261,7 +261,8 @@ class MaskWriter:
     (written under a temporary name, then renamed), and the parts are folded into ``path`` on
     :meth:`close` and every ``merge_every`` parts, by rewriting a copy that replaces ``path`` in
     one rename. ``path`` itself is never written in place, so a kill at any moment leaves every
-    committed batch readable (see the module docstring for why HDF5 needs this).
+    committed batch readable (see the module docstring for why HDF5 needs this). While the
+    writer is open, ``<path>.lock`` is locked: a second writer of the store is refused.
 
     Args:
         path: the store file (``.h5``). Created with its parent folders when missing; when it
