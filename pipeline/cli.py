@@ -31,7 +31,7 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, c
 
 
 def _fail_cleanly(command: Callable) -> Callable:
-    """Turn user-facing errors into one line on stderr and exit code 1."""
+    """Turn user-facing errors into one line on stderr and exit code 1 (Ctrl-C: 130)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -40,6 +40,11 @@ def _fail_cleanly(command: Callable) -> Callable:
         except PipelineError as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            # Stores have committed (and, on the way out, folded) every finished batch.
+            typer.secho("interrupted: mask stores keep every finished batch; the same command "
+                        "resumes them", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(code=130) from None
 
     return wrapper
 

@@ -85,6 +85,30 @@ def test_target_label_explains_the_folder_class(imagenet_folder, tmp_path):
     assert (table["target"] == table["label"]).all()
 
 
+def test_ctrl_c_keeps_finished_batches_and_says_how_to_resume(imagenet_folder, tmp_path, monkeypatch):
+    import pipeline.run as run_module
+
+    solve, calls = run_module._solve_batch, []
+
+    def interrupted_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "_solve_batch", interrupted_second_batch)
+    out = tmp_path / "m.h5"
+    args = ["masks", str(imagenet_folder), "--out", str(out), "-n", "1", "-b", "3", "--workers", "0", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130 and "interrupted" in result.output and "resumes" in result.output
+    assert not parts_dir(out).exists() and not out.with_name("m.h5.lock").exists()  # folded, unlocked
+    with MaskStore(out) as store:
+        assert len(store) == 3 and store.pending_parts == 0
+    monkeypatch.undo()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "3 solved now, 3 already done" in again.output  # + 1 unreadable
+
+
 def _committed_rows(path: Path) -> int:
     """Rows a running writer has committed (a store may be read while it is written)."""
     try:
