@@ -6,6 +6,7 @@ Every command turns :class:`pipeline.errors.PipelineError` into one red line and
 from __future__ import annotations
 
 import functools
+import signal
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -340,5 +341,12 @@ def demo(
     export(store, out=out / "pictures", row=None, limit=16, data=None)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # A scheduler's SIGTERM (preemption, scancel) then ends a run the way Ctrl-C does: the mask
+    # store folds its finished batches before the process exits.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     app()

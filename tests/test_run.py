@@ -109,6 +109,22 @@ def test_ctrl_c_keeps_finished_batches_and_says_how_to_resume(imagenet_folder, t
     assert again.exit_code == 0 and "3 solved now, 3 already done" in again.output  # + 1 unreadable
 
 
+def test_sigterm_stops_a_run_like_ctrl_c(imagenet_folder, tmp_path):
+    out = tmp_path / "term.h5"
+    command = [sys.executable, "-m", "pipeline", "masks", str(imagenet_folder), "--out", str(out),
+               "-n", "15", "-b", "2", "--workers", "0", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while _committed_rows(out) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # what a scheduler sends before it kills
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in stderr
+    assert not parts_dir(out).exists() and not out.with_name("term.h5.lock").exists()
+    with MaskStore(out) as store:
+        assert 2 <= len(store) < 7 and store.pending_parts == 0
+
+
 def _committed_rows(path: Path) -> int:
     """Rows a running writer has committed (a store may be read while it is written)."""
     try:
