@@ -750,11 +750,12 @@ def _live_parts(path: Path, merged: int, clean: bool = False) -> list[Path]:
         return []
     live = []
     for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".h5") and name[:-3].isdigit() and int(name[:-3]) > merged:
+        name = entry.name.removesuffix(".tmp")
+        if not (name.endswith(".h5") and name[:-3].isdigit()):
+            continue  # not a part, nor a part being written
+        if name == entry.name and int(name[:-3]) > merged:
             live.append(entry)
-        elif clean and (name[:-3].isdigit() and name.endswith(".h5")
-                        or name[:-7].isdigit() and name.endswith(".h5.tmp")):
+        elif clean:
             entry.unlink(missing_ok=True)
     return sorted(live, key=_part_seq)
 
