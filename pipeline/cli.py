@@ -180,14 +180,15 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     import json
 
     from .diagnostics import perturbation_strength
+    from .names import display_name
     from .store import MaskStore, summary
 
     with MaskStore(store) as opened:
         info = summary(opened)
         strength = perturbation_strength(opened.table())
-    typer.echo(f"store      {store}")
+    typer.echo(f"store      {display_name(str(store))}")
     typer.echo(f"model      {info['model']}")
-    typer.echo(f"source     {info['source']}")
+    typer.echo(f"source     {display_name(info['source'])}")
     typer.echo(f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)")
     for reason, count in info["skipped_by_reason"].items():
         typer.echo(f"  skipped  {count} {reason}")

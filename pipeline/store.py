@@ -10,7 +10,9 @@ dataset         dtype, shape         meaning
                                      skipped. Chunks (1, 1, h, w), gzip level 4.
 ``index``       int64 (N,)           position of the image in the discovered record list
                                      (:func:`pipeline.data.discover`): the row key.
-``path``        UTF-8 str (N,)       the image's path relative to the data root (``source``).
+``path``        UTF-8 str (N,)       the image's path relative to the data root (``source``);
+                                     a name that is not valid UTF-8 is kept as its bytes and
+                                     read back as Python's file-name str (``pipeline.names``).
 ``height``      int32 (N,)           original image height in pixels (0 when unreadable).
 ``width``       int32 (N,)           original image width in pixels (0 when unreadable).
 ``label``       int32 (N,)           ground-truth class index, -1 when unknown.
@@ -85,6 +87,7 @@ except ImportError:  # Windows: no advisory locks; one writer per store is then 
 
 from . import __version__
 from .errors import ConfigError, StoreError
+from .names import READ_ERRORS, stored_name
 
 if TYPE_CHECKING:  # torch and pandas load lazily: writing a store needs neither
     import pandas
@@ -346,7 +349,7 @@ class MaskWriter:
             attrs["config"] = self.config_json
             attrs["run_key"] = self.run_key
             attrs["model"] = self.model
-            attrs["source"] = self.source
+            attrs["source"] = stored_name(self.source)  # bytes when not UTF-8; read back as str
             attrs["mask_shape"] = np.asarray(self.mask_shape, dtype=np.int64)
             attrs["input_size"] = np.asarray(self.input_size, dtype=np.int64)
             attrs["shard"] = self.shard
@@ -514,7 +517,7 @@ class MaskWriter:
                     group.append(part)
                     full = len(group) * part.stat().st_size >= _FOLD_BYTES
                     if full or number == len(self._parts):
-                        rows = _append_columns(file, rows, _read_parts(group))
+                        rows = _append_columns(file, rows, _read_parts(group, raw=True))
                         group = []
                 file.attrs["rows"] = np.int64(rows)
                 file.attrs["parts_merged"] = np.int64(self._seq)
@@ -760,14 +763,16 @@ def _live_parts(path: Path, merged: int, clean: bool = False) -> list[Path]:
     return sorted(live, key=_part_seq)
 
 
-def _read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
-    """Every dataset of the parts, concatenated in order (str columns as object arrays)."""
+def _read_parts(parts: list[Path], raw: bool = False) -> dict[str, np.ndarray]:
+    """Every dataset of the parts, concatenated in order (str columns as object arrays of str, or
+    with ``raw`` of the stored bytes, which a fold writes back unchanged)."""
     pieces: dict[str, list[np.ndarray]] = {}
     for part in parts:
         with h5py.File(part, "r") as file:
             for name, dataset in file.items():
-                string = h5py.check_string_dtype(dataset.dtype) is not None
-                pieces.setdefault(name, []).append(dataset.asstr()[:] if string else dataset[:])
+                string = h5py.check_string_dtype(dataset.dtype) is not None and not raw
+                pieces.setdefault(name, []).append(
+                    dataset.asstr(errors=READ_ERRORS)[:] if string else dataset[:])
     return {name: np.concatenate(values) for name, values in pieces.items()}
 
 
@@ -783,7 +788,11 @@ def _convert(name: str, values: Any, dtype: Any) -> Any:
     if dtype is _STR:
         if isinstance(values, str) or not all(isinstance(v, str) for v in values):
             raise StoreError(f"column {name!r} must be a list of str, one per row")
-        return np.array(list(values), dtype=object)
+        try:  # a file name that is not UTF-8 is kept as its bytes (pipeline.names)
+            return np.array([stored_name(v) for v in values], dtype=object)
+        except UnicodeEncodeError as error:
+            raise StoreError(f"column {name!r} holds {error.object[error.start:error.end]!r}, "
+                             "which no file name can contain") from None
     array = np.asarray(values)
     if array.ndim != 1:
         raise StoreError(
@@ -892,7 +901,8 @@ class MaskStore:
             return self._pending[name]  # an extra column only parts hold so far
         dataset = self._file[name]
         string = h5py.check_string_dtype(dataset.dtype) is not None
-        stored = dataset.asstr()[: self._stored] if string else dataset[: self._stored]
+        view = dataset.asstr(errors=READ_ERRORS) if string else dataset
+        stored = view[: self._stored]
         if name not in self._pending:
             return stored
         return np.concatenate([stored, self._pending[name]])
