@@ -911,7 +911,7 @@ class MaskStore:
         """One row per committed image (in file order), every scalar column, ``index`` included."""
         import pandas as pd
 
-        return pd.DataFrame({name: self.column(name) for name in self.columns})
+        return pd.DataFrame({name: _series(self.column(name)) for name in self.columns})
 
     def masks(self, rows: Any = None) -> torch.Tensor:
         """Masks by row position (int, slice, sequence, or None for all).
@@ -1005,6 +1005,17 @@ class MaskStore:
             ]
         target = self.input_size if size == "input" else size
         return upsample(masks, target)  # type: ignore[arg-type]
+
+
+def _series(values: np.ndarray) -> Any:
+    """A table column; str columns holding a file name that is not UTF-8 (pipeline.names) stay
+    object dtype, which pandas' Arrow-backed str dtype cannot hold."""
+    import pandas as pd
+
+    try:
+        return pd.Series(values)
+    except UnicodeEncodeError:
+        return pd.Series(values, dtype=object)
 
 
 def _attr_value(key: str, value: Any) -> Any:
