@@ -205,6 +205,16 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
 
 @app.command()
 @_fail_cleanly
+def repair(store: Annotated[Path, typer.Argument(help="HDF5 mask store that reads with an error.")]) -> None:
+    """Rebuild a damaged mask store from every row it still holds (damaged files are kept aside)."""
+    from .repair import repair_store
+
+    for line in repair_store(store).lines():
+        typer.echo(line)
+
+
+@app.command()
+@_fail_cleanly
 def export(
     store: Annotated[Path, typer.Argument(help="HDF5 mask store.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs.")] = Path("export"),

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import errno
 import hashlib
 import json
 import os
@@ -242,14 +243,22 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        if "lock" in str(error).lower():
+        text = str(error).lower()
+        if "unable to lock" in text:  # not "sblock", which HDF5's truncation message holds
             raise StoreError(
                 f"{str(path)!r} is locked by another process that has it open for writing; wait "
                 "for it to finish or choose another --out"
             ) from None
+        if "truncated file" in text:
+            raise StoreError(
+                f"mask store {str(path)!r} is damaged: the file is shorter than HDF5 recorded "
+                f"({error}), e.g. a copy or transfer that did not finish; copy it again from where "
+                "it came from, or run the masks again with --overwrite (a cut removes the metadata "
+                "HDF5 keeps at the end of the file, so its rows cannot be recovered)"
+            ) from None
         raise StoreError(
-            f"cannot open {str(path)!r} as an HDF5 mask store ({error}); pass --overwrite to "
-            "replace it or choose another --out"
+            f"cannot open {str(path)!r} as an HDF5 mask store ({error}); run `perturb repair "
+            f"{path}` to recover what it holds, pass --overwrite to replace it or choose another --out"
         ) from None
 
 
@@ -386,6 +395,7 @@ class MaskWriter:
         _temporary(self.path).unlink(missing_ok=True)  # a fold that was killed before its rename
         merged = int(file.attrs.get("parts_merged", 0))
         self._parts = _live_parts(self.path, merged, clean=True)
+        _check_contiguous(self.path, merged, self._parts)
         self._seq = max([_part_seq(p) for p in self._parts], default=merged)
         stored = int(file.attrs["rows"])
         short = {name: d.shape[0] for name, d in file.items() if d.shape[0] < stored}
@@ -395,7 +405,7 @@ class MaskWriter:
         index = [file["index"][:stored]]
         self._extras = _extra_names(file) if stored else None
         for part in self._parts:
-            with h5py.File(part, "r") as source:
+            with _open_part(part) as source:
                 index.append(source["index"][:])
                 if self._extras is None:
                     self._extras = _extra_names(source)
@@ -683,7 +693,7 @@ def _lock(store: Path) -> int | None:
     writer that holds it; a writer that locked a file deleted meanwhile sees a different inode at
     the path and tries again.
     """
-    store.parent.mkdir(parents=True, exist_ok=True)
+    _writable(store, lambda: store.parent.mkdir(parents=True, exist_ok=True))
     path = _lock_path(store)
     busy = StoreError(
         f"mask store {str(store)!r} is being written by another process (is another run using "
@@ -698,7 +708,7 @@ def _lock(store: Path) -> int | None:
         _HELD.add(key)
         return None
     for _ in range(100):
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = _writable(store, lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
         try:
             fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -710,6 +720,20 @@ def _lock(store: Path) -> int | None:
                 return descriptor
         os.close(descriptor)
     raise StoreError(f"could not lock {str(path)!r}; retry")
+
+
+def _writable(store: Path, action: Any) -> Any:
+    """``action()``, with a read-only folder or file system said as what it is."""
+    try:
+        return action()
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise StoreError(
+            f"mask store {str(store)!r} cannot be written here ({error.strerror}: "
+            f"{error.filename!r}); it can still be read (inspect, evaluate, export): to resume or "
+            "add to it, copy it with its .parts folder to a writable place"
+        ) from None
 
 
 def _unlock(store: Path, descriptor: int | None) -> None:
@@ -768,12 +792,42 @@ def _read_parts(parts: list[Path], raw: bool = False) -> dict[str, np.ndarray]:
     with ``raw`` of the stored bytes, which a fold writes back unchanged)."""
     pieces: dict[str, list[np.ndarray]] = {}
     for part in parts:
-        with h5py.File(part, "r") as file:
+        with _open_part(part) as file:
             for name, dataset in file.items():
                 string = h5py.check_string_dtype(dataset.dtype) is not None and not raw
                 pieces.setdefault(name, []).append(
                     dataset.asstr(errors=READ_ERRORS)[:] if string else dataset[:])
     return {name: np.concatenate(values) for name, values in pieces.items()}
+
+
+def _open_part(part: Path) -> h5py.File:
+    """A committed part, read-only; a damaged one is a StoreError that says how to recover."""
+    try:
+        return h5py.File(part, "r")
+    except FileNotFoundError:  # deleted by a fold meanwhile: the caller retries
+        raise
+    except OSError as error:
+        store = part.parent.with_name(part.parent.name.removesuffix(".parts"))
+        raise StoreError(
+            f"batch file {str(part)!r} of mask store {str(store)!r} is damaged ({error}); run "
+            f"`perturb repair {store}` to set it aside and keep every other row"
+        ) from None
+
+
+def _check_contiguous(path: Path, merged: int, parts: list[Path]) -> None:
+    """Parts are numbered one after the other from ``parts_merged + 1``; a gap means the file and
+    its ``.parts`` folder were not taken at the same moment (e.g. copied while a run folded), and
+    reading them together would silently lose the batches of the gap."""
+    numbers = [_part_seq(p) for p in parts]
+    expected = list(range(merged + 1, merged + 1 + len(numbers)))
+    if numbers != expected:
+        missing = sorted(set(range(merged + 1, max(numbers, default=merged) + 1)) - set(numbers))
+        raise StoreError(
+            f"mask store {str(path)!r} does not match its batch folder: the file holds the "
+            f"batches up to {merged} but {str(parts_dir(path))!r} lacks batch(es) {missing[:5]} "
+            "before the ones it has (was it copied while a run was writing it?); copy it again "
+            f"once the run has ended, or run `perturb repair {path}` to keep the rows that are there"
+        )
 
 
 def _to_numpy(values: Any) -> Any:
@@ -860,12 +914,17 @@ class MaskStore:
                 file.close()
                 raise StoreError(f"{str(self.path)!r} is not a mask store made by this package")
             try:
-                parts = _live_parts(self.path, int(file.attrs.get("parts_merged", 0)))
+                merged = int(file.attrs.get("parts_merged", 0))
+                parts = _live_parts(self.path, merged)
                 pending = _read_parts(parts)
                 if os.stat(self.path).st_ino == before:
+                    _check_contiguous(self.path, merged, parts)
                     return file, parts, pending
             except FileNotFoundError:  # a part deleted by a fold that just finished
                 pass
+            except StoreError:
+                file.close()
+                raise
             file.close()
         raise StoreError(f"mask store {str(self.path)!r} kept changing while being read; retry")
 
@@ -902,7 +961,10 @@ class MaskStore:
         dataset = self._file[name]
         string = h5py.check_string_dtype(dataset.dtype) is not None
         view = dataset.asstr(errors=READ_ERRORS) if string else dataset
-        stored = view[: self._stored]
+        try:
+            stored = view[: self._stored]
+        except OSError as error:
+            raise self._damaged(error) from None
         if name not in self._pending:
             return stored
         return np.concatenate([stored, self._pending[name]])
@@ -921,7 +983,15 @@ class MaskStore:
         """
         import torch
 
-        return torch.from_numpy(self._read_masks(self._positions(rows)).astype(np.float32))
+        try:
+            masks = self._read_masks(self._positions(rows))
+        except OSError as error:  # h5py's error for a chunk that does not decompress or read
+            raise self._damaged(error) from None
+        return torch.from_numpy(masks.astype(np.float32))
+
+    def _damaged(self, error: OSError) -> StoreError:
+        return StoreError(f"mask store {str(self.path)!r} is damaged ({error}); run `perturb repair "
+                          f"{self.path}` to keep every row that still reads")
 
     def _positions(self, rows: Any) -> np.ndarray:
         if rows is None:
