@@ -21,7 +21,8 @@ an image (reading it would block), and files deleted after the listing and befor
 
 What is run, in a child process with a time limit (``--timeout``): first every listed file through
 :class:`pipeline.data.ImageDataset` in that process (an exception escaping it is a per-file
-crash), then the command ``perturb masks DIR -n 1 -b 4 --workers 2`` itself, and ``perturb masks
+crash), then the command ``perturb masks DIR -n 1 -b 8 --workers 2 --set perturbation.kind=constant``
+itself (the cheapest perturbation: the solver is not under test), and ``perturb masks
 LIST`` over a text file that names a folder, a FIFO and a missing path. The model is a tiny
 TorchScript network (``--model tiny``, the input handling under test does not depend on it;
 ``--model efficientnet_lite0`` runs the default one, much slower on a CPU).
@@ -260,7 +261,7 @@ def simulate_faults() -> None:
     pipeline.run.discover = discover_then_delete
 
 
-def child(source: Path, out: Path, model: str, batch: int, workers: int) -> None:
+def child(source: Path, out: Path, model: str, batch: int, workers: int, overrides: list[str]) -> None:
     """Decode every listed file in this process (count escaping exceptions), then run the command."""
     import traceback
 
@@ -276,7 +277,7 @@ def child(source: Path, out: Path, model: str, batch: int, workers: int) -> None
         except Exception:  # noqa: BLE001 - that is what is counted
             crashes.append({"path": repr(records[i].relpath), "traceback": traceback.format_exc()})
     command = ["masks", str(source), "--out", str(out), "-n", "1", "-b", str(batch), "--workers", str(workers),
-               "--device", "cpu", "--model", model]
+               "--device", "cpu", "--model", model, *[f"--set={o}" for o in overrides]]
     print("perturb " + " ".join(command), flush=True)
     try:
         status = app(command, standalone_mode=False)
@@ -309,10 +310,12 @@ def tiny_model(path: Path) -> Path:
     return path
 
 
-def run_child(source: Path, out: Path, model: str, batch: int, workers: int, timeout: float) -> dict:
+def run_child(source: Path, out: Path, model: str, batch: int, workers: int, timeout: float,
+              overrides: list[str]) -> dict:
     """Run :func:`child` in a fresh interpreter; ``{"listed", "decode_crashes", "exit", "output"}``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, __file__, "--child", str(source), str(out), model, str(batch), str(workers)]
+    command = [sys.executable, __file__, "--child", str(source), str(out), model, str(batch), str(workers),
+               *overrides]
     try:
         done = subprocess.run(command, capture_output=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as expired:
@@ -340,8 +343,8 @@ def stored_rows(store: Path) -> tuple[int, Counter, int]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _, _, source, out, model, batch, workers = sys.argv
-        child(Path(source), Path(out), model, int(batch), int(workers))
+        source, out, model, batch, workers, *overrides = sys.argv[2:]
+        child(Path(source), Path(out), model, int(batch), int(workers), overrides)
         return
     from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, write_csv
 
@@ -349,7 +352,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1100, help="damaged files (odd entries come on top)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", default="tiny", help="'tiny' (a small TorchScript net) or a model spec")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--set", dest="set_", action="append", default=None,
+                        help="solver override passed on (default: perturbation.kind=constant, the cheapest)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600)
@@ -378,7 +383,8 @@ def main() -> None:
         runs = []
         for name, source in (("folder", folder), ("file list", listing)):
             store = tmp / f"{name.replace(' ', '_')}.h5"
-            result = run_child(source, store, model, args.batch_size, args.workers, args.timeout)
+            result = run_child(source, store, model, args.batch_size, args.workers, args.timeout,
+                               args.set_ or ["perturbation.kind=constant"])
             rows, reasons, solved = stored_rows(store)
             crashes = len(result["decode_crashes"]) + (0 if result["exit"] == 0 else 1)
             runs.append({"input": name, "listed": result["listed"], "crashes": crashes, "rows": rows,
@@ -392,6 +398,7 @@ def main() -> None:
         info = machine(torch.device("cpu"))
         for run in runs:
             run.update(date=now(), machine=info["machine"], torch=info["torch"], model=args.model,
+                       overrides=" ".join(args.set_ or ["perturbation.kind=constant"]),
                        damaged_files=args.files, seed=args.seed, files_walked=walked,
                        loadavg_start=load_start, loadavg_end=load_average())
         args.out.mkdir(parents=True, exist_ok=True)

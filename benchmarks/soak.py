@@ -2,12 +2,14 @@
 
 Run from the repository root::
 
-    nice -n 5 .venv/bin/python benchmarks/soak.py --images 3000          # ~15 min on 2 shared cores
+    nice -n 5 .venv/bin/python benchmarks/soak.py --images 3000 --iterations 2    # ~15 min, 2 shared cores
     .venv/bin/python benchmarks/soak.py --images 64 --out /tmp/soak       # smoke test
 
 The development images are linked under ``--images`` names (``img_00000.JPEG`` ...; symbolic links
 to the sorted development set, round robin) in a temporary flat folder, and ``perturb masks`` runs
-over it in this process (the command line's own entry point, ``--iterations`` solver iterations,
+over it in this process (the command line's own entry point, ``--model``: a tiny TorchScript net by
+default, since the pipeline's memory is under test and a real model costs seconds per image on a
+shared CPU; ``--iterations`` solver iterations,
 ``--batch-size`` images per batch, ``--workers`` decoding processes). After each batch is committed
 to the store the script records the resident set size (``VmRSS``) of this process and the sum over
 its DataLoader workers, and on a GPU ``torch.cuda.memory_allocated``/``memory_reserved``.
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, write_csv  # noqa: E402
+from fuzz_inputs import tiny_model  # noqa: E402
 
 
 def rss_kib(pid: int | str = "self") -> int:
@@ -92,9 +95,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default="tiny", help="'tiny' (a small TorchScript net, see "
+                        "fuzz_inputs.py: the pipeline's memory, not the model's, is under test) or a model spec")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--max-growth", type=float, default=0.05)
+    parser.add_argument("--set", dest="set_", action="append", default=None,
+                        help="solver override passed on (default: perturbation.kind=constant, the cheapest)")
     args = parser.parse_args()
 
     from pipeline.cli import app
@@ -126,8 +133,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         folder = Path(tmp) / "images"
         link_images(args.data, folder, args.images)
+        model = str(tiny_model(Path(tmp) / "tiny.pt")) if args.model == "tiny" else args.model
         command = ["masks", str(folder), "--out", str(Path(tmp) / "soak.h5"), "-n", str(args.iterations),
-                   "-b", str(args.batch_size), "--workers", str(args.workers), "--device", args.device]
+                   "-b", str(args.batch_size), "--workers", str(args.workers), "--device", args.device,
+                   "--model", model, *[f"--set={o}" for o in args.set_ or ["perturbation.kind=constant"]]]
         print("perturb " + " ".join(command), flush=True)
         app(command, standalone_mode=False)
     wall = time.perf_counter() - start
@@ -137,7 +146,9 @@ def main() -> None:
     write_csv(args.out / f"soak-{tag}.csv", samples)
     done = [s["images_done"] for s in samples]
     info = machine(device)
-    summary = {"date": now(), "machine": info["machine"], "torch": info["torch"], "images": args.images,
+    summary = {"date": now(), "machine": info["machine"], "torch": info["torch"], "model": args.model,
+               "overrides": " ".join(args.set_ or ["perturbation.kind=constant"]),
+               "images": args.images,
                "images_done": done[-1], "complete": done[-1] == args.images,
                "iterations": args.iterations, "batch_size": args.batch_size, "workers": args.workers,
                "batches": len(samples), "wall_s": round(wall, 1), "loadavg_start": load_start,
