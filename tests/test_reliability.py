@@ -8,6 +8,7 @@ about a second.
 import builtins
 import io
 import os
+import re
 import struct
 import sys
 import warnings
@@ -194,3 +195,26 @@ def test_the_same_command_twice_gives_bit_identical_stores(tmp_path, tiny):
         assert np.isfinite(masks).sum() == 4 * 28 * 28 and np.nanstd(masks) > 0
         differing = {k for k in a.attrs if not np.array_equal(a.attrs[k], b.attrs[k])}
         assert differing <= {"created"}  # the only time the store records
+
+
+def test_names_from_the_data_cannot_add_markup_to_reports(tmp_path):
+    from pipeline.compare import compare_runs
+    from pipeline.names import display_name, html_text, markdown_code, markdown_text, stored_name
+
+    latin1 = os.fsdecode(b"caf\xe9.JPEG")
+    assert stored_name(latin1) == b"caf\xe9.JPEG" and stored_name("caf\u00e9.JPEG") == "caf\u00e9.JPEG"
+    assert display_name(latin1) == "caf\\xe9.JPEG"
+    assert markdown_text("<img src=x>|*a*") == "\\<img src=x\\>\\|\\*a\\*"
+    assert markdown_code("a`b|c") == "``a`b\\|c``" and markdown_code("`x") == "`` `x ``"
+    assert html_text('<b a="1">&') == "&lt;b a=&quot;1&quot;&gt;&amp;"
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_compare import base_table, write_run
+
+    names = ["plain", "<script>x<¦script> | `tick` *b*"]
+    runs = [write_run(tmp_path / name, base_table(seed=k)) for k, name in enumerate(names)]
+    compare_runs(runs, tmp_path / "cmp", n_boot=20)
+    markdown = (tmp_path / "cmp" / "comparison.md").read_text()
+    outside_code = re.sub(r"(`+)(?!`).+?(?<!`)\1(?!`)", "", markdown)
+    assert "<script>" in markdown and "<script>" not in outside_code  # shown only as code
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert {len(re.findall(r"(?<!\\)\|", line)) for line in table_rows} == {8}  # 7 cells: none added
