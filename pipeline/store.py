@@ -257,8 +257,8 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
                 "HDF5 keeps at the end of the file, so its rows cannot be recovered)"
             ) from None
         raise StoreError(
-            f"cannot open {str(path)!r} as an HDF5 mask store ({error}); run `perturb repair "
-            f"{path}` to recover what it holds, pass --overwrite to replace it or choose another --out"
+            f"cannot open {str(path)!r} as an HDF5 mask store ({error}); pass --overwrite to "
+            "replace it or choose another --out"
         ) from None
 
 
