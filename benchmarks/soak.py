@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    nice -n 5 .venv/bin/python benchmarks/soak.py --images 3000 --iterations 2    # ~15 min, 2 shared cores
+    nice -n 5 .venv/bin/python benchmarks/soak.py --images 2400 --iterations 1    # 14.6 min, 2 shared cores
     .venv/bin/python benchmarks/soak.py --images 64 --out /tmp/soak       # smoke test
 
 The development images are linked under ``--images`` names (``img_00000.JPEG`` ...; symbolic links
