@@ -66,9 +66,8 @@ class RepairReport:
 
     def lines(self) -> list[str]:
         before = f" of {self.rows_before} it recorded" if self.rows_before >= 0 else ""
-        text = [f"{self.path}: kept {self.rows} rows ({self.rows_from_file} from the file{before}"
-                f"; {self.rows_from_parts} from "
-                f"unfolded batches)"]
+        text = [f"{self.path}: kept {self.rows} rows ({self.rows_from_file} from the file{before}; "
+                f"{self.rows_from_parts} from unfolded batches)"]
         if self.parts_set_aside:
             text.append(f"set aside {len(self.parts_set_aside)} unreadable batch file(s): "
                         + ", ".join(self.parts_set_aside[:5]))

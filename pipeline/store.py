@@ -895,6 +895,12 @@ class MaskStore:
         self.shard: str = self.attrs.get("shard", "")
         self.pending_parts = len(parts)
         self._stored = int(self.attrs["rows"])
+        short = {name: d.shape[0] for name, d in self._file.items() if d.shape[0] < self._stored}
+        if short:  # else the columns would read silently short
+            self._file.close()
+            raise StoreError(f"mask store {str(self.path)!r} is damaged: {self._stored} rows are "
+                             f"committed but datasets hold fewer ({short}); run `perturb repair "
+                             f"{self.path}` to keep the rows that are there")
         self._rows = self._stored + len(self._pending.get("index", ()))
         self.attrs["rows"] = self._rows
         self._row_of: dict[str, int] | None = None

@@ -100,6 +100,17 @@ def test_damaged_chunk_is_reported_and_repair_keeps_the_rows_that_read(tmp_path)
     assert sorted(committed(path)) == [i for i in range(20) if i != 7]
 
 
+def test_rows_attribute_past_the_data_is_refused_not_read_short(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1, 2])])
+    with h5py.File(path, "r+") as file:
+        file.attrs["rows"] = 5
+    with pytest.raises(StoreError, match="5 rows are committed but datasets hold fewer.*perturb repair"):
+        MaskStore(path)
+    assert repair_store(path).rows_from_file == 3
+    assert sorted(committed(path)) == [0, 1, 2]
+
+
 @pytest.mark.parametrize("step", ["copy", "append", "rename", "delete"])
 def test_fold_interrupted_at_each_step_loses_and_repeats_nothing(tmp_path, monkeypatch, step):
     path = tmp_path / "masks.h5"
