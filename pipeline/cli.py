@@ -159,6 +159,8 @@ def masks(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another configuration.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model: about 2x faster on a GPU "
                                            "after a compile of tens of seconds; slower on a CPU.")] = False,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Skip as 'too large' an image that would decode "
+                                            "to more pixels (JPEGs decode at up to 1/8 scale).")] = 250_000_000,
 ) -> None:
     """Solve the masks of a whole folder in batches and store them in HDF5 (resumable)."""
     from .models import load_model
@@ -166,7 +168,7 @@ def masks(
 
     config = _solver_config(preset, set_, iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), workers=workers, limit=limit, target=target, seed=seed,
-                    compile=compile_)
+                    compile=compile_, max_pixels=max_pixels)
     classifier = load_model(model, device=_device(device))
     summary = run_masks(data, out, classifier, config, run, overwrite=overwrite)
     for line in summary.lines():
@@ -180,14 +182,15 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     import json
 
     from .diagnostics import perturbation_strength
+    from .names import display_name
     from .store import MaskStore, summary
 
     with MaskStore(store) as opened:
         info = summary(opened)
         strength = perturbation_strength(opened.table())
-    typer.echo(f"store      {store}")
+    typer.echo(f"store      {display_name(str(store))}")
     typer.echo(f"model      {info['model']}")
-    typer.echo(f"source     {info['source']}")
+    typer.echo(f"source     {display_name(info['source'])}")
     typer.echo(f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)")
     for reason, count in info["skipped_by_reason"].items():
         typer.echo(f"  skipped  {count} {reason}")
@@ -198,6 +201,16 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
         typer.echo(f"mean {name:12s} {value:.4f}")
     typer.echo(strength.line())
     typer.echo("config     " + json.dumps(info["config"], sort_keys=True))
+
+
+@app.command()
+@_fail_cleanly
+def repair(store: Annotated[Path, typer.Argument(help="HDF5 mask store that reads with an error.")]) -> None:
+    """Rebuild a damaged mask store from every row it still holds (damaged files are kept aside)."""
+    from .repair import repair_store
+
+    for line in repair_store(store).lines():
+        typer.echo(line)
 
 
 @app.command()
@@ -336,7 +349,7 @@ def demo(
     store = out / "masks.h5"
     masks(images, out=store, iterations=iterations, batch_size="4", workers=0, device=device,
           model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target="top1", seed=0,
-          overwrite=False, compile_=False)
+          overwrite=False, compile_=False, max_pixels=250_000_000)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
 

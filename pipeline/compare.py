@@ -36,6 +36,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .evaluate import AUC_COLUMNS, curves_figure, metric_direction
+from .names import markdown_code, markdown_text
 
 __all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "RANK_METRIC"]
 
@@ -179,21 +180,21 @@ def _markdown(table: pd.DataFrame, runs: dict[str, Any], folders: list[Path], n_
     """``comparison.md``: notes, ranking, the table, and settings that differ between runs."""
     ref = table["run"].iloc[0] if len(table) else ""
     lines = ["# Comparison of evaluated runs", "",
-             f"Reference (paired differences are `run - {ref}`, over images both evaluated, matched by path). "
+             f"Reference (paired differences are `run` minus {markdown_code(ref)}, over images both evaluated, matched by path). "
              f"Intervals: 95% percentile bootstrap over images, {n_boot} resamples, seed {seed}. "
              "`better`: which direction is better.", ""]
-    lines += [f"- `{f.name}`: {f}" for f in folders] + [""]
+    lines += [f"- {markdown_code(f.name)}: {markdown_text(str(f))}" for f in folders] + [""]
     ranking = table[table["metric"] == RANK_METRIC].sort_values("mean", ascending=False, kind="stable")
     if len(ranking):
         lines += ["## Ranking by insertion AUC minus deletion AUC (zero substrate), higher first", ""]
-        lines += [f"{i}. `{r.run}`: {_fmt(r.mean, r.ci_low, r.ci_high)}" for i, r in
+        lines += [f"{i}. {markdown_code(r.run)}: {_fmt(r.mean, r.ci_low, r.ci_high)}" for i, r in
                   enumerate(ranking.itertuples(), start=1)] + [""]
     lines += ["## Metrics", "", "| metric | better | run | n | mean [95% CI] | n paired | diff vs ref [95% CI] |",
               "|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         diff = "(reference)" if r.run == ref else _fmt(r.diff, r.diff_ci_low, r.diff_ci_high)
         paired = "" if r.run == ref else f"{int(r.n_paired)}"
-        lines.append(f"| {r.metric} | {r.better} | {r.run} | {r.n} | {_fmt(r.mean, r.ci_low, r.ci_high)} | "
+        lines.append(f"| {r.metric} | {r.better} | {markdown_text(r.run)} | {r.n} | {_fmt(r.mean, r.ci_low, r.ci_high)} | "
                      f"{paired} | {diff} |")
     return "\n".join(lines + [""] + _settings_notes(runs)) + "\n"
 
@@ -207,5 +208,6 @@ def _settings_notes(runs: dict[str, Any]) -> list[str]:
         return ["All runs were evaluated with the same settings (step, substrates, thresholds, model)."]
     lines = ["## Settings that differ between runs (compare with care)", ""]
     for key in differing:
-        lines.append(f"- `{key}`: " + "; ".join(f"{name}: {json.dumps(s.get(key))}" for name, s in settings.items()))
+        lines.append(f"- `{key}`: " + "; ".join(f"{markdown_code(name)}: {markdown_code(json.dumps(s.get(key)))}"
+                                                for name, s in settings.items()))
     return lines

@@ -28,7 +28,11 @@ Decisions (all documented where they are made):
   when a target size is given, so a 10000 x 10000 JPEG decodes at 1250 x 1250. PIL's global
   decompression-bomb check (a warning at 89 Mpx, an error at 179 Mpx) is replaced by ours: the
   image is refused ("too large") only when the pixels actually decoded exceed
-  :data:`MAX_DECODED_PIXELS` (250 million, about 750 MB as RGB).
+  :data:`MAX_DECODED_PIXELS` (250 million, about 750 MB as RGB; ``max_pixels`` of
+  :func:`decode_image` and :class:`ImageDataset`, ``perturb masks --max-pixels``). The check runs
+  on the size the header states, before any pixel is decoded, so a file whose header claims
+  100,000 x 100,000 pixels is refused at once whatever its format; a JPEG's stated size is first
+  divided by its draft scale (at most 8, so a 12,000 x 12,000 JPEG decodes at 1,500 x 1,500).
 * **Resizing** (:class:`ImageDataset`) is the seed's: straight to ``size`` without cropping or
   keeping the aspect ratio, with PIL's bilinear filter on the uint8 image. PIL widens the filter
   when shrinking, so downscaling is antialiased (as torchvision's PIL path is). Images smaller than
@@ -260,7 +264,8 @@ def _open(path: Path) -> Image.Image:
 
 
 def decode_image(
-    path: str | os.PathLike[str], draft_size: tuple[int, int] | None = None
+    path: str | os.PathLike[str], draft_size: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode an image file to RGB, possibly at a reduced scale.
 
@@ -270,6 +275,8 @@ def decode_image(
             1/1, 1/2, 1/4, 1/8 scale that still has at least ``draft_size`` pixels each way
             (other formats decode at full size). Use twice the final size, so that the final
             resize still averages several pixels.
+        max_pixels: refuse ("too large") an image that would decode to more pixels than this;
+            None: :data:`MAX_DECODED_PIXELS`.
 
     Returns:
         ``(image, (height, width))``: ``image`` is ``(h, w, 3)`` uint8 RGB, C-contiguous, of the
@@ -279,16 +286,20 @@ def decode_image(
         ImageReadError: with a ``reason`` attribute from :data:`REASONS`.
     """
     path = Path(path)
+    limit = MAX_DECODED_PIXELS if max_pixels is None else int(max_pixels)
     with _open(path) as img:
         original = (img.height, img.width)
+        short = _too_short(img, path.stat().st_size)  # before draft() changes the stated size
         try:
             if draft_size is not None and img.format in ("JPEG", "MPO"):  # MPO: camera JPEG
                 img.draft("RGB", (int(draft_size[1]), int(draft_size[0])))
-            if img.width * img.height > MAX_DECODED_PIXELS:
+            if img.width * img.height > limit:
                 raise _failure(
                     "too large", path, f"{img.width} x {img.height} pixels exceed the limit of "
-                    f"{MAX_DECODED_PIXELS:,} decoded pixels (pipeline.data.MAX_DECODED_PIXELS)"
+                    f"{limit:,} decoded pixels (--max-pixels, pipeline.data.MAX_DECODED_PIXELS)"
                 )
+            if short:
+                raise _failure("truncated", path, short)
             img.load()
             rgb = _to_rgb(img)
             return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), original
@@ -303,6 +314,25 @@ def decode_image(
             raise _failure("too large", path, "out of memory while decoding") from None
         except Exception as error:  # PIL plugins raise many types (SyntaxError, struct.error...)
             raise _failure("unreadable", path, f"{type(error).__name__}: {error}") from None
+
+
+# Deflate expands at most 1032-fold, so a PNG needs at least 1 byte of data per 1032 bytes of
+# pixels (a 1-bit image has 1/8 byte per pixel). A Huffman-coded JPEG spends at least 1 bit per
+# 8 x 8 block (its DC code); 1 bit per 8 blocks leaves room for arithmetic coding as well.
+_MIN_FILE_BYTES = {"PNG": lambda w, h: w * h / 8 / 1032, "JPEG": lambda w, h: (w / 8) * (h / 8) / 64}
+_MIN_FILE_BYTES["MPO"] = _MIN_FILE_BYTES["JPEG"]
+
+
+def _too_short(img: Image.Image, file_bytes: int) -> str:
+    """Why a PNG or JPEG cannot hold the image its header states ("" when it can): a header
+    edited to claim a huge size would otherwise be decoded (as grey or black, after allocating
+    the whole image) before the missing data shows."""
+    bound = _MIN_FILE_BYTES.get(img.format or "")
+    need = bound(img.width, img.height) if bound else 0
+    if file_bytes >= need:
+        return ""
+    return (f"the header states {img.width} x {img.height} pixels, which a {img.format} file of "
+            f"{file_bytes:,} bytes cannot hold (at least {int(need):,} bytes)")
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -360,6 +390,8 @@ class ImageDataset(Dataset):
         records: from :func:`discover`.
         size: ``(H, W)`` (or one int for a square) the images are resized to, without cropping
             or keeping the aspect ratio, with PIL's antialiased bilinear filter.
+        max_pixels: images that would decode to more pixels are skipped as "too large" (see
+            :func:`decode_image`); None: :data:`MAX_DECODED_PIXELS`.
 
     ``dataset[i]`` is a dict:
 
@@ -371,9 +403,13 @@ class ImageDataset(Dataset):
     * ``ok``: whether the image was decoded; ``reason``: "" or a code from :data:`REASONS`.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], size: int | Sequence[int] = (224, 224)):
+    def __init__(self, records: Sequence[ImageRecord], size: int | Sequence[int] = (224, 224),
+                 max_pixels: int | None = None):
         self.records = list(records)
         self.size = _check_size(size)
+        if max_pixels is not None and (isinstance(max_pixels, bool) or int(max_pixels) < 1):
+            raise ConfigError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.records)
@@ -383,7 +419,8 @@ class ImageDataset(Dataset):
         height, width = self.size
         item: dict[str, Any] = {"index": int(i), "label": int(record.label)}
         try:
-            pixels, (orig_h, orig_w) = decode_image(record.path, draft_size=(2 * height, 2 * width))
+            pixels, (orig_h, orig_w) = decode_image(record.path, draft_size=(2 * height, 2 * width),
+                                                    max_pixels=self.max_pixels)
         except ImageReadError as error:
             item.update(image=torch.zeros(3, height, width), height=0, width=0, ok=False,
                         reason=getattr(error, "reason", "unreadable"))

@@ -62,6 +62,7 @@ from . import masks as masklib
 from .config import from_dict
 from .data import ImageDataset, ImageRecord, make_loader
 from .errors import ConfigError
+from .names import display_name
 from .metrics import (
     IOU_CORRECT,
     RISE_STEP,
@@ -491,14 +492,17 @@ def _write_tables(out: Path, per_image: pd.DataFrame, summary: dict[str, Any],
     paths = {"per_image_parquet": out / "per_image.parquet", "per_image_csv": out / "per_image.csv",
              "summary_csv": out / "summary.csv", "summary_json": out / "summary.json",
              "curves_npz": out / "curves.npz"}
-    per_image.to_parquet(paths["per_image_parquet"], index=False)
-    per_image.to_csv(paths["per_image_csv"], index=False)
+    # Text formats need valid text: a file name that is not UTF-8 is written escaped (pipeline.names).
+    shown = per_image.assign(path=per_image["path"].map(display_name))
+    shown.to_parquet(paths["per_image_parquet"], index=False)
+    shown.to_csv(paths["per_image_csv"], index=False)
     rows = [{"metric": name, **values} for name, values in summary["metrics"].items()]
     pd.DataFrame(rows, columns=["metric", "mean", "sem", "count", "better"]).to_csv(paths["summary_csv"],
                                                                                    index=False)
     # NaN (no value) is written as null: strict JSON readers reject NaN.
     paths["summary_json"].write_text(json.dumps(_nan_to_none(summary), indent=2, default=_json_default) + "\n")
-    np.savez_compressed(paths["curves_npz"], **curves)
+    np.savez_compressed(paths["curves_npz"], **{**curves, "path": np.asarray(
+        [display_name(str(p)) for p in curves["path"]], dtype=str)})
     return paths
 
 
@@ -606,7 +610,7 @@ def gallery_figure(store: MaskStore, per_image: pd.DataFrame, picks: tuple[list[
             span = float(h.max() - h.min())
             ax.imshow((h - h.min()) / span if span > 0 else np.zeros_like(h), cmap="jet", alpha=0.45,
                       vmin=0, vmax=1)
-            ax.set_title(f"{title}: {Path(records[c].relpath).stem[-24:]}\n{metric} = "
+            ax.set_title(f"{title}: {display_name(Path(records[c].relpath).stem)[-24:]}\n{metric} = "
                          f"{float(per_image[metric].iat[p]):.3f}", fontsize=7)
     fig.savefig(path, dpi=90)
     return Path(path)

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import SolverConfig, to_dict
-from .data import ImageDataset, discover, make_loader
+from .data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
 from .errors import ConfigError, DeviceMemoryError
 from .models import Classifier
 from .solver import SolveResult, solve
@@ -38,7 +38,11 @@ class RunConfig:
     without a label are then skipped). ``seed`` offsets each image's random stream (its dataset
     index), so results do not depend on the batch size or the order of resumed runs.
     ``compile``: solve through :meth:`pipeline.models.Classifier.compiled` (worth it on a GPU).
-    Only ``target`` and ``seed`` change the masks; the rest may differ between a run and its resume.
+    ``max_pixels``: images that would decode to more pixels are skipped as "too large"
+    (:func:`pipeline.data.decode_image`); recorded in the store's configuration when it is not the
+    default (so stores made before the option existed still resume).
+    Only ``target``, ``seed`` and ``max_pixels`` change the stored rows; the rest may differ
+    between a run and its resume.
     """
 
     batch_size: int | Literal["auto"] = 8
@@ -48,6 +52,7 @@ class RunConfig:
     seed: int = 0
     progress: bool = True
     compile: bool = False
+    max_pixels: int = MAX_DECODED_PIXELS
 
     def __post_init__(self) -> None:
         if self.target not in ("top1", "label"):
@@ -56,6 +61,8 @@ class RunConfig:
         if not batch_ok or self.workers < 0 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"--batch-size must be 'auto' or >= 1 (got {self.batch_size!r}), --workers >= 0 "
                               "and --limit >= 1")
+        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int) or self.max_pixels < 1:
+            raise ConfigError(f"--max-pixels must be a positive number of pixels, got {self.max_pixels!r}")
 
 
 @dataclass
@@ -77,8 +84,11 @@ class RunSummary:
 
 def store_config(solver: SolverConfig, run: RunConfig, classifier: Classifier) -> dict[str, Any]:
     """The configuration recorded in (and identifying) a store: everything that changes a mask."""
-    return {"solver": to_dict(solver), "model": classifier.spec, "target": run.target, "seed": run.seed,
-            "input_size": list(classifier.input_size)}
+    config = {"solver": to_dict(solver), "model": classifier.spec, "target": run.target, "seed": run.seed,
+              "input_size": list(classifier.input_size)}
+    if run.max_pixels != MAX_DECODED_PIXELS:  # only when set: the default keeps older stores' run_key
+        config["max_pixels"] = run.max_pixels
+    return config
 
 
 def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solver: SolverConfig,
@@ -146,7 +156,8 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
             return summary
         # "auto" is resolved by callers that know their memory needs (run_masks); others get CPU_BATCH.
         batch_size = CPU_BATCH if run.batch_size == "auto" else run.batch_size
-        loader = make_loader(ImageDataset(records, classifier.input_size), batch_size, run.workers, indices=todo)
+        dataset = ImageDataset(records, classifier.input_size, max_pixels=run.max_pixels)
+        loader = make_loader(dataset, batch_size, run.workers, indices=todo)
         with tqdm(total=len(records), initial=summary.resumed, unit="img", disable=not run.progress,
                   desc=desc, dynamic_ncols=True) as bar:
             done_rows = stream_fn(loader, records) if stream_fn else (batch_fn(batch, records) for batch in loader)

@@ -10,7 +10,9 @@ dataset         dtype, shape         meaning
                                      skipped. Chunks (1, 1, h, w), gzip level 4.
 ``index``       int64 (N,)           position of the image in the discovered record list
                                      (:func:`pipeline.data.discover`): the row key.
-``path``        UTF-8 str (N,)       the image's path relative to the data root (``source``).
+``path``        UTF-8 str (N,)       the image's path relative to the data root (``source``);
+                                     a name that is not valid UTF-8 is kept as its bytes and
+                                     read back as Python's file-name str (``pipeline.names``).
 ``height``      int32 (N,)           original image height in pixels (0 when unreadable).
 ``width``       int32 (N,)           original image width in pixels (0 when unreadable).
 ``label``       int32 (N,)           ground-truth class index, -1 when unknown.
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
+import errno
 import hashlib
 import json
 import os
@@ -85,6 +88,7 @@ except ImportError:  # Windows: no advisory locks; one writer per store is then 
 
 from . import __version__
 from .errors import ConfigError, StoreError
+from .names import READ_ERRORS, stored_name
 
 if TYPE_CHECKING:  # torch and pandas load lazily: writing a store needs neither
     import pandas
@@ -239,10 +243,18 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
     except OSError as error:
-        if "lock" in str(error).lower():
+        text = str(error).lower()
+        if "unable to lock" in text:  # not "sblock", which HDF5's truncation message holds
             raise StoreError(
                 f"{str(path)!r} is locked by another process that has it open for writing; wait "
                 "for it to finish or choose another --out"
+            ) from None
+        if "truncated file" in text:
+            raise StoreError(
+                f"mask store {str(path)!r} is damaged: the file is shorter than HDF5 recorded "
+                f"({error}), e.g. a copy or transfer that did not finish; copy it again from where "
+                "it came from, or run the masks again with --overwrite (a cut removes the metadata "
+                "HDF5 keeps at the end of the file, so its rows cannot be recovered)"
             ) from None
         raise StoreError(
             f"cannot open {str(path)!r} as an HDF5 mask store ({error}); pass --overwrite to "
@@ -346,7 +358,7 @@ class MaskWriter:
             attrs["config"] = self.config_json
             attrs["run_key"] = self.run_key
             attrs["model"] = self.model
-            attrs["source"] = self.source
+            attrs["source"] = stored_name(self.source)  # bytes when not UTF-8; read back as str
             attrs["mask_shape"] = np.asarray(self.mask_shape, dtype=np.int64)
             attrs["input_size"] = np.asarray(self.input_size, dtype=np.int64)
             attrs["shard"] = self.shard
@@ -383,6 +395,7 @@ class MaskWriter:
         _temporary(self.path).unlink(missing_ok=True)  # a fold that was killed before its rename
         merged = int(file.attrs.get("parts_merged", 0))
         self._parts = _live_parts(self.path, merged, clean=True)
+        _check_contiguous(self.path, merged, self._parts)
         self._seq = max([_part_seq(p) for p in self._parts], default=merged)
         stored = int(file.attrs["rows"])
         short = {name: d.shape[0] for name, d in file.items() if d.shape[0] < stored}
@@ -392,7 +405,7 @@ class MaskWriter:
         index = [file["index"][:stored]]
         self._extras = _extra_names(file) if stored else None
         for part in self._parts:
-            with h5py.File(part, "r") as source:
+            with _open_part(part) as source:
                 index.append(source["index"][:])
                 if self._extras is None:
                     self._extras = _extra_names(source)
@@ -514,7 +527,7 @@ class MaskWriter:
                     group.append(part)
                     full = len(group) * part.stat().st_size >= _FOLD_BYTES
                     if full or number == len(self._parts):
-                        rows = _append_columns(file, rows, _read_parts(group))
+                        rows = _append_columns(file, rows, _read_parts(group, raw=True))
                         group = []
                 file.attrs["rows"] = np.int64(rows)
                 file.attrs["parts_merged"] = np.int64(self._seq)
@@ -680,7 +693,7 @@ def _lock(store: Path) -> int | None:
     writer that holds it; a writer that locked a file deleted meanwhile sees a different inode at
     the path and tries again.
     """
-    store.parent.mkdir(parents=True, exist_ok=True)
+    _writable(store, lambda: store.parent.mkdir(parents=True, exist_ok=True))
     path = _lock_path(store)
     busy = StoreError(
         f"mask store {str(store)!r} is being written by another process (is another run using "
@@ -695,7 +708,7 @@ def _lock(store: Path) -> int | None:
         _HELD.add(key)
         return None
     for _ in range(100):
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        descriptor = _writable(store, lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
         try:
             fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -707,6 +720,20 @@ def _lock(store: Path) -> int | None:
                 return descriptor
         os.close(descriptor)
     raise StoreError(f"could not lock {str(path)!r}; retry")
+
+
+def _writable(store: Path, action: Any) -> Any:
+    """``action()``, with a read-only folder or file system said as what it is."""
+    try:
+        return action()
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise StoreError(
+            f"mask store {str(store)!r} cannot be written here ({error.strerror}: "
+            f"{error.filename!r}); it can still be read (inspect, evaluate, export): to resume or "
+            "add to it, copy it with its .parts folder to a writable place"
+        ) from None
 
 
 def _unlock(store: Path, descriptor: int | None) -> None:
@@ -760,15 +787,47 @@ def _live_parts(path: Path, merged: int, clean: bool = False) -> list[Path]:
     return sorted(live, key=_part_seq)
 
 
-def _read_parts(parts: list[Path]) -> dict[str, np.ndarray]:
-    """Every dataset of the parts, concatenated in order (str columns as object arrays)."""
+def _read_parts(parts: list[Path], raw: bool = False) -> dict[str, np.ndarray]:
+    """Every dataset of the parts, concatenated in order (str columns as object arrays of str, or
+    with ``raw`` of the stored bytes, which a fold writes back unchanged)."""
     pieces: dict[str, list[np.ndarray]] = {}
     for part in parts:
-        with h5py.File(part, "r") as file:
+        with _open_part(part) as file:
             for name, dataset in file.items():
-                string = h5py.check_string_dtype(dataset.dtype) is not None
-                pieces.setdefault(name, []).append(dataset.asstr()[:] if string else dataset[:])
+                string = h5py.check_string_dtype(dataset.dtype) is not None and not raw
+                pieces.setdefault(name, []).append(
+                    dataset.asstr(errors=READ_ERRORS)[:] if string else dataset[:])
     return {name: np.concatenate(values) for name, values in pieces.items()}
+
+
+def _open_part(part: Path) -> h5py.File:
+    """A committed part, read-only; a damaged one is a StoreError that says how to recover."""
+    try:
+        return h5py.File(part, "r")
+    except FileNotFoundError:  # deleted by a fold meanwhile: the caller retries
+        raise
+    except OSError as error:
+        store = part.parent.with_name(part.parent.name.removesuffix(".parts"))
+        raise StoreError(
+            f"batch file {str(part)!r} of mask store {str(store)!r} is damaged ({error}); run "
+            f"`perturb repair {store}` to set it aside and keep every other row"
+        ) from None
+
+
+def _check_contiguous(path: Path, merged: int, parts: list[Path]) -> None:
+    """Parts are numbered one after the other from ``parts_merged + 1``; a gap means the file and
+    its ``.parts`` folder were not taken at the same moment (e.g. copied while a run folded), and
+    reading them together would silently lose the batches of the gap."""
+    numbers = [_part_seq(p) for p in parts]
+    expected = list(range(merged + 1, merged + 1 + len(numbers)))
+    if numbers != expected:
+        missing = sorted(set(range(merged + 1, max(numbers, default=merged) + 1)) - set(numbers))
+        raise StoreError(
+            f"mask store {str(path)!r} does not match its batch folder: the file holds the "
+            f"batches up to {merged} but {str(parts_dir(path))!r} lacks batch(es) {missing[:5]} "
+            "before the ones it has (was it copied while a run was writing it?); copy it again "
+            f"once the run has ended, or run `perturb repair {path}` to keep the rows that are there"
+        )
 
 
 def _to_numpy(values: Any) -> Any:
@@ -783,7 +842,11 @@ def _convert(name: str, values: Any, dtype: Any) -> Any:
     if dtype is _STR:
         if isinstance(values, str) or not all(isinstance(v, str) for v in values):
             raise StoreError(f"column {name!r} must be a list of str, one per row")
-        return np.array(list(values), dtype=object)
+        try:  # a file name that is not UTF-8 is kept as its bytes (pipeline.names)
+            return np.array([stored_name(v) for v in values], dtype=object)
+        except UnicodeEncodeError as error:
+            raise StoreError(f"column {name!r} holds {error.object[error.start:error.end]!r}, "
+                             "which no file name can contain") from None
     array = np.asarray(values)
     if array.ndim != 1:
         raise StoreError(
@@ -832,6 +895,12 @@ class MaskStore:
         self.shard: str = self.attrs.get("shard", "")
         self.pending_parts = len(parts)
         self._stored = int(self.attrs["rows"])
+        short = {name: d.shape[0] for name, d in self._file.items() if d.shape[0] < self._stored}
+        if short:  # else the columns would read silently short
+            self._file.close()
+            raise StoreError(f"mask store {str(self.path)!r} is damaged: {self._stored} rows are "
+                             f"committed but datasets hold fewer ({short}); run `perturb repair "
+                             f"{self.path}` to keep the rows that are there")
         self._rows = self._stored + len(self._pending.get("index", ()))
         self.attrs["rows"] = self._rows
         self._row_of: dict[str, int] | None = None
@@ -851,12 +920,17 @@ class MaskStore:
                 file.close()
                 raise StoreError(f"{str(self.path)!r} is not a mask store made by this package")
             try:
-                parts = _live_parts(self.path, int(file.attrs.get("parts_merged", 0)))
+                merged = int(file.attrs.get("parts_merged", 0))
+                parts = _live_parts(self.path, merged)
                 pending = _read_parts(parts)
                 if os.stat(self.path).st_ino == before:
+                    _check_contiguous(self.path, merged, parts)
                     return file, parts, pending
             except FileNotFoundError:  # a part deleted by a fold that just finished
                 pass
+            except StoreError:
+                file.close()
+                raise
             file.close()
         raise StoreError(f"mask store {str(self.path)!r} kept changing while being read; retry")
 
@@ -892,7 +966,11 @@ class MaskStore:
             return self._pending[name]  # an extra column only parts hold so far
         dataset = self._file[name]
         string = h5py.check_string_dtype(dataset.dtype) is not None
-        stored = dataset.asstr()[: self._stored] if string else dataset[: self._stored]
+        view = dataset.asstr(errors=READ_ERRORS) if string else dataset
+        try:
+            stored = view[: self._stored]
+        except OSError as error:
+            raise self._damaged(error) from None
         if name not in self._pending:
             return stored
         return np.concatenate([stored, self._pending[name]])
@@ -901,7 +979,7 @@ class MaskStore:
         """One row per committed image (in file order), every scalar column, ``index`` included."""
         import pandas as pd
 
-        return pd.DataFrame({name: self.column(name) for name in self.columns})
+        return pd.DataFrame({name: _series(self.column(name)) for name in self.columns})
 
     def masks(self, rows: Any = None) -> torch.Tensor:
         """Masks by row position (int, slice, sequence, or None for all).
@@ -911,7 +989,15 @@ class MaskStore:
         """
         import torch
 
-        return torch.from_numpy(self._read_masks(self._positions(rows)).astype(np.float32))
+        try:
+            masks = self._read_masks(self._positions(rows))
+        except OSError as error:  # h5py's error for a chunk that does not decompress or read
+            raise self._damaged(error) from None
+        return torch.from_numpy(masks.astype(np.float32))
+
+    def _damaged(self, error: OSError) -> StoreError:
+        return StoreError(f"mask store {str(self.path)!r} is damaged ({error}); run `perturb repair "
+                          f"{self.path}` to keep every row that still reads")
 
     def _positions(self, rows: Any) -> np.ndarray:
         if rows is None:
@@ -995,6 +1081,17 @@ class MaskStore:
             ]
         target = self.input_size if size == "input" else size
         return upsample(masks, target)  # type: ignore[arg-type]
+
+
+def _series(values: np.ndarray) -> Any:
+    """A table column; str columns holding a file name that is not UTF-8 (pipeline.names) stay
+    object dtype, which pandas' Arrow-backed str dtype cannot hold."""
+    import pandas as pd
+
+    try:
+        return pd.Series(values)
+    except UnicodeEncodeError:
+        return pd.Series(values, dtype=object)
 
 
 def _attr_value(key: str, value: Any) -> Any:

@@ -1,0 +1,424 @@
+"""Fuzzed inputs: `perturb masks` over 1,000+ damaged image files and odd folder entries.
+
+Run from the repository root::
+
+    nice -n 5 .venv/bin/python benchmarks/fuzz_inputs.py                 # 1,119 entries, 5.5 min here
+    .venv/bin/python benchmarks/fuzz_inputs.py --files 60 --out /tmp/f   # smoke test
+
+What is built (in a temporary folder, from ``--data``, the development images, each also
+re-encoded small as PNG, GIF, BMP, TIFF and WebP so every decoder is exercised), ``--files``
+damaged files, the kinds in turn (:data:`MUTATIONS`): bit flips anywhere or in the header,
+truncation (after 1 or 2 bytes, inside the header, at the start of the JPEG scan, in the middle,
+one byte short), header bytes replaced by garbage, garbage put before the file, random bytes, a
+wrong magic number on a valid body, empty files, zeroed ranges, two ranges swapped, garbage after
+the end, and headers edited to claim huge sizes. Then the odd entries (:func:`add_odd_entries`):
+dangling symbolic links, a folder named like an image (not listed: folders are walked into; the
+file-list run below names one), files with permissions 000, files whose open raises
+``PermissionError`` (simulated: this benchmark runs as root, whom mode 000 does not stop), names
+that are not valid UTF-8, a name with a line break, markup and a 250-byte name, a FIFO named like
+an image (reading it would block), and files deleted after the listing and before decoding
+(simulated by deleting them right after :func:`pipeline.data.discover`).
+
+What is run, in a child process with a time limit (``--timeout``) and one torch thread: the command ``perturb masks DIR -n 1 -b 8 --workers 2 --set perturbation.kind=constant``
+itself (the cheapest perturbation: the solver is not under test), and ``perturb masks
+LIST`` over a text file that names a folder, a FIFO and a missing path. When a run fails, every
+listed file is then decoded in that process to name the ones whose decoding raised. The model is a tiny
+TorchScript network (``--model tiny``, the input handling under test does not depend on it;
+``--model efficientnet_lite0`` runs the default one, much slower on a CPU).
+
+Reported (printed, and ``fuzz-inputs.csv`` + ``fuzz-inputs-summary.csv`` under ``--out``): files
+listed, crashes (must be 0: the command's exit status is 0),
+rows stored (must equal the files listed), skipped rows by reason, and the rows solved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from collections import Counter
+from io import BytesIO
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+VANISH = "vanish"  # files with this in their name are deleted after listing
+NO_PERMISSION = "noperm"  # opening files with this in their name raises PermissionError
+
+
+# ---------------------------------------------------------------- damage
+
+def _flip(data: bytes, rng: random.Random, start: int = 0, stop: int | None = None) -> bytes:
+    out = bytearray(data)
+    stop = len(out) if stop is None else min(stop, len(out))
+    for _ in range(rng.randint(1, 64)):
+        i = rng.randrange(start, max(start + 1, stop))
+        if i < len(out):
+            out[i] ^= 1 << rng.randrange(8)
+    return bytes(out)
+
+
+def _truncate(data: bytes, rng: random.Random) -> bytes:
+    scan = data.find(b"\xff\xda")  # JPEG start of scan
+    cuts = [1, 2, rng.randint(3, 40), rng.randint(40, 300), len(data) // 2, len(data) - 1,
+            rng.randrange(1, len(data))] + ([scan, scan + 12] if scan > 0 else [])
+    return data[: max(1, min(len(data) - 1, rng.choice(cuts)))]
+
+
+def _garbage_header(data: bytes, rng: random.Random) -> bytes:
+    n = min(len(data), rng.choice([4, 16, 64, 512]))
+    return rng.randbytes(n) + data[n:]
+
+
+def _prepend(data: bytes, rng: random.Random) -> bytes:
+    return rng.randbytes(rng.randint(1, 256)) + data
+
+
+def _random_bytes(data: bytes, rng: random.Random) -> bytes:
+    return rng.randbytes(rng.choice([1, 7, 100, 5000, 60000]))
+
+
+MAGICS = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*",
+          b"RIFF\x00\x00\x00\x00WEBP", b"%PDF-1.4", b"PK\x03\x04"]
+
+
+def _wrong_magic(data: bytes, rng: random.Random) -> bytes:
+    magic = rng.choice(MAGICS)
+    return magic + data[len(magic):] if rng.random() < 0.5 else magic + data
+
+
+def _empty(data: bytes, rng: random.Random) -> bytes:
+    return b""
+
+
+def _zero_range(data: bytes, rng: random.Random) -> bytes:
+    start = rng.randrange(len(data))
+    stop = min(len(data), start + rng.choice([1, 16, 256, 4096, len(data)]))
+    return data[:start] + bytes(stop - start) + data[stop:]
+
+
+def _swap(data: bytes, rng: random.Random) -> bytes:
+    n = max(1, len(data) // rng.choice([4, 8, 16]))
+    a, b = sorted(rng.sample(range(0, max(2, len(data) - n)), 2))
+    if b - a < n:
+        return data[::-1]
+    return data[:a] + data[b:b + n] + data[a + n:b] + data[a:a + n] + data[b + n:]
+
+
+def _trailing(data: bytes, rng: random.Random) -> bytes:
+    return data + rng.randbytes(rng.randint(1, 4096))
+
+
+def _huge_header(data: bytes, rng: random.Random) -> bytes:
+    """Edit the stated size to something huge (JPEG SOF, PNG IHDR with a valid CRC, GIF, BMP)."""
+    out = bytearray(data)
+    side = rng.choice([30000, 65500, 100000])
+    sof = next((i for i in range(len(out) - 9) if out[i] == 0xFF and out[i + 1] in (0xC0, 0xC1, 0xC2)), -1)
+    if sof >= 0:
+        out[sof + 5:sof + 9] = struct.pack(">HH", min(side, 65535), min(side, 65535))
+    elif out[:8] == b"\x89PNG\r\n\x1a\n":
+        out[16:24] = struct.pack(">II", side, side)
+        out[29:33] = struct.pack(">I", zlib.crc32(bytes(out[12:29])) & 0xFFFFFFFF)
+    elif out[:3] == b"GIF":
+        out[6:10] = struct.pack("<HH", 65535, 65535)
+    elif out[:2] == b"BM":
+        out[18:26] = struct.pack("<ii", side, side)
+    return bytes(out)
+
+
+MUTATIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
+    "bitflip": lambda d, r: _flip(d, r),
+    "bitflip_header": lambda d, r: _flip(d, r, 0, 64),
+    "truncate": _truncate,
+    "garbage_header": _garbage_header,
+    "garbage_before": _prepend,
+    "random_bytes": _random_bytes,
+    "wrong_magic": _wrong_magic,
+    "empty": _empty,
+    "zeroed_range": _zero_range,
+    "swapped_ranges": _swap,
+    "garbage_after": _trailing,
+    "huge_header": _huge_header,
+}
+"""Each kind of damage: ``(file bytes, rng) -> damaged bytes``."""
+
+FORMATS = {"PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+
+
+def sources(images: list[Path], small: int = 96) -> list[tuple[bytes, str]]:
+    """``(bytes, extension)`` of each image as it is, and re-encoded small in every other format."""
+    from PIL import Image
+
+    found = []
+    for k, path in enumerate(images):
+        found.append((path.read_bytes(), path.suffix))
+        fmt = list(FORMATS)[k % len(FORMATS)]
+        with Image.open(path) as img:
+            img.thumbnail((small, small))
+            buffer = BytesIO()
+            img.convert("RGB").save(buffer, fmt)
+        found.append((buffer.getvalue(), FORMATS[fmt]))
+    return found
+
+
+def make_damaged(folder: Path, originals: list[tuple[bytes, str]], count: int, seed: int = 0) -> dict[str, str]:
+    """Write ``count`` damaged files into ``folder``; returns ``{file name: mutation kind}``."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = list(MUTATIONS)
+    made = {}
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        data, ext = originals[rng.randrange(len(originals))]
+        name = f"{kind}_{i:05d}{ext}"
+        (folder / name).write_bytes(MUTATIONS[kind](data, rng))
+        made[name] = kind
+    return made
+
+
+def add_odd_entries(folder: Path, original: bytes) -> dict[str, str]:
+    """The odd entries of the module docstring; returns ``{name (as str): kind}``."""
+    made: dict[str, str] = {}
+
+    def put(name: str | bytes, kind: str, data: bytes | None = original) -> Path:
+        path = Path(os.fsdecode(os.path.join(os.fsencode(folder), os.fsencode(name))))
+        if data is not None:
+            path.write_bytes(data)
+        made[path.name] = kind
+        return path
+
+    for i in range(3):
+        link = Path(folder) / f"dangling_{i}.JPEG"
+        link.symlink_to(folder / f"does_not_exist_{i}.JPEG")
+        made[link.name] = "dangling symlink"
+    (folder / "a_folder.JPEG").mkdir()
+    (folder / "a_folder.JPEG" / "inside.JPEG").write_bytes(original)
+    made["a_folder.JPEG/inside.JPEG"] = "file inside a folder named like an image"
+    for i in range(2):
+        put(f"mode000_{i}.JPEG", "permissions 000 (root still reads it)").chmod(0)
+        put(f"{NO_PERMISSION}_{i}.JPEG", "open raises PermissionError")
+    put(b"caf\xe9.JPEG", "name not UTF-8 (Latin-1)")
+    put(b"\xff\xfe\x80.png", "name not UTF-8 (random bytes)", _png())
+    put(b"na\xefve_\xe9t\xe9.jpg", "name not UTF-8, readable")
+    put("line\nbreak.JPEG", "line break in the name")
+    put("<i>markup &amp; | `tick` *star*.JPEG", "Markdown/HTML characters in the name")
+    put("x" * 245 + ".JPEG", "250-byte name")
+    put("unicode_\u00e9\u4e2d.JPEG", "valid UTF-8 name")
+    fifo = Path(folder) / "fifo.JPEG"
+    os.mkfifo(fifo)
+    made[fifo.name] = "FIFO named like an image"
+    for i in range(2):
+        put(f"{VANISH}_{i}.JPEG", "deleted after listing")
+    put("bomb_100000.png", "PNG header states 100,000 x 100,000", _png(100000, 100000))
+    return made
+
+
+def _png(width: int = 2, height: int = 2) -> bytes:
+    """A PNG of ``width`` x ``height`` stating its size honestly, with 2 x 2 pixels of data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" + b"\x80" * 6) * 2) + \
+        chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------- the run (in a child process)
+
+def simulate_faults() -> None:
+    """Patch this process (and the DataLoader workers it forks): opening a ``noperm`` file raises
+    PermissionError; files named ``vanish`` are deleted once :func:`pipeline.data.discover` has
+    listed them."""
+    import pipeline.run
+
+    real_open, real_discover = builtins.open, pipeline.run.discover
+
+    def guarded_open(file, *args, **kwargs):
+        named = isinstance(file, (str, bytes, os.PathLike))  # not a descriptor
+        if named and NO_PERMISSION in os.fsdecode(file):
+            raise PermissionError(13, "Permission denied (simulated)", os.fsdecode(file))
+        return real_open(file, *args, **kwargs)
+
+    def discover_then_delete(*args, **kwargs):
+        records = real_discover(*args, **kwargs)
+        for record in records:
+            if VANISH in record.path.name:
+                record.path.unlink(missing_ok=True)
+        return records
+
+    builtins.open = guarded_open
+    pipeline.run.discover = discover_then_delete
+
+
+def child(source: Path, out: Path, model: str, batch: int, workers: int, overrides: list[str]) -> None:
+    """Run the command; when it fails, decode every listed file in this process to name the files
+    whose decoding raised (an exception escaping :class:`pipeline.data.ImageDataset`)."""
+    import traceback
+
+    import torch
+
+    from pipeline.cli import app
+    from pipeline.data import ImageDataset, discover
+
+    torch.set_num_threads(1)  # on a shared CPU one thread wastes least (0.12 vs 0.46 CPU-s a batch here)
+    simulate_faults()
+    records = discover(source)
+    command = ["masks", str(source), "--out", str(out), "-n", "1", "-b", str(batch), "--workers", str(workers),
+               "--device", "cpu", "--model", model, *[f"--set={o}" for o in overrides]]
+    print("perturb " + " ".join(command), flush=True)
+    try:
+        status = app(command, standalone_mode=False)
+    except SystemExit as stop:
+        status = stop.code
+    except Exception:  # noqa: BLE001 - a crash of the command is what is counted
+        traceback.print_exc()
+        status = "exception"
+    crashes = []
+    if status:
+        for i in range(len(records)):
+            try:
+                ImageDataset(records, (32, 32))[i]
+            except Exception:  # noqa: BLE001
+                crashes.append({"path": repr(records[i].relpath), "traceback": traceback.format_exc()})
+    print("RESULT " + json.dumps({"listed": len(records), "decode_crashes": crashes, "exit": status or 0}),
+          flush=True)
+
+
+def tiny_model(path: Path) -> Path:
+    """A TorchScript classifier (1000 classes of 224 x 224 input) small enough to solve fast."""
+    import torch
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 8, stride=8)
+            self.fc = nn.Linear(16, 1000)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still works
+        torch.jit.script(Tiny().eval()).save(str(path))
+    return path
+
+
+def run_child(source: Path, out: Path, model: str, batch: int, workers: int, timeout: float,
+              overrides: list[str]) -> dict:
+    """Run :func:`child` in a fresh interpreter; ``{"listed", "decode_crashes", "exit", "output"}``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, __file__, "--child", str(source), str(out), model, str(batch), str(workers),
+               *overrides]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as expired:
+        return {"listed": -1, "decode_crashes": [], "exit": "timeout",
+                "output": (expired.stderr or b"").decode(errors="replace")[-3000:]}
+    text = done.stdout.decode(errors="replace")
+    line = next((l for l in text.splitlines() if l.startswith("RESULT ")), None)
+    result = json.loads(line[7:]) if line else {"listed": -1, "decode_crashes": [], "exit": done.returncode}
+    result["exit"] = result["exit"] if done.returncode == 0 else done.returncode
+    result["output"] = done.stderr.decode(errors="replace")[-3000:]
+    return result
+
+
+def stored_rows(store: Path) -> tuple[int, Counter, int]:
+    """``(rows, skipped by reason, rows solved)`` of a store (0 rows when it is missing)."""
+    from pipeline.store import MaskStore
+
+    if not store.exists():
+        return 0, Counter(), 0
+    with MaskStore(store) as opened:
+        table = opened.table()
+    skipped = table[table["status"] == "skipped"]
+    return len(table), Counter(skipped["reason"]), int((table["status"] == "ok").sum())
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        source, out, model, batch, workers, *overrides = sys.argv[2:]
+        child(Path(source), Path(out), model, int(batch), int(workers), overrides)
+        return
+    from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, write_csv
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=1100, help="damaged files (odd entries come on top)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", default="tiny", help="'tiny' (a small TorchScript net) or a model spec")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--set", dest="set_", action="append", default=None,
+                        help="solver override passed on (default: perturbation.kind=constant, the cheapest)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    from pipeline.data import discover
+
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
+        tmp = Path(tmp)
+        model = str(tiny_model(tmp / "tiny.pt")) if args.model == "tiny" else args.model
+        images = sorted(r.path for r in discover(args.data))
+        originals = sources(images)
+        folder = tmp / "fuzz"
+        kinds = make_damaged(folder, originals, args.files, args.seed)
+        kinds.update(add_odd_entries(folder, images[0].read_bytes()))
+        walked = sum(1 for _, _, files in os.walk(folder) for f in files
+                     if os.path.splitext(f)[1].lower() in {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif",
+                                                           ".tiff", ".webp"})
+        listing = folder / "list.txt"  # not an image: the folder run does not list it
+        listing.write_text(f"a_folder.JPEG\nfifo.JPEG\nmissing.JPEG\n{sorted(kinds)[0]}\n")
+        print(f"{len(kinds)} entries ({args.files} damaged files) in {folder}", flush=True)
+        load_start = load_average()
+        runs = []
+        for name, source in (("folder", folder), ("file list", listing)):
+            store = tmp / f"{name.replace(' ', '_')}.h5"
+            result = run_child(source, store, model, args.batch_size, args.workers, args.timeout,
+                               args.set_ or ["perturbation.kind=constant"])
+            rows, reasons, solved = stored_rows(store)
+            crashes = len(result["decode_crashes"]) + (0 if result["exit"] == 0 else 1)
+            runs.append({"input": name, "listed": result["listed"], "crashes": crashes, "rows": rows,
+                         "rows_equal_listed": rows == result["listed"], "solved": solved,
+                         "skipped": sum(reasons.values()),
+                         "skipped_by_reason": json.dumps(dict(sorted(reasons.items())))})
+            if crashes:
+                print(result["output"])
+                for crash in result["decode_crashes"][:5]:
+                    print(crash["path"], crash["traceback"])
+        info = machine(torch.device("cpu"))
+        for run in runs:
+            run.update(date=now(), machine=info["machine"], torch=info["torch"], model=args.model,
+                       overrides=" ".join(args.set_ or ["perturbation.kind=constant"]),
+                       damaged_files=args.files, seed=args.seed, files_walked=walked,
+                       loadavg_start=load_start, loadavg_end=load_average())
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_csv(args.out / "fuzz-inputs-summary.csv", runs)
+        write_csv(args.out / "fuzz-inputs.csv", [{"name": ascii(n), "kind": k} for n, k in sorted(kinds.items())])
+    for run in runs:
+        print(f"{run['input']:9s}: {run['listed']} listed, {run['crashes']} crashes, {run['rows']} rows "
+              f"({'= listed' if run['rows_equal_listed'] else 'NOT equal to listed'}), {run['solved']} solved, "
+              f"skipped {run['skipped_by_reason']}")
+    ok = all(r["crashes"] == 0 and r["rows_equal_listed"] for r in runs)
+    print("PASS" if ok else "FAIL")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

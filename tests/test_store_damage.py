@@ -1,0 +1,243 @@
+"""Damaged stores: each opens with a one-line error that says what is wrong and what to do, or reads
+correctly; `perturb repair` keeps every row that still reads. Nothing is silently wrong."""
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import pipeline.store
+from pipeline.cli import app
+from pipeline.errors import StoreError
+from pipeline.repair import repair_store
+from pipeline.store import MaskStore, MaskWriter, parts_dir, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the rows and masks of tests/test_store.py
+from test_store import CONFIG, batch, mask_of, write  # noqa: E402
+
+runner = CliRunner()
+
+
+def writer(path, **kwargs) -> MaskWriter:
+    return MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val", **kwargs)
+
+
+def committed(path) -> dict[int, np.ndarray]:
+    """``index -> mask`` of every row a reader sees; each must hold its own mask, once."""
+    with MaskStore(path) as store:
+        index, masks = store.column("index"), store.masks().numpy()
+    assert len(set(index.tolist())) == len(index), "an index appears twice"
+    for i, mask in zip(index.tolist(), masks):
+        assert np.array_equal(mask, mask_of(i).astype(np.float16).astype(np.float32)), f"row {i} is wrong"
+    return dict(zip(index.tolist(), masks))
+
+
+def killed(path, batches, **kwargs) -> None:
+    """Commit ``batches`` and stop as a kill would: parts left unfolded, lock released."""
+    w = writer(path, **kwargs)
+    for rows, masks in batches:
+        w.append(rows, masks)
+    w._release()
+
+
+def test_truncated_file_is_refused_in_one_line_not_called_locked(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch(list(range(40)))])
+    data = path.read_bytes()
+    for cut in (len(data) - 1, len(data) // 2, 100):
+        path.write_bytes(data[:cut])
+        for open_it in (lambda: MaskStore(path), lambda: writer(path)):
+            with pytest.raises(StoreError, match="shorter than HDF5 recorded.*copy it again") as caught:
+                open_it()
+            assert "locked" not in str(caught.value) and "\n" not in str(caught.value)
+        with pytest.raises(StoreError, match="cannot be repaired: it was cut short"):
+            repair_store(path)
+    result = runner.invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 1 and result.output.startswith("error: mask store")
+    assert result.output.count("\n") == 1
+
+
+def test_garbage_part_is_named_and_repair_keeps_every_other_row(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1])])
+    killed(path, [batch([2, 3]), batch([4]), batch([5, 6])])
+    (parts_dir(path) / "000000003.h5").write_bytes(os.urandom(800))  # batch [4] (part 1 was folded)
+    for open_it in (lambda: MaskStore(path), lambda: writer(path)):
+        with pytest.raises(StoreError, match=r"batch file .*000000003\.h5.* is damaged.*perturb repair"):
+            open_it()
+    result = runner.invoke(app, ["repair", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "kept 6 rows" in result.output and "set aside 1" in result.output
+    assert sorted(committed(path)) == [0, 1, 2, 3, 5, 6]
+    assert (path.parent / "masks.h5.damaged-1" / "masks.h5.parts" / "000000003.h5").is_file()
+    write(path, [batch([4])])  # the run resumes the repaired store and solves the lost image
+    assert sorted(committed(path)) == list(range(7))
+
+
+def test_damaged_chunk_is_reported_and_repair_keeps_the_rows_that_read(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch(list(range(20)))])
+    with h5py.File(path) as file:
+        chunk = file["mask"].id.get_chunk_info(7)  # the mask of row 7
+    with open(path, "r+b") as handle:
+        handle.seek(chunk.byte_offset)
+        handle.write(bytes(chunk.size))
+    with MaskStore(path) as store:
+        assert len(store.column("index")) == 20  # the scalar columns still read
+        with pytest.raises(StoreError, match="is damaged.*perturb repair"):
+            store.masks()
+    report = repair_store(path)
+    assert report.rows_from_file == 19 and report.rows_before == 20
+    assert sorted(committed(path)) == [i for i in range(20) if i != 7]
+
+
+def test_rows_attribute_past_the_data_is_refused_not_read_short(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1, 2])])
+    with h5py.File(path, "r+") as file:
+        file.attrs["rows"] = 5
+    with pytest.raises(StoreError, match="5 rows are committed but datasets hold fewer.*perturb repair"):
+        MaskStore(path)
+    assert repair_store(path).rows_from_file == 3
+    assert sorted(committed(path)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("step", ["copy", "append", "rename", "delete"])
+def test_fold_interrupted_at_each_step_loses_and_repeats_nothing(tmp_path, monkeypatch, step):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1])])
+    real_copy, real_replace, real_unlink = shutil.copyfile, os.replace, Path.unlink
+
+    def stop_copy(source, target, *args, **kwargs):  # half of the copy written, then stopped
+        Path(target).write_bytes(Path(source).read_bytes()[: os.path.getsize(source) // 2])
+        raise KeyboardInterrupt
+
+    def stop_append(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def stop_rename(source, target):
+        if Path(target) == path:
+            raise KeyboardInterrupt
+        return real_replace(source, target)
+
+    def stop_delete(self, *args, **kwargs):  # after the first part is deleted
+        if self.parent == parts_dir(path) and self.name == "000000003.h5":
+            raise KeyboardInterrupt
+        return real_unlink(self, *args, **kwargs)
+
+    patches = {"copy": (pipeline.store.shutil, "copyfile", stop_copy),
+               "append": (pipeline.store, "_append_columns", stop_append),
+               "rename": (pipeline.store.os, "replace", stop_rename),
+               "delete": (Path, "unlink", stop_delete)}
+    w = writer(path, merge_every=3)
+    w.append(*batch([2]))
+    w.append(*batch([3, 4]))
+    monkeypatch.setattr(*patches[step])
+    with pytest.raises(KeyboardInterrupt):
+        with w:
+            w.append(*batch([5]))  # the third part: the fold starts, and is interrupted
+    monkeypatch.undo()
+    assert sorted(committed(path)) == list(range(6))
+    write(path, [batch([6])])  # resumes: folds what is waiting, adds a batch
+    assert sorted(committed(path)) == list(range(7))
+    assert not parts_dir(path).exists() and not path.with_name("masks.h5.tmp").exists()
+
+
+def test_store_copied_while_being_written(tmp_path):
+    path = tmp_path / "run" / "masks.h5"
+    w = writer(path, merge_every=2)
+    w.append(*batch([0, 1]))
+    early = tmp_path / "early.h5"
+    shutil.copyfile(path, early)  # the file alone, copied before a fold: an earlier, whole state
+    w.append(*batch([2]))  # folds parts 1 and 2
+    w.append(*batch([3]))  # part 3
+    shutil.copytree(parts_dir(path), parts_dir(early))  # its parts folder, copied later
+    only_file = tmp_path / "only_file.h5"
+    shutil.copyfile(path, only_file)
+    w.close()
+    with MaskStore(only_file) as store:  # reads correctly: the rows of its last fold
+        assert sorted(store.column("index").tolist()) == [0, 1, 2]
+    with pytest.raises(StoreError, match=r"does not match its batch folder.*lacks batch\(es\) \[1, 2\]"):
+        MaskStore(early)  # else it would silently lack rows 0..2
+    with pytest.raises(StoreError, match="does not match its batch folder"):
+        writer(early)
+    assert repair_store(early).rows == 1
+    assert sorted(committed(early)) == [3]
+
+
+def test_read_only_store_reads_and_refuses_writing_in_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([0, 1])])
+    killed(path, [batch([2])])
+    for entry in (path, *parts_dir(path).iterdir(), parts_dir(path), tmp_path):
+        entry.chmod(0o555 if entry.is_dir() else 0o444)
+    try:
+        # Root ignores these modes, so the refusal of a read-only file system is simulated too.
+        real_open = os.open
+
+        def read_only(file, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise OSError(errno.EROFS, "Read-only file system", file)
+            return real_open(file, flags, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.store.os, "open", read_only)
+        assert sorted(committed(path)) == [0, 1, 2]
+        assert summary(path)["done"] == 3
+        with pytest.raises(StoreError, match="cannot be written here.*Read-only file system.*can still be read"):
+            writer(path)
+    finally:
+        for entry in (tmp_path, parts_dir(path), *parts_dir(path).iterdir(), path):
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
+
+
+WRITER = """
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from pipeline.store import MaskWriter  # numpy and h5py only: starts in a fraction of a second
+
+def batch(index):  # the rows and masks of tests/test_store.py's batch()
+    n = len(index)
+    rows = {"index": np.asarray(index), "path": [f"n02124075/img_{i}.JPEG" for i in index],
+            "height": [100 + i for i in index], "width": [200 + i for i in index], "label": [285] * n,
+            "target": [281] * n, "status": ["ok"] * n, "reason": [""] * n,
+            "p_original": np.linspace(0.5, 0.9, n), "p_perturbed": np.full(n, 0.01),
+            "p_final": np.full(n, 0.05), "loss": np.arange(n) / 10, "area": np.asarray(index) / 1000}
+    masks = [((np.arange(28 * 28).reshape(1, 28, 28) + 7 * i) % 101 / 100.0) for i in index]
+    return rows, np.stack(masks).astype(np.float32)
+
+config = {"solver": {"iterations": 300, "lr": 0.1}, "perturbation": "blur", "size": (224, 224)}
+with MaskWriter(sys.argv[2], config, "tf_efficientnet_lite0", "/data/val", merge_every=3) as writer:
+    print("ready", flush=True)
+    for start in range(0, 45, 3):
+        writer.append(*batch(list(range(start, start + 3))))
+"""
+
+
+def test_readers_see_a_consistent_snapshot_while_a_writer_folds(tmp_path):
+    path = tmp_path / "masks.h5"
+    write(path, [batch([1000])])
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), str(path)], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline().strip() == "ready"
+    seen, reads = 0, 0
+    while process.poll() is None or reads < 3:
+        rows = committed(path)  # every row once, each with its own mask
+        assert len(rows) >= seen and 1000 in rows  # never goes back
+        done = sorted(i for i in rows if i < 1000)
+        assert done == list(range(len(done)))  # batches in order: no batch missing in between
+        assert summary(path)["done"] >= len(rows)  # what inspect prints, opened after
+        seen, reads = len(rows), reads + 1
+        time.sleep(0.01)
+    assert process.wait() == 0 and reads >= 3
+    inspected = runner.invoke(app, ["inspect", str(path)])
+    assert inspected.exit_code == 0 and "46 (46 ok, 0 skipped)" in inspected.output
