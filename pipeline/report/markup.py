@@ -138,10 +138,11 @@ pre { background: #fff; border: 1px solid var(--line); padding: 8px; overflow-x:
 img.plot { max-width: 100%; height: auto; border: 1px solid var(--line); background: #fff; }
 details { margin: 8px 0; } summary { cursor: pointer; font-weight: 600; }
 .gallery { display: flex; flex-wrap: wrap; gap: 8px; margin: 4px 0 10px; }
-.gallery figure { margin: 0; width: 150px; background: #fff; border: 1px solid var(--line); padding: 4px; font-size: 11px; }
-.gallery figure img, .gallery .missing { width: 140px; height: 140px; object-fit: contain; display: block; background: #eee; }
+.gallery figure { margin: 0; width: 160px; background: #fff; border: 1px solid var(--line); padding: 4px; font-size: 11px; }
+.gallery figure img, .gallery .missing { width: 150px; height: 150px; object-fit: contain; display: block; background: #eee; }
 .gallery .missing { display: flex; align-items: center; justify-content: center; color: var(--muted); text-align: center; }
-.gallery figcaption { word-break: break-all; }
+.gallery figcaption { overflow-wrap: anywhere; }
+.gallery figcaption .path { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 10px; word-break: break-all; }
 .gallery .value { font-weight: 700; }
 .row-label { font-weight: 600; color: var(--muted); margin: 6px 0 0; }
 footer { color: var(--muted); font-size: 12px; padding: 10px 28px 30px; }

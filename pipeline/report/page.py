@@ -181,7 +181,7 @@ def _provenance_rows(run: RunData) -> dict[str, Any]:
         "target": store_config.get("target"),
         "data source (images)": settings.pop("data_root", None),
         "boxes": settings.pop("boxes", None),
-        "evaluation files written": _mtime(run.folder / "per_image.parquet"),
+        "per_image.parquet file time": _mtime(run.folder / "per_image.parquet"),
     }
     rows.update(_store_facts(run))
     rows.update({f"counts.{k}": v for k, v in _flatten(run.summary.get("counts") or {}).items()})
@@ -191,7 +191,7 @@ def _provenance_rows(run: RunData) -> dict[str, Any]:
 
 
 _HEADLINE = ("run folder", "model", "method / preset", "target", "data source (images)", "boxes",
-             "evaluation files written", "store.path", "store.created", "store.run_key", "store.note")
+             "per_image.parquet file time", "store.path", "store.created", "store.run_key", "store.note")
 
 
 def _image_counts(run: RunData) -> dict[str, int]:
@@ -283,16 +283,23 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
 
 def _differences(runs: Sequence[RunData], intervals: pd.DataFrame) -> str:
     ref = runs[0].name
-    note = (f'<p class="note">Paired differences <em>run − {esc(ref)}</em> over the images both runs evaluated '
-            "(matched by path), with 95% bootstrap intervals over the pairs. <em>better</em> / <em>worse</em>: the "
-            "interval excludes zero, read with the metric's direction.</p>")
-    table = Table("differences", ["metric", "run", "n paired", "diff", "95% CI low", "95% CI high", "verdict"])
-    for row in intervals[intervals["run"] != ref].to_dict("records"):
-        word = verdict(row)
-        table.add([text_cell(row["metric"]), text_cell(row["run"]), num_cell(row["n_paired"], "n_paired", 0),
-                   num_cell(row["diff"], "diff"), num_cell(row["diff_ci_low"], "diff_ci_low"),
-                   num_cell(row["diff_ci_high"], "diff_ci_high"),
-                   text_cell(word, word if word in ("better", "worse") else "")], metric=row["metric"], run=row["run"])
+    note = (f'<p class="note">Paired differences <em>run − {esc(ref)}</em> [95% CI] over the images both runs '
+            "evaluated (matched by path; the pair count is in each cell's tooltip), with bootstrap intervals over the "
+            "pairs. Green: better, red: worse (the interval excludes zero, read with the metric's direction).</p>")
+    others = [run for run in runs if run.name != ref]
+    table = Table("differences", ["metric", "better", *[f"{run.name} − {ref}" for run in others]])
+    for metric, rows in intervals.groupby("metric", sort=False):
+        by_run = rows.set_index("run")
+        cells = [text_cell(metric), text_cell(rows["better"].iloc[0])]
+        for run in others:
+            row = by_run.loc[run.name]
+            word = verdict(row)
+            cell = ci_cell(row["diff"], row["diff_ci_low"], row["diff_ci_high"], col=run.name,
+                           cls=word if word in ("better", "worse") else "")
+            n_paired = fmt(row["n_paired"], 0) if np.isfinite(row["n_paired"]) else "–"
+            cells.append(cell.replace("<td ", f'<td title="{esc(word)}; n paired = {esc(n_paired)}" '
+                                      f'data-n-paired="{esc(n_paired)}" ', 1))
+        table.add(cells, metric=metric)
     return note + table.html()
 
 
@@ -317,14 +324,27 @@ def _localisation(runs: Sequence[RunData], loc: dict[str, pd.DataFrame]) -> str:
             "of the label class with IoU ≥ 0.5, at every threshold (value: share of the maximum; energy: share "
             "of the saliency mass; mean: multiple of the mean), for tight boxes around all pixels above the "
             "threshold and for the largest connected component. Intervals: 95% bootstrap over images.</p>")
-    table = Table("localisation", ["run", "method", "alpha", "box", "n", "accuracy", "95% CI low", "95% CI high",
-                                   "mean IoU"])
-    for name, rows in loc.items():
-        for row in rows.to_dict("records"):
-            table.add([text_cell(name), text_cell(row["method"]), num_cell(row["alpha"], "alpha", 2),
-                       text_cell(row["kind"]), num_cell(row["n"], "n", 0), num_cell(row["accuracy"], "accuracy"),
-                       num_cell(row["ci_low"], "ci_low"), num_cell(row["ci_high"], "ci_high"),
-                       num_cell(row["mean_iou"], "mean_iou")], metric=row["metric"], run=name)
+    names = [name for name, rows in loc.items() if len(rows)]
+    headers = ["method", "alpha", "box"]
+    for name in names:
+        headers += [f"{name}: accuracy [95% CI]", f"{name}: mean IoU"] if len(names) > 1 else \
+            ["n", "accuracy", "95% CI low", "95% CI high", "mean IoU"]
+    table = Table("localisation", headers)
+    keyed = {name: loc[name].set_index("metric") for name in names}
+    for metric in dict.fromkeys(m for name in names for m in loc[name]["metric"]):
+        first = next(keyed[name].loc[metric] for name in names if metric in keyed[name].index)
+        cells = [text_cell(first["method"]), num_cell(first["alpha"], "alpha", 2), text_cell(first["kind"])]
+        for name in names:
+            row = keyed[name].loc[metric] if metric in keyed[name].index else None
+            get = (lambda key: None) if row is None else row.get
+            if len(names) > 1:
+                cells += [ci_cell(get("accuracy"), get("ci_low"), get("ci_high"), col=name),
+                          num_cell(get("mean_iou"), "mean_iou")]
+            else:
+                cells += [num_cell(get("n"), "n", 0), num_cell(get("accuracy"), "accuracy"),
+                          num_cell(get("ci_low"), "ci_low"), num_cell(get("ci_high"), "ci_high"),
+                          num_cell(get("mean_iou"), "mean_iou")]
+        table.add(cells, metric=metric, run=names[0] if len(names) == 1 else "")
     return note + _img(localisation_png(loc), "localisation accuracy by threshold") + table.html()
 
 
@@ -399,6 +419,8 @@ def _strength(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabulary
         shown = flagged.head(config.flagged)
         if len(flagged) > len(shown):
             out.append(f'<p class="note">The {len(shown)} highest ratios of {len(flagged)} flagged images.</p>')
+        if not len(shown):
+            continue
         table = Table("flagged", ["path", "class", "p_original", "p_perturbed", "ratio"])
         for row in shown.to_dict("records"):
             table.add([text_cell(row["path"], "path"), text_cell(class_name(int(row["target"]), vocabulary)),
@@ -435,7 +457,7 @@ def _figures(rows: pd.DataFrame, metric: str, thumbs: Thumbnails, vocabulary: Cl
         value = row[metric]
         figures.append(
             f'<figure data-path="{esc(path)}" data-metric="{esc(metric)}" data-value="{esc(repr(float(value)))}">'
-            f"{picture}<figcaption>{esc(path)}<br>{classes}<br>{probs}<br>"
+            f'{picture}<figcaption><span class="path">{esc(path)}</span><br>{classes}<br>{probs}<br>'
             f'<span class="value">{esc(metric)} = {esc(fmt(value))}</span></figcaption></figure>')
     return f'<div class="gallery">{"".join(figures)}</div>'
 
