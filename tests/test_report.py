@@ -170,6 +170,7 @@ def test_evaluate_page_has_every_section_and_the_csv_numbers(runs, tmp_path):
     per_image = pd.read_csv(run / "per_image.csv")
     by_path = per_image.set_index("path")
     assert page.figures
+    by_path["ratio"] = by_path["p_perturbed"] / by_path["p_original"]  # the strength diagnostic's pictures
     for figure in page.figures:
         assert same(float(figure["data-value"]), by_path.loc[figure["data-path"], figure["data-metric"]])
     evaluated = per_image[per_image["eval_status"] == "ok"].assign(

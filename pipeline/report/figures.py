@@ -108,7 +108,9 @@ class Thumbnails:
         self.side = int(side)
         self.problem = ""
         self._cache: dict[str, str | None] = {}
-        if self.store_path is None or not self.store_path.is_file():
+        if self.store_path is None:
+            self.problem = "no mask store recorded: galleries show no pictures"
+        elif not self.store_path.is_file():
             self.problem = f"no mask store at {str(self.store_path)!r}: galleries show no pictures"
         elif self.data_root is None or not self.data_root.is_dir():
             self.problem = f"image folder {str(self.data_root)!r} not found: galleries show no pictures"

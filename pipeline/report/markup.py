@@ -93,8 +93,8 @@ class Table:
         if not self.rows:
             return '<p class="note">(no rows)</p>'
         head = "".join(f'<th scope="col" title="sort">{esc(h)}</th>' for h in self.headers)
-        caption = f"<caption>{esc(self.caption)}</caption>" if self.caption else ""
-        return (f'<div class="scroll"><table class="sortable" data-table="{esc(self.name)}">{caption}'
+        caption = f'<p class="caption">{esc(self.caption)}</p>' if self.caption else ""
+        return (f'{caption}<div class="scroll"><table class="sortable" data-table="{esc(self.name)}">'
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(self.rows)}</tbody></table></div>")
 
 
@@ -123,7 +123,7 @@ h4 { font-size: 13px; margin: 12px 0 4px; color: var(--muted); }
 .warn { color: var(--bad); font-weight: 600; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 6px 0 10px; font-size: 13px; background: #fff; }
-caption { text-align: left; color: var(--muted); padding: 2px 0 4px; }
+p.caption { color: var(--muted); margin: 10px 0 2px; }
 th, td { border: 1px solid var(--line); padding: 3px 8px; vertical-align: top; }
 th { background: var(--head); cursor: pointer; user-select: none; white-space: nowrap; position: relative; }
 th:hover { background: #dfe5ef; }
@@ -144,7 +144,10 @@ details { margin: 8px 0; } summary { cursor: pointer; font-weight: 600; }
 .gallery figcaption { overflow-wrap: anywhere; }
 .gallery figcaption .path { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 10px; word-break: break-all; }
 .gallery .value { font-weight: 700; }
-.row-label { font-weight: 600; color: var(--muted); margin: 6px 0 0; }
+.gallery figure { position: relative; border-top: 4px solid #9aa3b2; }
+.gallery figure.best { border-top-color: var(--good); } .gallery figure.worst { border-top-color: var(--bad); }
+.gallery .kind { position: absolute; top: 6px; left: 6px; background: rgba(29,35,48,.8); color: #fff; font-size: 10px;
+                 padding: 0 5px; border-radius: 3px; }
 footer { color: var(--muted); font-size: 12px; padding: 10px 28px 30px; }
 """
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..compare import RANK_METRIC
 from ..diagnostics import WEAK_RATIO
+from ..evaluate import metric_direction
 from ..imagenet import ClassVocabulary
 from .figures import Thumbnails, curves_png, localisation_png
 from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell
@@ -69,8 +70,10 @@ def build_page(runs: Sequence[RunData], intervals: pd.DataFrame, out_path: Path,
     nav = [(anchor, title) for anchor, title, _ in parts]
     names = ", ".join(run.name for run in runs)
     title = f"Comparison of {len(runs)} runs" if multi else f"Evaluation report: {runs[0].name}"
-    evaluated = sum(int(len(run.evaluated)) for run in runs)
-    subtitle = f"{names} · {evaluated} evaluated images · report written {_now()}"
+    counts = sorted({len(run.evaluated) for run in runs})
+    evaluated = f"{counts[0]} evaluated images" + (" each" if multi else "") if len(counts) == 1 else \
+        f"{counts[0]} to {counts[-1]} evaluated images per run"
+    subtitle = f"{names} · {evaluated} · report written {_now()}"
     return page(title, subtitle, nav, body, _footer())
 
 
@@ -325,26 +328,30 @@ def _localisation(runs: Sequence[RunData], loc: dict[str, pd.DataFrame]) -> str:
             "of the saliency mass; mean: multiple of the mean), for tight boxes around all pixels above the "
             "threshold and for the largest connected component. Intervals: 95% bootstrap over images.</p>")
     names = [name for name, rows in loc.items() if len(rows)]
+    multi = len(names) > 1
     headers = ["method", "alpha", "box"]
-    for name in names:
-        headers += [f"{name}: accuracy [95% CI]", f"{name}: mean IoU"] if len(names) > 1 else \
-            ["n", "accuracy", "95% CI low", "95% CI high", "mean IoU"]
-    table = Table("localisation", headers)
+    headers += [f"{name}: accuracy [95% CI]" for name in names] if multi else \
+        ["n", "accuracy", "95% CI low", "95% CI high", "mean IoU"]
+    table = Table("localisation", headers, "Accuracy per threshold" + (" and run" if multi else ""))
+    ious = Table("iou", ["method", "alpha", "box", *[f"{name}: mean IoU" for name in names]],
+                 "Mean IoU with the best-matching box of the label class")
     keyed = {name: loc[name].set_index("metric") for name in names}
     for metric in dict.fromkeys(m for name in names for m in loc[name]["metric"]):
         first = next(keyed[name].loc[metric] for name in names if metric in keyed[name].index)
-        cells = [text_cell(first["method"]), num_cell(first["alpha"], "alpha", 2), text_cell(first["kind"])]
-        for name in names:
-            row = keyed[name].loc[metric] if metric in keyed[name].index else None
-            get = (lambda key: None) if row is None else row.get
-            if len(names) > 1:
-                cells += [ci_cell(get("accuracy"), get("ci_low"), get("ci_high"), col=name),
-                          num_cell(get("mean_iou"), "mean_iou")]
-            else:
-                cells += [num_cell(get("n"), "n", 0), num_cell(get("accuracy"), "accuracy"),
-                          num_cell(get("ci_low"), "ci_low"), num_cell(get("ci_high"), "ci_high"),
-                          num_cell(get("mean_iou"), "mean_iou")]
-        table.add(cells, metric=metric, run=names[0] if len(names) == 1 else "")
+        key = [text_cell(first["method"]), num_cell(first["alpha"], "alpha", 2), text_cell(first["kind"])]
+        rows = {name: keyed[name].loc[metric] if metric in keyed[name].index else pd.Series(dtype=float)
+                for name in names}
+        if multi:
+            table.add(key + [ci_cell(rows[n].get("accuracy"), rows[n].get("ci_low"), rows[n].get("ci_high"), col=n)
+                             for n in names], metric=metric)
+            ious.add(key + [num_cell(rows[n].get("mean_iou"), n) for n in names], metric=metric)
+        else:
+            row = rows[names[0]]
+            table.add(key + [num_cell(row.get("n"), "n", 0), num_cell(row.get("accuracy"), "accuracy"),
+                             num_cell(row.get("ci_low"), "ci_low"), num_cell(row.get("ci_high"), "ci_high"),
+                             num_cell(row.get("mean_iou"), "mean_iou")], metric=metric, run=names[0])
+    if multi:
+        return note + _img(localisation_png(loc), "localisation accuracy by threshold") + table.html() + ious.html()
     return note + _img(localisation_png(loc), "localisation accuracy by threshold") + table.html()
 
 
@@ -388,8 +395,7 @@ def _classes(runs: Sequence[RunData], vocabulary: ClassVocabulary | None, config
         classes = class_table(run, vocabulary)
         best, worst = class_extremes(classes, config.classes)
         metrics = [c for c in classes.columns if c not in ("target", "class", "n")]
-        out.append(_run_heading(run, multi))
-        out.append(f'<p class="note">{len(classes)} classes.</p>')
+        inner = [f'<p class="note">{len(classes)} classes.</p>']
         for label, rows in (("best classes", best), ("worst classes", worst)):
             if not len(rows):
                 continue
@@ -398,8 +404,14 @@ def _classes(runs: Sequence[RunData], vocabulary: ClassVocabulary | None, config
             for row in rows.to_dict("records"):
                 table.add([text_cell(row["class"]), num_cell(row["target"], "target", 0), num_cell(row["n"], "n", 0),
                            *[num_cell(row[m], m) for m in metrics]], run=run.name, target=int(row["target"]))
-            out.append(table.html())
+            inner.append(table.html())
+        out.append(_fold(run.name, "".join(inner), opened=run is runs[0]) if multi else "".join(inner))
     return "".join(out)
+
+
+def _fold(title: str, body: str, opened: bool) -> str:
+    """A ``<details>`` block (one run's part of a section, in a comparison)."""
+    return f"<details{' open' if opened else ''}><summary>{esc(title)}</summary>{body}</details>"
 
 
 def _strength(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabulary: ClassVocabulary | None,
@@ -412,25 +424,27 @@ def _strength(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabulary
         report, flagged = flagged_images(run)
         out.append(_run_heading(run, multi))
         if not report.images:
-            out.append('<p class="note">No image has <code>p_perturbed</code> (a baseline store): no diagnostic.</p>')
+            out.append('<p class="note">No solved image has <code>p_perturbed</code> (a baseline store, or nothing '
+                       "solved): no diagnostic.</p>")
             continue
-        cls = "warn" if report.weak_share >= 0.25 else "note"
-        out.append(f'<p class="{cls}">{esc(report.line())}</p>')
+        weak = report.weak_share >= 0.25
+        out.append(f'<p class="{"warn" if weak else "note"}">{esc(report.line())}</p>')
         shown = flagged.head(config.flagged)
-        if len(flagged) > len(shown):
-            out.append(f'<p class="note">The {len(shown)} highest ratios of {len(flagged)} flagged images.</p>')
         if not len(shown):
             continue
+        inner = []
+        if len(flagged) > len(shown):
+            inner.append(f'<p class="note">The {len(shown)} highest ratios of {len(flagged)} flagged images.</p>')
         table = Table("flagged", ["path", "class", "p_original", "p_perturbed", "ratio"])
         for row in shown.to_dict("records"):
             table.add([text_cell(row["path"], "path"), text_cell(class_name(int(row["target"]), vocabulary)),
                        num_cell(row["p_original"], "p_original"), num_cell(row["p_perturbed"], "p_perturbed"),
                        num_cell(row["ratio"], "ratio")], run=run.name, path=row["path"])
-        out.append(table.html())
+        inner.append(table.html())
         pictures = shown.head(config.gallery * 2)
-        if len(pictures):
-            rows = run.table.set_index("path").loc[list(pictures["path"])].reset_index()
-            out.append(_figures(rows.assign(ratio=list(pictures["ratio"])), "ratio", thumbs[run.name], vocabulary))
+        rows = run.table.set_index("path").loc[list(pictures["path"])].reset_index()
+        inner.append(_figures(rows.assign(ratio=list(pictures["ratio"])), "ratio", thumbs[run.name], vocabulary))
+        out.append(_fold(f"{len(flagged)} flagged images of {run.name}", "".join(inner), opened=weak or not multi))
     return "".join(out)
 
 
@@ -455,9 +469,11 @@ def _figures(rows: pd.DataFrame, metric: str, thumbs: Thumbnails, vocabulary: Cl
                            (("p", "p_original"), ("p pert.", "p_perturbed"), ("p final", "p_final"))
                            if col in row and row.get(col) is not None and np.isfinite(row.get(col)))
         value = row[metric]
+        kind = str(row.get("_kind", ""))
+        badge = f'<span class="kind">{esc(kind)}</span>' if kind else ""
         figures.append(
-            f'<figure data-path="{esc(path)}" data-metric="{esc(metric)}" data-value="{esc(repr(float(value)))}">'
-            f'{picture}<figcaption><span class="path">{esc(path)}</span><br>{classes}<br>{probs}<br>'
+            f'<figure class="{esc(kind)}" data-path="{esc(path)}" data-metric="{esc(metric)}" '
+            f'data-value="{esc(repr(float(value)))}">{badge}{picture}<figcaption><span class="path">{esc(path)}</span><br>{classes}<br>{probs}<br>'
             f'<span class="value">{esc(metric)} = {esc(fmt(value))}</span></figcaption></figure>')
     return f'<div class="gallery">{"".join(figures)}</div>'
 
@@ -475,10 +491,9 @@ def _galleries(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabular
             picks = gallery_picks(run, metric, config.gallery, config.seed)
             if not picks:
                 continue
-            body.append(f"<h4>{esc(metric)}</h4>")
-            for kind in ("best", "worst", "random"):
-                body.append(f'<p class="row-label">{kind}</p>' + _figures(picks[kind], metric, thumbs[run.name],
-                                                                          vocabulary))
+            body.append(f"<h4>{esc(metric)} ({esc(metric_direction(metric) or 'descriptive')} is better)</h4>")
+            body.append(_figures(pd.concat([picks[k].assign(_kind=k) for k in ("best", "worst", "random")]),
+                                 metric, thumbs[run.name], vocabulary))
         if thumbs[run.name].problem:
             body.insert(0, f'<p class="note">{esc(thumbs[run.name].problem)}</p>')
         inner = "".join(body) or '<p class="note">(no evaluated image)</p>'
