@@ -362,6 +362,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo images, store and pictures.")] = Path("results/demo"),
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Solver iterations.")] = 100,
     device: DeviceOpt = None,
+    step: StepOpt = 1792,
 ) -> None:
     """Run the main job on images shipped with scikit-image, then inspect, export, evaluate and report."""
     from .demo import make_demo_boxes, make_demo_folder
@@ -373,7 +374,7 @@ def demo(
           overwrite=False, compile_=False)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
-    evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=1792,
+    evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=step,
              batch_size=8, workers=0, device=device)
     typer.echo(f"open the report: {out / 'evaluation' / 'report.html'}")
 
