@@ -290,6 +290,7 @@ def evaluate(
         if stats.get("mean") is not None:
             typer.echo(f"{name:36s} {stats['mean']:.4f} +- {stats['sem'] or 0:.4f} (n={stats['count']})")
     typer.echo(f"wrote {out}")
+    _write_report([out], out / "report.html", vocabulary=classifier.vocabulary, data_root=data)
 
 
 @app.command()
@@ -302,8 +303,9 @@ def compare(
     """Put evaluated runs side by side: means, 95% bootstrap intervals, paired differences."""
     from .compare import compare_runs
 
-    compare_runs(runs, out, n_boot=n_boot)
+    table = compare_runs(runs, out, n_boot=n_boot)
     typer.echo((out / "comparison.md").read_text())
+    _write_report(runs, out / "report.html", n_boot=n_boot, comparison=table)
 
 
 @app.command()
@@ -330,9 +332,41 @@ def sweep(
 
     overrides = list(set_ or []) + ([f"optim.iterations={iterations}"] if iterations is not None else [])
     run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
-    result = run_sweep(data, out, load_model(model, device=_device(device)), preset_, overrides, run, boxes,
-                       _eval_config(step, batch_size, workers), notify=typer.echo)
+    classifier = load_model(model, device=_device(device))
+    result = run_sweep(data, out, classifier, preset_, overrides, run, boxes, _eval_config(step, batch_size, workers),
+                       notify=typer.echo)
     typer.echo((result.out / "comparison.md").read_text())
+    for name in preset_:
+        _write_report([out / name], out / name / "report.html", vocabulary=classifier.vocabulary)
+    _write_report([out / name for name in preset_], out / "report.html", comparison=result.comparison,
+                  vocabulary=classifier.vocabulary)
+
+
+def _write_report(runs: list[Path], out: Path, n_boot: int = 2000, gallery: int = 4, **options) -> Path:
+    """Write the HTML report of ``runs`` to ``out`` and say where it is."""
+    from .report import ReportConfig, comparison_files, write_report
+
+    if "comparison" in options or len(runs) > 1:
+        options.setdefault("extra_files", comparison_files(out.parent, [Path(r).name for r in runs]))
+    path = write_report(runs, out, ReportConfig(n_boot=n_boot, gallery=gallery), **options)
+    typer.echo(f"report {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return path
+
+
+@app.command()
+@_fail_cleanly
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Report folders of `perturb evaluate`; several make a "
+                                               "comparison (the first is the reference).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("report.html"),
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per interval.")] = 2000,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Image root for the gallery pictures "
+                                                 "(default: each run's recorded image folder).")] = None,
+    gallery: Annotated[int, typer.Option("--gallery", help="Images per gallery row (best, worst, random) "
+                                         "and metric.")] = 4,
+) -> None:
+    """Write one self-contained HTML page (tables, curves, galleries) for evaluated runs."""
+    _write_report(runs, out, n_boot=n_boot, gallery=gallery, data_root=data)
 
 
 @app.command()
@@ -341,9 +375,10 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo images, store and pictures.")] = Path("results/demo"),
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Solver iterations.")] = 100,
     device: DeviceOpt = None,
+    step: StepOpt = 1792,
 ) -> None:
-    """Run the main job on images shipped with scikit-image, then inspect and export the result."""
-    from .demo import make_demo_folder
+    """Run the main job on images shipped with scikit-image, then inspect, export, evaluate and report."""
+    from .demo import make_demo_boxes, make_demo_folder
 
     images = make_demo_folder(out / "images")
     store = out / "masks.h5"
@@ -352,6 +387,9 @@ def demo(
           overwrite=False, compile_=False, max_pixels=250_000_000)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
+    evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=step,
+             batch_size=8, workers=0, device=device)
+    typer.echo(f"open the report: {out / 'evaluation' / 'report.html'}")
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

@@ -33,3 +33,20 @@ def make_demo_folder(root: str | Path) -> Path:
     if not corrupt.exists():
         corrupt.write_bytes(b"\xff\xd8\xff\xe0 this JPEG stops here")
     return root
+
+
+# A hand-drawn box around the cat of skimage's chelsea (451 x 300 pixels), so that the demo's
+# report has localisation and pointing games to show; the other pictures have no box.
+_DEMO_BOXES = {"chelsea": ("n02124075", 451, 300, (80, 20, 400, 299))}
+
+
+def make_demo_boxes(folder: str | Path) -> Path:
+    """Write VOC XML boxes for the demo images that have one (``folder/<name>.xml``); returns ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (wnid, width, height, (x0, y0, x1, y1)) in _DEMO_BOXES.items():
+        (folder / f"{name}.xml").write_text(
+            f"<annotation><size><width>{width}</width><height>{height}</height></size><object><name>{wnid}</name>"
+            f"<bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+            "</annotation>\n")
+    return folder

@@ -22,3 +22,8 @@ for name in centre random gradient gradcam; do
   $P evaluate "$OUT/baselines/$name/masks.h5" --boxes "$DATA/bbox" --out "$OUT/baselines/$name" --workers 1 --batch-size "$BATCH"
 done
 $P compare "$OUT/sweep/paper" "$OUT"/baselines/{centre,random,gradient,gradcam} --out "$OUT/baselines"
+
+# Issue: the reports as a person sees them (needs Debian's chromium; skipped without it).
+if command -v chromium >/dev/null 2>&1; then
+  scripts/screenshot_report.sh "$OUT/sweep/report.html" "$OUT/sweep/report.png" 1400 6000
+fi

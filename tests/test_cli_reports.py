@@ -44,6 +44,8 @@ def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
     comparison = pd.read_csv(out / "comparison.csv")
     assert set(comparison["run"]) == {"seed", "blur"}
     assert (out / "comparison.md").read_text().count("|") > 10
+    for page in (out / "report.html", out / "seed" / "report.html", out / "blur" / "report.html"):
+        assert page.read_text().count('data-table="summary"') == 1  # the HTML reports (tests/test_report.py)
     # Resumed: nothing solved or evaluated again.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("report is up to date") == 2

@@ -257,8 +257,10 @@ def test_batch_size_must_be_a_number_or_auto(imagenet_folder, tmp_path):
 
 def test_demo_runs_the_main_job_on_shipped_pictures(tmp_path):
     # `make demo` (the README's quick start) calls this command.
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "-n", "1", "--device", "cpu"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "-n", "1", "--device", "cpu", "--step", "12544"])
     assert result.exit_code == 0, result.output
+    page = tmp_path / "evaluation" / "report.html"
+    assert result.output.rstrip().endswith(f"open the report: {page}") and page.stat().st_size > 10_000
     with MaskStore(tmp_path / "masks.h5") as store:
         table = store.table()
     assert (table.status == "ok").sum() >= 5 and (table.status == "skipped").sum() == 1  # one corrupt file

@@ -1,0 +1,546 @@
+"""The sections of a report page, built from :mod:`.tables` (numbers) and :mod:`.figures` (pictures).
+
+Each ``_section`` function returns one ``<section>``'s HTML. Data-derived strings are escaped in
+:mod:`.markup`'s cell helpers or with :func:`~.markup.esc` here; nothing else is interpolated raw.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from ..compare import RANK_METRIC
+from ..diagnostics import WEAK_RATIO
+from ..evaluate import metric_direction
+from ..imagenet import ClassVocabulary
+from .figures import Thumbnails, curves_png, localisation_png
+from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell
+from .tables import (
+    GALLERY_METRICS,
+    RunData,
+    class_extremes,
+    class_name,
+    class_table,
+    flagged_images,
+    gallery_picks,
+    localisation_table,
+    preset_of,
+    ranking,
+    verdict,
+)
+
+KNOWN_SUMMARY_KEYS = ("metrics", "pointing_game", "counts", "settings")
+"""``summary.json`` entries with their own section; any other entry is shown as key/value rows."""
+
+
+def build_page(runs: Sequence[RunData], intervals: pd.DataFrame, out_path: Path, config: Any,
+               vocabulary: ClassVocabulary | None, data_root: str | Path | None,
+               extra_files: Sequence[Path] = ()) -> str:
+    """The report's HTML (see :func:`pipeline.report.build_report`)."""
+    multi = len(runs) > 1
+    thumbs = {run.name: Thumbnails(_store_path(run), data_root or run.settings.get("data_root"), config.thumb)
+              for run in runs}
+    loc = {run.name: localisation_table(run, intervals) for run in runs}
+    parts = [
+        ("provenance", "Provenance", _provenance(runs)),
+        ("summary", "Summary", _summary(runs, intervals, config)),
+    ]
+    if multi:
+        parts.append(("differences", "Paired differences", _differences(runs, intervals)))
+    parts += [
+        ("curves", "Deletion and insertion curves", _curves(runs)),
+        ("localisation", "Localisation", _localisation(runs, loc)),
+        ("pointing", "Pointing games", _pointing(runs, intervals)),
+        ("classes", "Per-class breakdown", _classes(runs, vocabulary, config)),
+        ("strength", "Perturbation strength", _strength(runs, thumbs, vocabulary, config)),
+        ("galleries", "Galleries", _galleries(runs, thumbs, vocabulary, config)),
+        ("files", "Files", _files(runs, out_path, extra_files)),
+    ]
+    extra = _extra_entries(runs)
+    if extra:
+        parts.append(("more", "Other summary entries", extra))
+    body = "".join(section(anchor, title, html) for anchor, title, html in parts)
+    nav = [(anchor, title) for anchor, title, _ in parts]
+    names = ", ".join(run.name for run in runs)
+    title = f"Comparison of {len(runs)} runs" if multi else f"Evaluation report: {runs[0].name}"
+    counts = sorted({len(run.evaluated) for run in runs})
+    evaluated = f"{counts[0]} evaluated images" + (" each" if multi else "") if len(counts) == 1 else \
+        f"{counts[0]} to {counts[-1]} evaluated images per run"
+    subtitle = f"{names} · {evaluated} · report written {_now()}"
+    return page(title, subtitle, nav, body, _footer())
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _mtime(path: Path) -> str:
+    stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc)
+    return stamp.isoformat(timespec="seconds")
+
+
+def _footer() -> str:
+    from .. import __version__
+
+    versions = {"pipeline": __version__}
+    for module in ("numpy", "pandas", "matplotlib", "torch", "h5py"):
+        try:
+            from importlib import metadata
+
+            versions[module] = metadata.version(module)
+        except Exception:  # a missing distribution is simply not listed
+            continue
+    listed = ", ".join(f"{k} {v}" for k, v in versions.items())
+    return (f"Written by <code>perturb report</code> ({esc(listed)}). One self-contained file: pictures embedded, "
+            "no script or style sheet from elsewhere. Click a column header to sort a table.")
+
+
+def _store_path(run: RunData) -> Path | None:
+    """The run's mask store: next to its report files when there (a moved folder), else the
+    path recorded at evaluation."""
+    recorded = run.settings.get("store")
+    if recorded:
+        beside = run.folder / Path(str(recorded)).name
+        if beside.is_file():
+            return beside
+        return Path(str(recorded))
+    beside = run.folder / "masks.h5"
+    return beside if beside.is_file() else None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and not value and not prefix:
+        return {}
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def _run_heading(run: RunData, multi: bool) -> str:
+    return f"<h3>{esc(run.name)}</h3>" if multi else ""
+
+
+def _img(uri: str | None, alt: str) -> str:
+    return f'<img class="plot" src="{uri}" alt="{esc(alt)}">' if uri else '<p class="note">(nothing to plot)</p>'
+
+
+# --------------------------------------------------------------------------------------------
+# provenance
+
+
+def _store_facts(run: RunData) -> dict[str, Any]:
+    path = _store_path(run)
+    facts: dict[str, Any] = {"store.path": str(path) if path else None}
+    if path is None or not path.is_file():
+        facts["store.note"] = "mask store not found (galleries show no pictures)"
+        return facts
+    from ..errors import PipelineError
+    from ..store import MaskStore
+
+    try:
+        with MaskStore(path) as store:
+            attrs = store.attrs
+    except PipelineError as error:
+        facts["store.note"] = f"cannot read: {error}"
+        return facts
+    for key in ("created", "run_key", "source", "shard", "schema_version"):
+        if key in attrs:
+            facts[f"store.{key}"] = attrs[key]
+    versions = attrs.get("versions")
+    if isinstance(versions, dict):
+        facts.update({f"versions.{k}": v for k, v in versions.items()})
+    return facts
+
+
+def _provenance_rows(run: RunData) -> dict[str, Any]:
+    settings = dict(run.settings)
+    store_config = settings.pop("store_config", {}) or {}
+    rows: dict[str, Any] = {
+        "run folder": str(run.folder),
+        "model": settings.pop("model", store_config.get("model")),
+        "method / preset": preset_of(store_config) or "–",
+        "target": store_config.get("target"),
+        "data source (images)": settings.pop("data_root", None),
+        "boxes": settings.pop("boxes", None),
+        "per_image.parquet file time": _mtime(run.folder / "per_image.parquet"),
+    }
+    rows.update(_store_facts(run))
+    rows.update({f"counts.{k}": v for k, v in _flatten(run.summary.get("counts") or {}).items()})
+    rows.update({f"config.{k}": v for k, v in _flatten(store_config).items()})
+    rows.update({f"evaluation.{k}": v for k, v in _flatten(settings).items()})
+    return rows
+
+
+_HEADLINE = ("run folder", "model", "method / preset", "target", "data source (images)", "boxes",
+             "per_image.parquet file time", "store.path", "store.created", "store.run_key", "store.note")
+
+
+def _image_counts(run: RunData) -> dict[str, int]:
+    """Rows, ok, evaluated and every reason an image was skipped, read off the per-image table."""
+    table = run.table
+    counts = {"rows in the store": len(table), "ok in the store": int((table["status"] == "ok").sum()),
+              "evaluated": int((table["eval_status"] == "ok").sum())}
+    skipped = table[table["status"] != "ok"]
+    for reason, n in skipped["reason"].fillna("").astype(str).replace("", "(no reason)").value_counts().items():
+        counts[f"skipped in the store: {reason}"] = int(n)
+    other = table[(table["status"] == "ok") & (table["eval_status"] != "ok")]
+    for status, n in other["eval_status"].astype(str).value_counts().items():
+        counts[f"not evaluated: {status}"] = int(n)
+    if "loc_status" in table:
+        evaluated = table[table["eval_status"] == "ok"]
+        for status, n in evaluated["loc_status"].fillna("(none)").astype(str).value_counts().items():
+            counts[f"localisation: {status}"] = int(n)
+    return counts
+
+
+def _provenance(runs: Sequence[RunData]) -> str:
+    headers = ["entry", *[run.name for run in runs]]
+    counts = {run.name: _image_counts(run) for run in runs}
+    images = Table("images", headers, "Images per run: counts and reasons for skipping (from per_image)")
+    for key in dict.fromkeys(k for c in counts.values() for k in c):
+        images.add([text_cell(key), *[num_cell(counts[run.name].get(key, 0), col=run.name, digits=0)
+                                      for run in runs]], key=key)
+    facts = {run.name: _provenance_rows(run) for run in runs}
+    keys = list(dict.fromkeys(k for f in facts.values() for k in f))
+    main = Table("provenance", headers, "What each run was made from and with")
+    full = Table("settings", headers, "Every setting, flattened (rows whose values differ between runs are "
+                 "marked)")
+    for key in keys:
+        values = [_plain(facts[run.name].get(key)) for run in runs]
+        table = main if key in _HEADLINE or key.startswith("versions.") else full
+        table.add([text_cell(key)] + [text_cell(v, "path" if len(v) > 40 else "") for v in values], key=key)
+        if len(runs) > 1 and len(set(values)) > 1:
+            table.rows[-1] = table.rows[-1].replace("<tr ", '<tr class="differs" ', 1)
+    configs = "".join(
+        f"<details><summary>Full configuration of {esc(run.name)} (JSON)</summary>"
+        f"<pre>{esc(json.dumps(run.settings.get('store_config', {}), indent=2, sort_keys=True))}</pre></details>"
+        for run in runs)
+    return (main.html() + images.html() + f"<details><summary>All settings ({len(full.rows)} rows)</summary>"
+            f"{full.html()}</details>" + configs)
+
+
+# --------------------------------------------------------------------------------------------
+# summary, ranking, differences
+
+
+def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> str:
+    note = (f'<p class="note">Means over the evaluated images with 95% percentile-bootstrap intervals '
+            f"({config.n_boot} resamples, seed {config.seed}; the same numbers as <code>perturb compare</code>). "
+            f"<code>{RANK_METRIC}</code> is insertion AUC minus zero-substrate deletion AUC per image. "
+            "<em>better</em>: which direction is better.</p>")
+    if len(runs) == 1:
+        table = Table("summary", ["metric", "better", "n", "mean", "95% CI low", "95% CI high", "sem"])
+        for row in intervals.to_dict("records"):
+            table.add([text_cell(row["metric"]), text_cell(row["better"]), num_cell(row["n"], "n", 0),
+                       num_cell(row["mean"], "mean"), num_cell(row["ci_low"], "ci_low"),
+                       num_cell(row["ci_high"], "ci_high"), num_cell(row["sem"], "sem")],
+                      metric=row["metric"], run=row["run"])
+        return note + table.html()
+    ranked = ranking(intervals)
+    rank = Table("ranking", ["rank", "run", "n", "mean", "95% CI low", "95% CI high", "diff vs reference",
+                             "diff CI low", "diff CI high"],
+                 f"Ranking by {RANK_METRIC} (higher first); differences are paired, run minus {runs[0].name}")
+    for row in ranked.to_dict("records"):
+        rank.add([num_cell(row["rank"], "rank", 0), text_cell(row["run"]), num_cell(row["n"], "n", 0),
+                  num_cell(row["mean"], "mean"), num_cell(row["ci_low"], "ci_low"), num_cell(row["ci_high"], "ci_high"),
+                  num_cell(row["diff"], "diff"), num_cell(row["diff_ci_low"], "diff_ci_low"),
+                  num_cell(row["diff_ci_high"], "diff_ci_high")], metric=row["metric"], run=row["run"])
+    wide = Table("summary", ["metric", "better", *[f"{run.name}: mean [95% CI]" for run in runs]],
+                 "Mean [95% CI] per run; the best mean of each metric in bold")
+    for metric, rows in intervals.groupby("metric", sort=False):
+        by_run = rows.set_index("run")
+        means = by_run["mean"].astype(float)
+        better = rows["better"].iloc[0]
+        best = (means.idxmax() if better == "higher" else means.idxmin() if better == "lower" else None) \
+            if means.notna().any() else None
+        cells = [text_cell(metric), text_cell(better)]
+        for run in runs:
+            r = by_run.loc[run.name]
+            cells.append(ci_cell(r["mean"], r["ci_low"], r["ci_high"], col=run.name,
+                                 cls="best" if run.name == best else ""))
+        wide.add(cells, metric=metric)
+    return note + rank.html() + wide.html()
+
+
+def _differences(runs: Sequence[RunData], intervals: pd.DataFrame) -> str:
+    ref = runs[0].name
+    note = (f'<p class="note">Paired differences <em>run − {esc(ref)}</em> [95% CI] over the images both runs '
+            "evaluated (matched by path; the pair count is in each cell's tooltip), with bootstrap intervals over the "
+            "pairs. Green: better, red: worse (the interval excludes zero, read with the metric's direction).</p>")
+    others = [run for run in runs if run.name != ref]
+    table = Table("differences", ["metric", "better", *[f"{run.name} − {ref}" for run in others]])
+    for metric, rows in intervals.groupby("metric", sort=False):
+        by_run = rows.set_index("run")
+        cells = [text_cell(metric), text_cell(rows["better"].iloc[0])]
+        for run in others:
+            row = by_run.loc[run.name]
+            word = verdict(row)
+            cell = ci_cell(row["diff"], row["diff_ci_low"], row["diff_ci_high"], col=run.name,
+                           cls=word if word in ("better", "worse") else "")
+            n_paired = fmt(row["n_paired"], 0) if np.isfinite(row["n_paired"]) else "–"
+            cells.append(cell.replace("<td ", f'<td title="{esc(word)}; n paired = {esc(n_paired)}" '
+                                      f'data-n-paired="{esc(n_paired)}" ', 1))
+        table.add(cells, metric=metric)
+    return note + table.html()
+
+
+# --------------------------------------------------------------------------------------------
+# curves, localisation, pointing
+
+
+def _curves(runs: Sequence[RunData]) -> str:
+    steps = {json.dumps(run.settings.get("step")) for run in runs}
+    note = ('<p class="note">Mean score of the explained class as pixels are removed (deletion: most salient '
+            "first, onto zeros or onto a blur) or restored (insertion: onto a blurred copy), with a pointwise "
+            "95% band (mean ± 1.96 standard errors). Areas under these curves are the AUC rows of the summary.")
+    if len(steps) > 1:
+        note += ' <span class="warn">The runs used different step sizes.</span>'
+    return note + "</p>" + _img(curves_png({run.name: run.curves for run in runs}), "deletion and insertion curves")
+
+
+def _localisation(runs: Sequence[RunData], loc: dict[str, pd.DataFrame]) -> str:
+    if not any(len(t) for t in loc.values()):
+        return '<p class="note">No localisation: these runs were evaluated without ground-truth boxes.</p>'
+    note = ('<p class="note">Share of images whose saliency, thresholded and boxed, overlaps a ground-truth box '
+            "of the label class with IoU ≥ 0.5, at every threshold (value: share of the maximum; energy: share "
+            "of the saliency mass; mean: multiple of the mean), for tight boxes around all pixels above the "
+            "threshold and for the largest connected component. Intervals: 95% bootstrap over images.</p>")
+    names = [name for name, rows in loc.items() if len(rows)]
+    multi = len(names) > 1
+    headers = ["method", "alpha", "box"]
+    headers += [f"{name}: accuracy [95% CI]" for name in names] if multi else \
+        ["n", "accuracy", "95% CI low", "95% CI high", "mean IoU"]
+    table = Table("localisation", headers, "Accuracy per threshold" + (" and run" if multi else ""))
+    ious = Table("iou", ["method", "alpha", "box", *[f"{name}: mean IoU" for name in names]],
+                 "Mean IoU with the best-matching box of the label class")
+    keyed = {name: loc[name].set_index("metric") for name in names}
+    for metric in dict.fromkeys(m for name in names for m in loc[name]["metric"]):
+        first = next(keyed[name].loc[metric] for name in names if metric in keyed[name].index)
+        key = [text_cell(first["method"]), num_cell(first["alpha"], "alpha", 2), text_cell(first["kind"])]
+        rows = {name: keyed[name].loc[metric] if metric in keyed[name].index else pd.Series(dtype=float)
+                for name in names}
+        if multi:
+            table.add(key + [ci_cell(rows[n].get("accuracy"), rows[n].get("ci_low"), rows[n].get("ci_high"), col=n)
+                             for n in names], metric=metric)
+            ious.add(key + [num_cell(rows[n].get("mean_iou"), n) for n in names], metric=metric)
+        else:
+            row = rows[names[0]]
+            table.add(key + [num_cell(row.get("n"), "n", 0), num_cell(row.get("accuracy"), "accuracy"),
+                             num_cell(row.get("ci_low"), "ci_low"), num_cell(row.get("ci_high"), "ci_high"),
+                             num_cell(row.get("mean_iou"), "mean_iou")], metric=metric, run=names[0])
+    if multi:
+        return note + _img(localisation_png(loc), "localisation accuracy by threshold") + table.html() + ious.html()
+    return note + _img(localisation_png(loc), "localisation accuracy by threshold") + table.html()
+
+
+def _pointing(runs: Sequence[RunData], intervals: pd.DataFrame) -> str:
+    table = Table("pointing", ["run", "pointing game (per image)", "per-image 95% CI", "pointing game (per class)",
+                               "classes", "energy pointing game", "energy 95% CI", "n"])
+    any_rows = False
+    for run in runs:
+        own = intervals[intervals["run"] == run.name].set_index("metric")
+        game = run.summary.get("pointing_game") or {}
+        if "pointing_hit" not in own.index and not game:
+            continue
+        any_rows = True
+        hit = own.loc["pointing_hit"] if "pointing_hit" in own.index else None
+        energy = own.loc["energy_pg"] if "energy_pg" in own.index else None
+        table.add([text_cell(run.name),
+                   num_cell(hit["mean"] if hit is not None else None, "pointing_hit"),
+                   text_cell("–" if hit is None else f"[{fmt(hit['ci_low'])}, {fmt(hit['ci_high'])}]"),
+                   num_cell(game.get("per_class"), "per_class"), num_cell(game.get("n_classes"), "n_classes", 0),
+                   num_cell(energy["mean"] if energy is not None else None, "energy_pg"),
+                   text_cell("–" if energy is None else f"[{fmt(energy['ci_low'])}, {fmt(energy['ci_high'])}]"),
+                   num_cell(hit["n"] if hit is not None else None, "n", 0)], run=run.name)
+    if not any_rows:
+        return '<p class="note">No pointing games: these runs were evaluated without ground-truth boxes.</p>'
+    tolerance = {json.dumps(run.settings.get("pointing_tolerance_px")) for run in runs}
+    note = ('<p class="note">Pointing game: the saliency maximum falls within '
+            f"{esc(', '.join(sorted(tolerance)))} px of a box of the label class (per image, and averaged per class "
+            "first). Energy pointing game: the share of saliency mass inside the class's boxes.</p>")
+    return note + table.html()
+
+
+# --------------------------------------------------------------------------------------------
+# classes and the strength diagnostic
+
+
+def _classes(runs: Sequence[RunData], vocabulary: ClassVocabulary | None, config: Any) -> str:
+    multi = len(runs) > 1
+    out = [f'<p class="note">Means per explained class (the store\'s <code>target</code>), classes ranked by '
+           f"<code>{RANK_METRIC}</code>; the {config.classes} best and {config.classes} worst are listed.</p>"]
+    for run in runs:
+        classes = class_table(run, vocabulary)
+        best, worst = class_extremes(classes, config.classes)
+        metrics = [c for c in classes.columns if c not in ("target", "class", "n")]
+        inner = [f'<p class="note">{len(classes)} classes.</p>']
+        for label, rows in (("best classes", best), ("worst classes", worst)):
+            if not len(rows):
+                continue
+            name = "classes" if label.startswith("best") else "classes-worst"
+            table = Table(name, ["class", "index", "n", *metrics], label if len(worst) else "all classes")
+            for row in rows.to_dict("records"):
+                table.add([text_cell(row["class"]), num_cell(row["target"], "target", 0), num_cell(row["n"], "n", 0),
+                           *[num_cell(row[m], m) for m in metrics]], run=run.name, target=int(row["target"]))
+            inner.append(table.html())
+        out.append(_fold(run.name, "".join(inner), opened=run is runs[0]) if multi else "".join(inner))
+    return "".join(out)
+
+
+def _fold(title: str, body: str, opened: bool) -> str:
+    """A ``<details>`` block (one run's part of a section, in a comparison)."""
+    return f"<details{' open' if opened else ''}><summary>{esc(title)}</summary>{body}</details>"
+
+
+def _strength(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabulary: ClassVocabulary | None,
+              config: Any) -> str:
+    multi = len(runs) > 1
+    out = [f'<p class="note">A mask can only delete what its perturbation removes. An image is flagged when its '
+           f"fully perturbed version keeps at least {WEAK_RATIO:.0%} of the class score "
+           "(<code>p_perturbed / p_original</code>); for such images no mask can succeed.</p>"]
+    for run in runs:
+        report, flagged = flagged_images(run)
+        out.append(_run_heading(run, multi))
+        if not report.images:
+            out.append('<p class="note">No solved image has <code>p_perturbed</code> (a baseline store, or nothing '
+                       "solved): no diagnostic.</p>")
+            continue
+        weak = report.weak_share >= 0.25
+        out.append(f'<p class="{"warn" if weak else "note"}">{esc(report.line())}</p>')
+        shown = flagged.head(config.flagged)
+        if not len(shown):
+            continue
+        inner = []
+        if len(flagged) > len(shown):
+            inner.append(f'<p class="note">The {len(shown)} highest ratios of {len(flagged)} flagged images.</p>')
+        table = Table("flagged", ["path", "class", "p_original", "p_perturbed", "ratio"])
+        for row in shown.to_dict("records"):
+            table.add([text_cell(row["path"], "path"), text_cell(class_name(int(row["target"]), vocabulary)),
+                       num_cell(row["p_original"], "p_original"), num_cell(row["p_perturbed"], "p_perturbed"),
+                       num_cell(row["ratio"], "ratio")], run=run.name, path=row["path"])
+        inner.append(table.html())
+        pictures = shown.head(config.gallery * 2)
+        rows = run.table.set_index("path").loc[list(pictures["path"])].reset_index()
+        inner.append(_figures(rows.assign(ratio=list(pictures["ratio"])), "ratio", thumbs[run.name], vocabulary))
+        out.append(_fold(f"{len(flagged)} flagged images of {run.name}", "".join(inner), opened=weak or not multi))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# galleries
+
+
+def _figures(rows: pd.DataFrame, metric: str, thumbs: Thumbnails, vocabulary: ClassVocabulary | None) -> str:
+    """One figure per row: the image with its saliency, path, classes, probabilities, metric value."""
+    uris = thumbs.get(list(rows["path"].astype(str)))
+    figures = []
+    for row in rows.to_dict("records"):
+        path = str(row["path"])
+        uri = uris.get(path)
+        picture = (f'<img src="{uri}" alt="{esc(path)}" loading="lazy">' if uri
+                   else '<div class="missing">no picture</div>')
+        target, label = int(row["target"]), int(row["label"]) if "label" in row else -1
+        classes = f"class: {esc(class_name(target, vocabulary))}"
+        if label >= 0 and label != target:
+            classes += f"<br>label: {esc(class_name(label, vocabulary))}"
+        probs = " · ".join(f"{short} {esc(fmt(row.get(col), 3))}" for short, col in
+                           (("p", "p_original"), ("p pert.", "p_perturbed"), ("p final", "p_final"))
+                           if col in row and row.get(col) is not None and np.isfinite(row.get(col)))
+        value = row[metric]
+        kind = str(row.get("_kind", ""))
+        badge = f'<span class="kind">{esc(kind)}</span>' if kind else ""
+        figures.append(
+            f'<figure class="{esc(kind)}" data-path="{esc(path)}" data-metric="{esc(metric)}" '
+            f'data-value="{esc(repr(float(value)))}">{badge}{picture}<figcaption><span class="path">{esc(path)}</span><br>{classes}<br>{probs}<br>'
+            f'<span class="value">{esc(metric)} = {esc(fmt(value))}</span></figcaption></figure>')
+    return f'<div class="gallery">{"".join(figures)}</div>'
+
+
+def _galleries(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabulary: ClassVocabulary | None,
+               config: Any) -> str:
+    out = [f'<p class="note">Per metric: the {config.gallery} best, the {config.gallery} worst and a fixed random '
+           f"sample of {config.gallery} images (seed {config.seed}; the same images in every run that evaluated "
+           "them), each with its saliency overlaid (red = most salient), the explained class, the probabilities "
+           "of the original, fully perturbed and masked image, and the metric's value. The number of pictures is "
+           "bounded, whatever the number of images.</p>"]
+    for i, run in enumerate(runs):
+        body = []
+        for metric in GALLERY_METRICS:
+            picks = gallery_picks(run, metric, config.gallery, config.seed)
+            if not picks:
+                continue
+            body.append(f"<h4>{esc(metric)} ({esc(metric_direction(metric) or 'descriptive')} is better)</h4>")
+            body.append(_figures(pd.concat([picks[k].assign(_kind=k) for k in ("best", "worst", "random")]),
+                                 metric, thumbs[run.name], vocabulary))
+        if thumbs[run.name].problem:
+            body.insert(0, f'<p class="note">{esc(thumbs[run.name].problem)}</p>')
+        inner = "".join(body) or '<p class="note">(no evaluated image)</p>'
+        if len(runs) == 1:
+            out.append(inner)
+        else:
+            opened = " open" if i == 0 else ""
+            out.append(f"<details{opened}><summary>{esc(run.name)}</summary>{inner}</details>")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# files and other entries
+
+
+def _href(target: Path, page_path: Path) -> str:
+    try:
+        relative = os.path.relpath(target.resolve(), page_path.resolve().parent)
+    except ValueError:  # another drive (Windows)
+        relative = str(target.resolve())
+    return quote(Path(relative).as_posix())
+
+
+def _files(runs: Sequence[RunData], out_path: Path, extra_files: Sequence[Path]) -> str:
+    table = Table("files", ["run", "file", "bytes"], "The tables this page was built from (links relative to it)")
+    for run in runs:
+        for path in run.files:
+            table.add([text_cell(run.name),
+                       f'<td class="path"><a href="{esc(_href(path, out_path))}">{esc(path.name)}</a></td>',
+                       num_cell(path.stat().st_size, "bytes", 0)], run=run.name)
+    for path in extra_files:
+        if path.is_file():
+            table.add([text_cell("(comparison)"),
+                       f'<td class="path"><a href="{esc(_href(path, out_path))}">{esc(path.name)}</a></td>',
+                       num_cell(path.stat().st_size, "bytes", 0)])
+    return table.html()
+
+
+def _extra_entries(runs: Sequence[RunData]) -> str:
+    """``summary.json`` entries this page has no section for (added by newer evaluations)."""
+    rows = {run.name: {k: v for k, v in run.summary.items() if k not in KNOWN_SUMMARY_KEYS} for run in runs}
+    if not any(rows.values()):
+        return ""
+    table = Table("extra", ["run", "entry", "value"])
+    for name, entries in rows.items():
+        for key, value in _flatten(entries).items():
+            table.add([text_cell(name), text_cell(key),
+                       num_cell(value, key) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                       else text_cell(_plain(value), "path")], run=name, key=key)
+    return table.html()

@@ -1,0 +1,305 @@
+"""The numbers of a report: every table the page shows, computed from the run folders' files.
+
+A run folder is an output of :func:`pipeline.evaluate.evaluate_store` (``per_image.parquet``,
+``summary.json``, ``curves.npz``). Nothing here re-evaluates an image: means, counts and
+per-class figures are read off ``per_image.parquet`` (the same rows as ``per_image.csv``), and the
+95% intervals and paired differences are those of :func:`pipeline.compare.compare_runs` (the same
+rows, generators and seeds, so a report and ``comparison.csv`` agree to the last digit).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..compare import RANK_METRIC, _load_run, _metric_row, comparison_metrics
+from ..diagnostics import WEAK_RATIO, StrengthReport, perturbation_strength
+from ..errors import ConfigError
+from ..evaluate import AUC_COLUMNS
+from ..imagenet import ClassVocabulary
+
+__all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
+           "flagged_images", "gallery_picks", "preset_of", "GALLERY_METRICS", "CLASS_METRICS"]
+
+GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
+"""Metrics with a gallery (best, worst, random images), when the run has values for them."""
+
+CLASS_METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc_zero", RANK_METRIC, "pointing_hit", "energy_pg")
+"""Per-class means shown in the class breakdown; classes are ranked by :data:`RANK_METRIC`."""
+
+TABLE_FILES: tuple[str, ...] = ("per_image.parquet", "per_image.csv", "summary.csv", "summary.json", "curves.npz")
+"""Files of a run folder the report is built from (linked from the page when present)."""
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One evaluated run as the report reads it.
+
+    Attributes:
+        name: the folder's name (names the run, as in :func:`pipeline.compare.compare_runs`).
+        folder: the run folder.
+        table: ``per_image.parquet``, every row (skipped ones included).
+        evaluated: the rows with ``eval_status == "ok"`` plus :data:`RANK_METRIC` (compare's view).
+        summary: ``summary.json`` (empty dict when absent).
+        curves: ``curves.npz`` content, or None.
+    """
+
+    name: str
+    folder: Path
+    table: pd.DataFrame
+    evaluated: pd.DataFrame
+    summary: dict[str, Any]
+    curves: dict[str, Any] | None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.summary.get("settings") or {}
+
+    @property
+    def files(self) -> list[Path]:
+        """The run's table files that exist, in :data:`TABLE_FILES` order."""
+        return [self.folder / name for name in TABLE_FILES if (self.folder / name).is_file()]
+
+
+def load_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
+    """Read run folders (the first is the reference of paired differences).
+
+    Raises:
+        ConfigError: no folder, repeated folder names, a folder without ``per_image.parquet``.
+    """
+    folders = [Path(d) for d in run_dirs]
+    if not folders:
+        raise ConfigError("a report needs at least one run folder (an output of `perturb evaluate`)")
+    names = [f.name for f in folders]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run folders must have distinct names (they name the runs); got {names}")
+    runs = []
+    for name, folder in zip(names, folders):
+        loaded = _load_run(folder)  # raises the ConfigError for a folder that is not a run
+        runs.append(RunData(name, folder, pd.read_parquet(folder / "per_image.parquet"), loaded["table"],
+                            loaded["summary"], loaded["curves"]))
+    return runs
+
+
+# --------------------------------------------------------------------------------------------
+# means with intervals, paired differences
+
+
+def report_metrics(runs: Sequence[RunData]) -> list[str]:
+    """Compare's metrics, then any other metric a run's ``summary.json`` lists (``tv``, ...)."""
+    metrics = comparison_metrics([r.evaluated for r in runs])
+    for run in runs:
+        for name in (run.summary.get("metrics") or {}):
+            if name not in metrics and name in run.evaluated:
+                metrics.append(name)
+    return metrics
+
+
+def interval_table(runs: Sequence[RunData], n_boot: int, seed: int,
+                   comparison: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (metric, run), as ``comparison.csv``: ``metric, better, run, n, mean, ci_low,
+    ci_high, n_paired, diff, diff_ci_low, diff_ci_high`` plus ``sem`` from ``summary.json``.
+
+    Args:
+        comparison: rows already computed by :func:`pipeline.compare.compare_runs` for these
+            runs with the same ``n_boot`` and ``seed`` (reused, not recomputed); None computes all.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ConfigError(f"n_boot must be an integer >= 1; got {n_boot!r}")
+    ref = runs[0]
+    known = {} if comparison is None else {(r["metric"], r["run"]): r for r in comparison.to_dict("records")}
+    rows = []
+    for metric in report_metrics(runs):
+        for run in runs:
+            row = known.get((metric, run.name))
+            if row is None:
+                row = _metric_row(metric, run.name, run.evaluated, ref.name,
+                                  None if run is ref else ref.evaluated, int(n_boot), seed)
+            stats = (run.summary.get("metrics") or {}).get(metric) or {}
+            sem = stats.get("sem")
+            rows.append({**row, "sem": float(sem) if sem is not None else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def ranking(intervals: pd.DataFrame) -> pd.DataFrame:
+    """The :data:`RANK_METRIC` rows, best (highest mean) first, with a ``rank`` column from 1."""
+    ranked = intervals[intervals["metric"] == RANK_METRIC].sort_values("mean", ascending=False, kind="stable")
+    return ranked.assign(rank=np.arange(1, len(ranked) + 1)).reset_index(drop=True)
+
+
+def verdict(row: Any) -> str:
+    """Whether a paired difference's interval excludes zero, read with the metric's direction."""
+    low, high, better = row["diff_ci_low"], row["diff_ci_high"], row["better"]
+    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
+        return "no clear difference"
+    up = low > 0
+    if better not in ("higher", "lower"):
+        return "higher" if up else "lower"
+    return "better" if up == (better == "higher") else "worse"
+
+
+# --------------------------------------------------------------------------------------------
+# per class
+
+
+def class_name(index: int, vocabulary: ClassVocabulary | None) -> str:
+    """``name (wnid)`` of a class index; the bare index when the vocabulary does not know it."""
+    if vocabulary is None or not 0 <= index < len(vocabulary):
+        return "(none)" if index < 0 else str(index)
+    wnid = vocabulary.wnids[index] if index < len(vocabulary.wnids) else ""
+    return f"{vocabulary.names[index]} ({wnid})" if wnid else vocabulary.names[index]
+
+
+def class_table(run: RunData, vocabulary: ClassVocabulary | None) -> pd.DataFrame:
+    """Means of :data:`CLASS_METRICS` per explained class (``target``) over the evaluated images.
+
+    Returns:
+        ``target, class, n`` and one column per metric present, best :data:`RANK_METRIC` first.
+    """
+    table = run.evaluated
+    metrics = [m for m in CLASS_METRICS if m in table]
+    grouped = table.groupby("target", sort=True)
+    out = grouped[metrics].mean() if metrics else pd.DataFrame(index=grouped.size().index)
+    out.insert(0, "n", grouped.size())
+    out = out.reset_index()
+    out.insert(1, "class", [class_name(int(t), vocabulary) for t in out["target"]])
+    if RANK_METRIC in out:
+        out = out.sort_values([RANK_METRIC, "target"], ascending=[False, True], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def class_extremes(classes: pd.DataFrame, count: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``count`` best and ``count`` worst classes (all classes once when there are fewer
+    than ``2 * count``: then ``worst`` is empty)."""
+    if len(classes) <= 2 * count:
+        return classes, classes.iloc[0:0]
+    return classes.head(count), classes.tail(count).iloc[::-1]
+
+
+# --------------------------------------------------------------------------------------------
+# localisation
+
+
+def parse_loc_column(name: str) -> tuple[str, float, str] | None:
+    """``loc_<method>_<alpha>_<kind>`` -> ``(method, alpha, kind)``; None for another column."""
+    parts = name.split("_")
+    if len(parts) != 4 or parts[0] != "loc":
+        return None
+    try:
+        return parts[1], float(parts[2]), parts[3]
+    except ValueError:
+        return None
+
+
+def localisation_table(run: RunData, intervals: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy (share of images with IoU >= 0.5) at every threshold of one run, with its interval
+    and the mean IoU. Columns ``method, alpha, kind, n, accuracy, ci_low, ci_high, mean_iou``."""
+    own = intervals[intervals["run"] == run.name].set_index("metric")
+    rows = []
+    for column in run.evaluated.columns:
+        parsed = parse_loc_column(column)
+        if parsed is None or column not in own.index:
+            continue
+        method, alpha, kind = parsed
+        iou = pd.to_numeric(run.evaluated.get("iou" + column[3:]), errors="coerce")
+        stats = own.loc[column]
+        rows.append({"method": method, "alpha": alpha, "kind": kind, "metric": column, "n": int(stats["n"]),
+                     "accuracy": stats["mean"], "ci_low": stats["ci_low"], "ci_high": stats["ci_high"],
+                     "mean_iou": float(iou.mean()) if iou is not None and iou.notna().any() else float("nan")})
+    return pd.DataFrame(rows, columns=["method", "alpha", "kind", "metric", "n", "accuracy", "ci_low", "ci_high",
+                                       "mean_iou"])
+
+
+# --------------------------------------------------------------------------------------------
+# the perturbation-strength diagnostic
+
+
+def flagged_images(run: RunData) -> tuple[StrengthReport, pd.DataFrame]:
+    """The diagnostic of :func:`pipeline.diagnostics.perturbation_strength` and the images it
+    flags (``p_perturbed >= WEAK_RATIO * p_original``), highest ratio first.
+
+    Returns:
+        ``(report, flagged)``; ``flagged`` has ``path, target, p_original, p_perturbed, ratio``.
+    """
+    table = run.table
+    if not {"status", "p_original", "p_perturbed"} <= set(table.columns):
+        return StrengthReport(0, 0, float("nan")), pd.DataFrame(columns=["path", "target", "p_original",
+                                                                         "p_perturbed", "ratio"])
+    report = perturbation_strength(table)
+    ok = table[(table["status"] == "ok") & table["p_perturbed"].notna() & (table["p_original"] > 0)]
+    ratio = ok["p_perturbed"] / ok["p_original"]
+    flagged = ok.assign(ratio=ratio)[ratio >= WEAK_RATIO]
+    flagged = flagged.sort_values(["ratio", "path"], ascending=[False, True], kind="stable")
+    return report, flagged[["path", "target", "p_original", "p_perturbed", "ratio"]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# galleries
+
+
+def gallery_picks(run: RunData, metric: str, count: int, seed: int) -> dict[str, pd.DataFrame]:
+    """The evaluated rows shown in ``metric``'s gallery: ``best``, ``worst`` and ``random``.
+
+    Best and worst are the ``count`` extremes (stable sort: ties in table order). The random
+    sample draws ``count`` rows without replacement from the rows with a value, listed by path,
+    with a generator seeded by ``seed`` and the metric's name, so the same images are drawn in
+    every run that evaluated the same images. Empty dict when no row has a value.
+    """
+    table = run.evaluated
+    if metric not in table:
+        return {}
+    values = pd.to_numeric(table[metric], errors="coerce")
+    has = table[np.isfinite(values.to_numpy(np.float64))]
+    if not len(has):
+        return {}
+    from ..evaluate import metric_direction
+
+    ordered = has.sort_values(metric, kind="stable", ascending=metric_direction(metric) != "higher")
+    by_path = has.sort_values("path", kind="stable")
+    rng = np.random.default_rng([int(seed), zlib.crc32(metric.encode())])
+    chosen = np.sort(rng.choice(len(by_path), size=min(count, len(by_path)), replace=False))
+    return {"best": ordered.head(count), "worst": ordered.iloc[::-1].head(count), "random": by_path.iloc[chosen]}
+
+
+# --------------------------------------------------------------------------------------------
+# provenance
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def preset_of(store_config: dict[str, Any]) -> str:
+    """The preset a solver store was made with: its name when the stored solver configuration
+    is a preset's exactly, else the closest preset and the fields that differ. Baseline stores
+    give ``baseline <name>``; other stores an empty string."""
+    if "baseline" in store_config:
+        return f"baseline {store_config['baseline']}"
+    solver = store_config.get("solver")
+    if not isinstance(solver, dict):
+        return ""
+    from ..config import PRESETS, to_dict
+
+    stored = _flatten(json.loads(json.dumps(solver)))
+    best, best_diff = "", None
+    for name, config in PRESETS.items():
+        candidate = _flatten(json.loads(json.dumps(to_dict(config))))
+        diff = sorted(k for k in stored.keys() | candidate.keys() if stored.get(k) != candidate.get(k))
+        if best_diff is None or len(diff) < len(best_diff):
+            best, best_diff = name, diff
+    if not best_diff:
+        return best
+    changed = ", ".join(f"{k}={json.dumps(stored.get(k))}" for k in best_diff[:6])
+    more = f" and {len(best_diff) - 6} more" if len(best_diff) > 6 else ""
+    return f"{best} with {changed}{more}"
