@@ -83,6 +83,10 @@ def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny):
                                config=EvalConfig(step=4096, workers=0, plots=False))
     assert evaluated.table["eval_status"].eq("ok").all()
     assert "caf\\xe9.JPEG" in (tmp_path / "eval" / "per_image.csv").read_text(encoding="utf-8")
+    from pipeline.report import write_report
+
+    page = write_report([tmp_path / "eval"], tmp_path / "report.html")
+    assert "caf\\xe9.JPEG" in Path(page).read_text(encoding="utf-8")
 
 
 def test_fuzzed_files_and_odd_entries_each_get_a_row_and_stop_nothing(tmp_path, tiny, monkeypatch):

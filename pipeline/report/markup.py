@@ -8,16 +8,18 @@ the sorting script are inline.
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any, Iterable, Sequence
+
+from ..names import html_text
 
 __all__ = ["esc", "fmt", "text_cell", "num_cell", "ci_cell", "Table", "section", "page"]
 
 
 def esc(value: Any) -> str:
-    """HTML-escaped text of ``value`` (quotes included: safe inside attributes too)."""
-    return html.escape(str(value), quote=True)
+    """HTML-escaped text of ``value`` (quotes included: safe inside attributes too); a file name
+    that is not UTF-8 is shown with ``\\xNN`` escapes (:func:`pipeline.names.html_text`)."""
+    return html_text(str(value))
 
 
 def _finite(value: Any) -> bool:
