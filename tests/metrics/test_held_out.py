@@ -86,3 +86,20 @@ def test_list_split_matches_paths_names_and_stems():
     for bad in (0.0, 1.0, 1.5, float("nan"), "0.5"):
         with pytest.raises(ConfigError, match="alpha split"):
             split_calibration(keys, bad)
+
+
+def test_cli_refuses_a_bad_alpha_split(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    for value, message in (("abc", "neither a fraction"), ("1.5", "alpha_split must be a fraction")):
+        result = runner.invoke(app, ["evaluate", str(tmp_path / "none.h5"), "--out", str(tmp_path / "o"),
+                                     "--alpha-split", value])
+        assert result.exit_code == 1 and message in result.output, result.output
+    empty = tmp_path / "list.txt"
+    empty.write_text("\n")
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "none.h5"), "--out", str(tmp_path / "o"),
+                                 "--alpha-split", str(empty)])
+    assert result.exit_code == 1 and "lists no image" in result.output
