@@ -35,7 +35,9 @@ ground-truth class: ``target_is_label`` marks each image and the summary counts 
   NaN metrics), the store's columns followed by ``eval_status``, the three AUCs,
   ``loc_<method>_<alpha>_<kind>`` (1.0 correct / 0.0 wrong / NaN excluded),
   ``iou_<method>_<alpha>_<kind>``, ``loc_status``, ``pointing_hit``, ``energy_pg``,
-  ``target_is_label``, ``score_drop`` (``p_original - p_final``).
+  ``target_is_label``, ``score_drop`` (``p_original - p_final``); with ``alpha_split`` (the
+  paper's held-out choice of alpha) also ``alpha_split`` and ``locerr_<method>_<kind>``, and
+  ``localization_split`` in ``summary.json``.
 * ``summary.csv`` (metric, mean, sem, count, better) and ``summary.json`` (the same plus
   ``settings``, ``counts`` and the class-averaged ``pointing_game``).
 * ``curves.npz``: ``deletion_zero``, ``deletion_blur``, ``insertion`` float32 ``(N, P)`` for the
