@@ -307,7 +307,9 @@ def evaluate(
         if stats.get("mean") is not None and not (alpha_split and name.startswith("loc_")):
             typer.echo(f"{name:36s} {stats['mean']:.4f} +- {stats['sem'] or 0:.4f} (n={stats['count']})")
     held_out = result.summary.get("localization_split")
-    if held_out:
+    if held_out and "error" in held_out:
+        typer.secho(f"held-out alpha not computed: {held_out['error']}", fg=typer.colors.YELLOW, err=True)
+    elif held_out:
         typer.echo(f"held-out alpha: chosen on {held_out['n_calibration']} images, error on {held_out['n_test']}")
         for choice in held_out["choices"]:
             typer.echo(f"  {choice['method']:6s} {choice['box_kind']:9s} alpha {choice['alpha']:<5g} "

@@ -287,7 +287,10 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         per_image = _per_image(table, metrics)
         held_out = None
         if config.alpha_split is not None:
-            per_image, held_out = _held_out(per_image, config)
+            try:
+                per_image, held_out = _held_out(per_image, config)
+            except ConfigError as error:  # e.g. a split leaving no test image: keep the other reports
+                held_out = {"error": str(error)}
         summary = _summary(per_image, game, config, meta, box_map is not None)
         if held_out is not None:
             summary["localization_split"] = held_out

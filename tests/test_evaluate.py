@@ -7,6 +7,7 @@ black has ``mean(x) = 1/16``: logit 0 = ``C`` and ``p0 = e^C / (e^C + 9)``; with
 ``step = 16`` (16 steps, 17 scores) is then computable on paper.
 """
 
+import dataclasses
 import json
 import math
 
@@ -301,5 +302,10 @@ def test_alpha_chosen_on_held_out_images(localization_case, tmp_path):
     assert "locerr_value_tight" in pd.read_csv(result.paths["summary_csv"])["metric"].tolist()
     with pytest.raises(ConfigError, match="needs ground-truth boxes"):
         evaluate_store(store, root, tiny_classifier(), tmp_path / "none", config=config)
+    # A split that leaves no test image is recorded; the rest of the report is still written.
+    every = dataclasses.replace(config, alpha_split=("c", "d", "e"))
+    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "all", boxes=bbox, config=every)
+    assert "0 test" in result.summary["localization_split"]["error"]
+    assert result.paths["per_image_parquet"].is_file() and "locerr_value_tight" not in result.table
     with pytest.raises(ConfigError, match="alpha_split"):
         EvalConfig(alpha_split=1.5)
