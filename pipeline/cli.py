@@ -233,10 +233,35 @@ BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Ground-truth 
 StepOpt = Annotated[int, typer.Option("--step", help="Pixels per deletion/insertion step (RISE: 1792 at 224 px).")]
 
 
-def _eval_config(step: int, batch_size: int, workers: int):
+def _eval_config(step: int, batch_size: int, workers: int, alpha_split=None, alpha_split_seed: int = 0):
     from .evaluate import EvalConfig
 
-    return EvalConfig(step=step, batch_size=batch_size, workers=workers)
+    if alpha_split is None:
+        return EvalConfig(step=step, batch_size=batch_size, workers=workers)
+    from .metrics import CALIBRATION_ALPHAS
+
+    # Every alpha of the grid is evaluated so that the calibration images can choose among them.
+    grid = {f"{kind}_alphas": tuple(sorted(set(getattr(EvalConfig, f"{kind}_alphas")) | set(alphas)))
+            for kind, alphas in CALIBRATION_ALPHAS.items()}
+    return EvalConfig(step=step, batch_size=batch_size, workers=workers, alpha_split=alpha_split,
+                      alpha_split_seed=alpha_split_seed, **grid)
+
+
+def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
+    """``--alpha-split``: a fraction, or a file of image paths/stems (one a line)."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    path = Path(text)
+    if not path.is_file():
+        raise PipelineError(f"--alpha-split {text!r} is neither a fraction (e.g. 0.5) nor a file listing images")
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise PipelineError(f"--alpha-split file {text!r} lists no image")
+    return names
 
 
 @app.command()
@@ -275,20 +300,33 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images evaluated together.")] = 8,
     workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
     device: DeviceOpt = None,
+    alpha_split: Annotated[Optional[str], typer.Option(
+        "--alpha-split", help="The paper's protocol (needs --boxes): a fraction such as 0.5, or a text file "
+        "listing image paths or stems, one a line: the images on which each threshold method's alpha is "
+        "chosen, from a grid of alphas; localisation error is reported on the other images.")] = None,
+    alpha_split_seed: Annotated[int, typer.Option("--alpha-split-seed", help="Seed of a fractional --alpha-split.")] = 0,
 ) -> None:
     """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder."""
     from .evaluate import evaluate_store
     from .models import load_model
     from .store import MaskStore
 
+    config = _eval_config(step, batch_size, workers, _alpha_split(alpha_split), alpha_split_seed)
     with MaskStore(store) as opened:
         spec = opened.model
     classifier = load_model(spec, device=_device(device))
-    result = evaluate_store(store, data, classifier, out, boxes=boxes, config=_eval_config(step, batch_size, workers),
-                            progress=True)
+    result = evaluate_store(store, data, classifier, out, boxes=boxes, config=config, progress=True)
     for name, stats in result.summary["metrics"].items():
-        if stats.get("mean") is not None:
+        if stats.get("mean") is not None and not (alpha_split and name.startswith("loc_")):
             typer.echo(f"{name:36s} {stats['mean']:.4f} +- {stats['sem'] or 0:.4f} (n={stats['count']})")
+    held_out = result.summary.get("localization_split")
+    if held_out and "error" in held_out:
+        typer.secho(f"held-out alpha not computed: {held_out['error']}", fg=typer.colors.YELLOW, err=True)
+    elif held_out:
+        typer.echo(f"held-out alpha: chosen on {held_out['n_calibration']} images, error on {held_out['n_test']}")
+        for choice in held_out["choices"]:
+            typer.echo(f"  {choice['method']:6s} {choice['box_kind']:9s} alpha {choice['alpha']:<5g} "
+                       f"error {100 * choice['test_error']:.1f}% (calibration {100 * choice['calibration_error']:.1f}%)")
     typer.echo(f"wrote {out}")
     _write_report([out], out / "report.html", vocabulary=classifier.vocabulary, data_root=data)
 

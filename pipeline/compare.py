@@ -96,6 +96,7 @@ def comparison_metrics(tables: Sequence[pd.DataFrame]) -> list[str]:
     present = set().union(*(t.columns for t in tables))
     ordered = [*AUC_COLUMNS.values(), RANK_METRIC]
     locs = [c for t in tables for c in t.columns if c.startswith("loc_") and c != "loc_status"]
+    locs += [c for t in tables for c in t.columns if c.startswith("locerr_")]  # held-out alpha (paper)
     ordered += list(dict.fromkeys(locs))
     ordered += ["pointing_hit", "energy_pg", "p_final", "area"]
     return [m for m in ordered if m in present]

@@ -35,7 +35,9 @@ ground-truth class: ``target_is_label`` marks each image and the summary counts 
   NaN metrics), the store's columns followed by ``eval_status``, the three AUCs,
   ``loc_<method>_<alpha>_<kind>`` (1.0 correct / 0.0 wrong / NaN excluded),
   ``iou_<method>_<alpha>_<kind>``, ``loc_status``, ``pointing_hit``, ``energy_pg``,
-  ``target_is_label``, ``score_drop`` (``p_original - p_final``).
+  ``target_is_label``, ``score_drop`` (``p_original - p_final``); with ``alpha_split`` (the
+  paper's held-out choice of alpha) also ``alpha_split`` and ``locerr_<method>_<kind>``, and
+  ``localization_split`` in ``summary.json``.
 * ``summary.csv`` (metric, mean, sem, count, better) and ``summary.json`` (the same plus
   ``settings``, ``counts`` and the class-averaged ``pointing_game``).
 * ``curves.npz``: ``deletion_zero``, ``deletion_blur``, ``insertion`` float32 ``(N, P)`` for the
@@ -47,6 +49,7 @@ ground-truth class: ``target_is_label`` marks each image and the summary counts 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -69,6 +72,8 @@ from .metrics import (
     ImageBoxes,
     PointingGame,
     auc,
+    held_out_localization,
+    split_calibration,
     blur_substrate,
     causal_curves,
     energy_pointing_game,
@@ -110,6 +115,12 @@ class EvalConfig:
         tolerance: pointing-game tolerance in original-frame pixels (Zhang et al.: 15).
         gallery: images shown per row (best and worst) in each gallery plot; 0 = no galleries.
         plots: write ``curves.png`` and the galleries.
+        alpha_split: the paper's protocol (needs boxes): choose each threshold method's alpha on
+            the calibration images and report the error on the others
+            (:func:`pipeline.metrics.held_out_localization`): a fraction in ``(0, 1)`` (each image
+            assigned by a hash of its path and ``alpha_split_seed``) or the calibration images'
+            paths or stems. None: off.
+        alpha_split_seed: varies the fractional split.
     """
 
     step: int = RISE_STEP
@@ -125,8 +136,17 @@ class EvalConfig:
     tolerance: float = 15.0
     gallery: int = 4
     plots: bool = True
+    alpha_split: float | tuple[str, ...] | None = None
+    alpha_split_seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.alpha_split, (list, tuple, set, frozenset)):
+            object.__setattr__(self, "alpha_split", tuple(str(k) for k in self.alpha_split))
+            _require("alpha_split", self.alpha_split, "a non-empty list of image paths", bool(self.alpha_split))
+        elif self.alpha_split is not None:
+            _require("alpha_split", self.alpha_split, "a fraction strictly between 0 and 1",
+                     _is_number(self.alpha_split, 0, False) and self.alpha_split < 1)
+        _require("alpha_split_seed", self.alpha_split_seed, "an integer >= 0", _is_int(self.alpha_split_seed, 0))
         for name in ("step", "chunk", "batch_size"):
             _require(name, getattr(self, name), "an integer >= 1", _is_int(getattr(self, name), 1))
         _require("workers", self.workers, "an integer >= 0", _is_int(self.workers, 0))
@@ -189,7 +209,7 @@ def metric_direction(name: str) -> str:
     insertion, localisation, pointing games and ``score_drop`` higher. ``p_original``,
     ``p_perturbed`` and ``tv`` are descriptive: reported as ``""``.
     """
-    if name.startswith("deletion_auc") or name in ("p_final", "area"):
+    if name.startswith(("deletion_auc", "locerr_")) or name in ("p_final", "area"):
         return "lower"
     if name in ("p_original", "p_perturbed", "tv"):
         return ""
@@ -249,6 +269,9 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
     Raises:
         StoreError: the store cannot be read. ConfigError: the classifier does not match it.
     """
+    if config.alpha_split is not None and boxes is None:  # refused before any work is done
+        raise ConfigError("alpha_split (choosing thresholds on held-out images) needs ground-truth boxes; "
+                          "pass boxes (--boxes)")
     if device is not None:
         classifier.to(device)
     box_map = load_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
@@ -263,7 +286,15 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
                 "model": store.model, "data_root": str(root), "input_size": list(store.input_size),
                 "boxes": boxes_name}
         per_image = _per_image(table, metrics)
+        held_out = None
+        if config.alpha_split is not None:
+            try:
+                per_image, held_out = _held_out(per_image, config)
+            except ConfigError as error:  # e.g. a split leaving no test image: keep the other reports
+                held_out = {"error": str(error)}
         summary = _summary(per_image, game, config, meta, box_map is not None)
+        if held_out is not None:
+            summary["localization_split"] = held_out
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = _write_tables(out, per_image, summary, curves)
@@ -425,6 +456,7 @@ def metric_columns(per_image: pd.DataFrame) -> list[str]:
     """The per-image metric columns present, in report order."""
     columns = [*AUC_COLUMNS.values()]
     columns += [c for c in per_image.columns if c.startswith("loc_") and c != "loc_status"]
+    columns += [c for c in per_image.columns if c.startswith("locerr_")]
     columns += [c for c in ("pointing_hit", "energy_pg") if c in per_image]
     columns += [c for c in _STAT_COLUMNS if c in per_image]
     return columns
@@ -444,6 +476,24 @@ def _summary(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, me
                          "better": metric_direction(name)}
     return {"metrics": metrics, "pointing_game": game.compute() if with_boxes else None,
             "counts": _counts(per_image, evaluated, with_boxes), "settings": _settings(config, meta)}
+
+
+def _held_out(per_image: pd.DataFrame, config: EvalConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The paper's protocol: the per-image table with ``alpha_split`` and ``locerr_*`` columns, and
+    the ``localization_split`` entry of the summary (chosen alpha and test error per method)."""
+    calibration = split_calibration(per_image["path"].astype(str).tolist(), config.alpha_split,
+                                    config.alpha_split_seed)
+    evaluated = (per_image["eval_status"] == "ok").to_numpy()
+    choices, columns = held_out_localization(per_image[evaluated], calibration[evaluated])
+    per_image = per_image.join(columns.reindex(per_image.index))
+    fractional = not isinstance(config.alpha_split, tuple)
+    entry = {"protocol": "alpha chosen per threshold method and box kind on the calibration images "
+                         "(lowest error; ties: the smallest alpha), error reported on the test images",
+             "split": config.alpha_split if fractional else f"list of {len(config.alpha_split)} images",
+             "seed": config.alpha_split_seed if fractional else None,
+             "n_calibration": choices[0].calibration_n, "n_test": choices[0].test_n,
+             "choices": [dataclasses.asdict(choice) for choice in choices]}
+    return per_image, entry
 
 
 def _counts(per_image: pd.DataFrame, evaluated: pd.Series, with_boxes: bool) -> dict[str, Any]:
@@ -480,6 +530,8 @@ def _settings(config: EvalConfig, meta: dict[str, Any]) -> dict[str, Any]:
         "thresholds": {"value": list(config.value_alphas), "energy": list(config.energy_alphas),
                        "mean": list(config.mean_alphas)},
         "box_kinds": list(config.box_kinds),
+        "alpha_split": (list(config.alpha_split) if isinstance(config.alpha_split, tuple) else config.alpha_split),
+        "alpha_split_seed": config.alpha_split_seed,
         "iou_correct": IOU_CORRECT,
         "pointing_tolerance_px": config.tolerance,
         "heatmap_frame": "original image (store height/width), bilinear resize_heatmap",

@@ -7,6 +7,7 @@ black has ``mean(x) = 1/16``: logit 0 = ``C`` and ``p0 = e^C / (e^C + 9)``; with
 ``step = 16`` (16 steps, 17 scores) is then computable on paper.
 """
 
+import dataclasses
 import json
 import math
 
@@ -275,3 +276,36 @@ def test_only_the_selected_images_are_evaluated(deletion_case, tmp_path):
     auc_b = (16 * P_FULL + 0.1 - P_FULL / 2 - 0.1 / 2) / 16
     assert result.summary["metrics"]["deletion_auc_zero"]["mean"] == pytest.approx(auc_b, abs=1e-6)
     assert result.summary["metrics"]["deletion_auc_zero"]["count"] == 1
+
+
+def test_alpha_chosen_on_held_out_images(localization_case, tmp_path):
+    # c, d and e are localised. c calibrates: its heatmap's block is its box, found at both value
+    # alphas (IoU 0.84 and 1.0), so the tie goes to the smaller, 0.1. Test: e (same heatmap and box)
+    # right, d (box elsewhere) wrong: error 1/2.
+    store, root, bbox = localization_case
+    config = EvalConfig(step=64, workers=0, value_alphas=(0.1, 0.5), energy_alphas=(0.95,), mean_alphas=(1.0,),
+                        box_kinds=("tight",), plots=False, alpha_split=["c"])
+    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "out", boxes=bbox, config=config)
+    split = result.summary["localization_split"]
+    value = split["choices"][0]
+    assert (value["method"], value["box_kind"], value["alpha"]) == ("value", "tight", 0.1)
+    assert value["calibration_error"] == 0.0 and value["test_error"] == 0.5
+    assert (split["n_calibration"], split["n_test"]) == (1, 2)
+    assert [c["method"] for c in split["choices"]] == ["value", "energy", "mean"]
+    t = result.table.set_index("path")
+    assert t.loc["n00000001/c.png", "alpha_split"] == "calibration"
+    assert t.loc["n00000001/d.png", "locerr_value_tight"] == 1.0 and t.loc["n00000002/e.png", "locerr_value_tight"] == 0.0
+    assert result.summary["metrics"]["locerr_value_tight"] == {"mean": 0.5, "count": 2, "better": "lower",
+                                                              "sem": pytest.approx(0.5)}
+    on_disk = json.loads(result.paths["summary_json"].read_text())
+    assert on_disk["localization_split"]["choices"][0]["test_error"] == 0.5
+    assert "locerr_value_tight" in pd.read_csv(result.paths["summary_csv"])["metric"].tolist()
+    with pytest.raises(ConfigError, match="needs ground-truth boxes"):
+        evaluate_store(store, root, tiny_classifier(), tmp_path / "none", config=config)
+    # A split that leaves no test image is recorded; the rest of the report is still written.
+    every = dataclasses.replace(config, alpha_split=("c", "d", "e"))
+    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "all", boxes=bbox, config=every)
+    assert "0 test" in result.summary["localization_split"]["error"]
+    assert result.paths["per_image_parquet"].is_file() and "locerr_value_tight" not in result.table
+    with pytest.raises(ConfigError, match="alpha_split"):
+        EvalConfig(alpha_split=1.5)
