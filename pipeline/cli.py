@@ -29,6 +29,9 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Solver preset; s
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset field, e.g. --set tv_coeff=0.05 (repeatable).")]
 IterOpt = Annotated[Optional[int], typer.Option("--iterations", "-n", help="Solver iterations (default: the preset's).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="I/N: do only the images with index % N == I, into "
+                                                 "<out>.shards/ (default: from torchrun's RANK/WORLD_SIZE or a Slurm "
+                                                 "array's task id, else everything).")]
 
 
 def _fail_cleanly(command: Callable) -> Callable:
@@ -159,16 +162,22 @@ def masks(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another configuration.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model: about 2x faster on a GPU "
                                            "after a compile of tens of seconds; slower on a CPU.")] = False,
+    shard_: ShardOpt = None,
 ) -> None:
-    """Solve the masks of a whole folder in batches and store them in HDF5 (resumable)."""
+    """Solve the masks of a whole folder in batches and store them in HDF5 (resumable).
+
+    Under torchrun or a Slurm array each process solves its shard; see `perturb merge`.
+    """
+    from .distributed import resolve_shard
     from .models import load_model
     from .run import RunConfig, run_masks
 
     config = _solver_config(preset, set_, iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), workers=workers, limit=limit, target=target, seed=seed,
                     compile=compile_)
-    classifier = load_model(model, device=_device(device))
-    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite)
+    shard = resolve_shard(shard_)
+    classifier = load_model(model, device=shard.device(_device(device)))
+    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
 
@@ -176,12 +185,21 @@ def masks(
 @app.command()
 @_fail_cleanly
 def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> None:
-    """Summarise a mask store: counts, skips by reason, configuration, mean probabilities."""
+    """Summarise a mask store: counts, skips by reason, configuration, mean probabilities.
+
+    For a sharded run not merged yet, the progress of each shard.
+    """
     import json
 
     from .diagnostics import perturbation_strength
+    from .shards import progress_lines, read_plan
     from .store import MaskStore, summary
 
+    if read_plan(store) is not None:
+        for line in progress_lines(store):
+            typer.echo(line)
+        if not store.is_file():
+            return
     with MaskStore(store) as opened:
         info = summary(opened)
         strength = perturbation_strength(opened.table())
@@ -198,6 +216,20 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
         typer.echo(f"mean {name:12s} {value:.4f}")
     typer.echo(strength.line())
     typer.echo("config     " + json.dumps(info["config"], sort_keys=True))
+
+
+@app.command()
+@_fail_cleanly
+def merge(
+    out: Annotated[Path, typer.Argument(help="The --out of a sharded `perturb masks` (or `perturb evaluate`) run.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep <out>.shards/ after merging.")] = False,
+) -> None:
+    """Merge the shards of a sharded run (<out>.shards/) into OUT, once every shard is complete."""
+    from .shards import merge_run
+
+    merged = merge_run(out, overwrite=overwrite, keep_shards=keep_shards)
+    typer.echo(f"merged into {merged}")
 
 
 @app.command()
