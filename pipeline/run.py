@@ -98,6 +98,12 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     k = max(1, len(solver.objective.areas))
     mask_shape = (k, solver.mask.size, solver.mask.size)
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
+    if shard is not None and shard.sharded and not overwrite:
+        # Refuse a shard that does not belong to its run now, not after folding and compiling.
+        from .shards import ShardedRun
+
+        records = discover(source, classifier.vocabulary, limit=run.limit)
+        ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite)
     classifier = classifier.folded()  # BatchNorm into the convolutions: the same function, faster
     if run.batch_size == "auto":  # probed uncompiled: compiling the probe's shapes would be wasted
         run = dataclasses.replace(run, batch_size=auto_batch_size(classifier, solver))
