@@ -226,9 +226,13 @@ def merge(
     keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep <out>.shards/ after merging.")] = False,
 ) -> None:
     """Merge the shards of a sharded run (<out>.shards/) into OUT, once every shard is complete."""
+    from .eval_shards import is_sharded_report, merge_report
     from .shards import merge_run
 
-    merged = merge_run(out, overwrite=overwrite, keep_shards=keep_shards)
+    if is_sharded_report(out):
+        merged = merge_report(out, keep_shards=keep_shards)
+    else:
+        merged = merge_run(out, overwrite=overwrite, keep_shards=keep_shards)
     typer.echo(f"merged into {merged}")
 
 
@@ -294,15 +298,28 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images evaluated together.")] = 8,
     workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
     device: DeviceOpt = None,
+    shard_: ShardOpt = None,
 ) -> None:
-    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder."""
+    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder.
+
+    Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
+    """
+    from .distributed import resolve_shard
     from .evaluate import evaluate_store
     from .models import load_model
     from .store import MaskStore
 
     with MaskStore(store) as opened:
         spec = opened.model
-    classifier = load_model(spec, device=_device(device))
+    shard = resolve_shard(shard_)
+    classifier = load_model(spec, device=shard.device(_device(device)))
+    if shard.sharded:
+        from .eval_shards import evaluate_sharded
+
+        for line in evaluate_sharded(store, data, classifier, out, shard, boxes=boxes,
+                                     config=_eval_config(step, batch_size, workers), progress=True):
+            typer.echo(line)
+        return
     result = evaluate_store(store, data, classifier, out, boxes=boxes, config=_eval_config(step, batch_size, workers),
                             progress=True)
     for name, stats in result.summary["metrics"].items():

@@ -35,7 +35,7 @@ from .errors import StoreError
 from .store import MaskStore, _config_diff, canonical_json, merge_shards, parts_dir, run_key, shard_path
 
 __all__ = ["PLAN_FILE", "ShardPlan", "ShardState", "ShardedRun", "shards_dir", "shard_store_path",
-           "data_list_hash", "read_plan", "shard_states", "merge_run", "progress_lines"]
+           "data_list_hash", "claim_file", "read_plan", "shard_states", "merge_run", "progress_lines"]
 
 PLAN_FILE = "run.json"
 """The plan's file name inside ``<out>.shards/``."""
@@ -108,19 +108,26 @@ def read_plan(out: str | os.PathLike[str]) -> ShardPlan | None:
 
 def _write_plan(folder: Path, plan: ShardPlan, replace: bool) -> ShardPlan:
     """Write ``plan`` unless one exists (``replace``: always); returns the plan on disk."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / PLAN_FILE
-    temporary = folder / f".{PLAN_FILE}.{os.getpid()}.tmp"
-    temporary.write_text(plan.to_json(), encoding="utf-8")
+    return plan if claim_file(path, plan.to_json(), replace) else ShardPlan.from_file(path)
+
+
+def claim_file(path: Path, text: str, replace: bool = False) -> bool:
+    """Write ``text`` to ``path`` unless the file exists (``replace``: always), atomically: a
+    reader never sees half a file, and of concurrent writers exactly one creates it. Returns
+    whether this call wrote it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
     try:
         if replace:
             os.replace(temporary, path)
-            return plan
+            return True
         try:
-            os.link(temporary, path)  # atomic create-if-absent: concurrent shards agree on one plan
+            os.link(temporary, path)  # atomic create-if-absent
         except FileExistsError:
-            return ShardPlan.from_file(path)
-        return plan
+            return False
+        return True
     finally:
         temporary.unlink(missing_ok=True)
 

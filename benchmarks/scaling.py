@@ -1,0 +1,156 @@
+"""End-to-end throughput of dataset runs: the whole job against the solver alone, and 1 process
+against N processes (torchrun shards).
+
+Run from the repository root::
+
+    nice -n 5 .venv/bin/python benchmarks/scaling.py --images 16 --iterations 20          # CPU, minutes
+    python benchmarks/scaling.py --device cuda --images 1024 --iterations 300 --batch 128 --processes 1
+
+Two parts, each with its baseline measured in the same run:
+
+* ``job-vs-solver`` (in this process, ``--threads`` torch threads): the solver alone on images
+  decoded beforehand (``pipeline.solver.solve`` over batches of preloaded tensors, the baseline)
+  against the whole job on the same images, :func:`pipeline.run.run_masks` (decoding in
+  ``--workers`` DataLoader processes, solving, writing the HDF5 store), with early stopping off
+  and with streamed early stopping on (``--early-stop WINDOW,TOL``). The model is loaded and
+  BatchNorm-folded once before either is timed. ``ratio`` = job rate / solver rate: 0.9 or more
+  means decoding and storing keep up with the solver.
+* ``processes`` (each a fresh command, one thread per process): ``perturb masks`` in one process
+  (the baseline) against ``torchrun --nproc-per-node P`` sharded runs, each merged into one
+  store. ``seconds`` is the whole command's wall time (start-up, model loading, solving, the
+  barrier and the merge); ``steady_images_per_s`` subtracts the wall time of the same command
+  on ``P`` images and 1 iteration (start-up and merge), so it is the rate a long run approaches.
+
+Writes ``results/benchmarks/scaling-<device>.csv`` (machine and load average in every row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from _common import (DEFAULT_DATA, REPO, RESULTS, clock, load_average, load_images, machine, now,  # noqa: E402
+                     pick_device, table, write_csv)
+
+from pipeline import run as runlib  # noqa: E402
+from pipeline.config import override, preset  # noqa: E402
+from pipeline.models import load_model  # noqa: E402
+from pipeline.solver import solve  # noqa: E402
+
+
+def solver_seconds(classifier, images: torch.Tensor, config, batch: int) -> float:
+    """Seconds for :func:`solve` over ``images`` (already decoded, on the device) in batches."""
+    start = clock(classifier.device)
+    for first in range(0, len(images), batch):
+        chunk = images[first:first + batch]
+        solve(classifier, chunk, config, seeds=torch.arange(first, first + len(chunk)))
+    return clock(classifier.device) - start
+
+
+def job_seconds(classifier, data: Path, config, run: runlib.RunConfig, folder: Path, name: str) -> float:
+    """Seconds for :func:`run_masks` into a fresh store (decode, solve, store)."""
+    start = clock(classifier.device)
+    runlib.run_masks(data, folder / f"{name}.h5", classifier, config, run)
+    return clock(classifier.device) - start
+
+
+def command_seconds(data: Path, out: Path, processes: int, images: int, iterations: int, batch: int,
+                    workers: int, device: str) -> float:
+    """Wall seconds of one ``perturb masks`` command, sharded over ``processes`` with torchrun."""
+    masks = ["-m", "pipeline", "masks", str(data), "--out", str(out), "--limit", str(images), "-n", str(iterations),
+             "-b", str(batch), "--workers", str(workers), "--device", device]
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                          str(processes)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *launcher, *masks], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"error: the {processes}-process command failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--early-stop", default="5,0.01", metavar="WINDOW,TOL")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in this process (CPU)")
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes of the job")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
+                        help="process counts of the 'processes' part (1 is its baseline; empty to skip)")
+    parser.add_argument("--parts", nargs="+", default=["job-vs-solver", "processes"])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    info = machine(device)
+    print(f"machine: {info['machine']}; torch {info['torch']}; load average {load_average()}", flush=True)
+    base = override(preset(args.preset), [f"optim.iterations={args.iterations}"])
+    window, tol = args.early_stop.split(",")
+    stopping = override(base, [f"optim.stop_window={window}", f"optim.stop_tol={tol}"])
+    common = {"machine": info["machine"], "torch": info["torch"], "device": device.type, "preset": args.preset,
+              "images": args.images, "iterations": args.iterations, "batch": args.batch}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "job-vs-solver" in args.parts:
+            classifier = load_model("efficientnet_lite0", device=device).folded()
+            images, _, source = load_images(args.images, tuple(classifier.input_size), args.data)
+            images = images.to(device)
+            run = runlib.RunConfig(batch_size=args.batch, workers=args.workers, limit=args.images, progress=False)
+            solve(classifier, images[:2], override(base, ["optim.iterations=2"]))  # warm-up (allocator, kernels)
+            for label, config in (("off", base), ("on " + args.early_stop, stopping)):
+                solver = solver_seconds(classifier, images, config, args.batch)
+                job = job_seconds(classifier, args.data, config, run, folder, label.split()[0])
+                for what, seconds in (("solver (preloaded)", solver), ("job (decode+solve+store)", job)):
+                    rows.append({**common, "part": "job-vs-solver", "what": what, "early_stop": label,
+                                 "processes": 1, "threads": torch.get_num_threads(), "workers": args.workers,
+                                 "seconds": seconds, "images_per_s": args.images / seconds,
+                                 "steady_images_per_s": "", "ratio": solver / seconds, "baseline": "solver",
+                                 "source": source, "loadavg": load_average(), "date": now()})
+                    print(f"  early stop {label:9s} {what:26s} {seconds:7.1f} s  {args.images / seconds:.3f} img/s  "
+                          f"x{solver / seconds:.2f} of the solver  (load {load_average()})", flush=True)
+        if "processes" in args.parts and args.processes:
+            one = None
+            for count in args.processes:
+                seconds = command_seconds(args.data, folder / f"p{count}.h5", count, args.images, args.iterations,
+                                          args.batch, 0, args.device)
+                fixed = command_seconds(args.data, folder / f"p{count}-probe.h5", count, count, 1, args.batch, 0,
+                                        args.device)
+                steady = (args.images - count) / max(seconds - fixed, 1e-9)
+                one = steady if count == args.processes[0] else one
+                rows.append({**common, "part": "processes", "what": f"perturb masks, {count} process(es)",
+                             "early_stop": "off", "processes": count, "threads": 1, "workers": 0,
+                             "seconds": seconds, "images_per_s": args.images / seconds,
+                             "steady_images_per_s": steady, "ratio": steady / one,
+                             "baseline": f"{args.processes[0]} process(es), steady rate",
+                             "source": str(args.data), "loadavg": load_average(), "date": now()})
+                print(f"  {count} process(es): {seconds:7.1f} s whole command ({args.images / seconds:.3f} img/s), "
+                      f"start-up and merge {fixed:.1f} s, steady {steady:.3f} img/s, x{steady / one:.2f}  "
+                      f"(load {load_average()})", flush=True)
+    out = write_csv(args.out / f"scaling-{device.type}.csv", rows)
+    print(table(rows, ["part", "what", "early_stop", "processes", "seconds", "images_per_s", "steady_images_per_s",
+                       "ratio"]))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
