@@ -225,3 +225,46 @@ def test_torchrun_restarts_a_killed_rank_and_every_image_is_stored_once(folder, 
     assert process.returncode == 0, output[-3000:]
     assert "merged 2 shards" in output
     _assert_same_store(out, reference)  # every image once, in one-process order, the same masks
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+
+
+def test_sharded_evaluation_merges_into_the_one_process_report(reference, tmp_path, one_thread):
+    store = str(reference[3])
+    settings = ["--step", "16724", "-b", "2", "--workers", "0", "--device", "cpu"]
+    one = runner.invoke(app, ["evaluate", store, "--out", str(tmp_path / "one"), *settings])
+    assert one.exit_code == 0, one.output
+    report = tmp_path / "sharded"
+    first = runner.invoke(app, ["evaluate", store, "--out", str(report), "--shard", "0/2", *settings])
+    assert first.exit_code == 0 and "waiting for shards 1" in first.output, first.output
+    line = _one_error_line(runner.invoke(app, ["merge", str(report)]))
+    assert "shards 1 of 2 are not evaluated" in line
+    other_step = ["--step", "8000", *settings[2:]]
+    line = _one_error_line(runner.invoke(app, ["evaluate", store, "--out", str(report), "--shard", "1/2",
+                                               *other_step]))
+    assert "evaluation settings differs" in line
+    second = runner.invoke(app, ["evaluate", store, "--out", str(report), "--shard", "1/2", *settings])
+    assert second.exit_code == 0 and "perturb merge" in second.output, second.output
+    merged = runner.invoke(app, ["merge", str(report)])
+    assert merged.exit_code == 0, merged.output
+    pd.testing.assert_frame_equal(pd.read_parquet(report / "per_image.parquet"),
+                                  pd.read_parquet(tmp_path / "one" / "per_image.parquet"))
+    with np.load(report / "curves.npz") as got, np.load(tmp_path / "one" / "curves.npz") as want:
+        assert sorted(got.files) == sorted(want.files)
+        for name in want.files:
+            np.testing.assert_array_equal(got[name], want[name])
+    assert (report / "summary.json").read_text() == (tmp_path / "one" / "summary.json").read_text()
+    assert sorted(p.name for p in report.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert not shards_dir(report).exists()
+
+
+def test_slurm_scripts_chain_the_merge_after_the_array():
+    folder = Path(__file__).parents[1] / "scripts" / "slurm"
+    for script in sorted(folder.iterdir()):
+        checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert checked.returncode == 0, (script.name, checked.stderr)
+    submit = (folder / "submit.sh").read_text()
+    assert '--dependency="afterok:$array"' in submit and "merge.sbatch" in submit
+    assert "$PERTURB merge" in (folder / "merge.sbatch").read_text()
