@@ -20,8 +20,11 @@ Two parts, each with its baseline measured in the same run:
   store. ``seconds`` is the whole command's wall time (start-up, model loading, solving, the
   barrier and the merge); ``steady_images_per_s`` subtracts the wall time of the same command
   on ``P`` images and 1 iteration (start-up and merge), so it is the rate a long run approaches.
+* ``merge`` (no model): ``perturb merge`` of ``--merge-shards`` synthetic shard stores holding
+  ``--merge-rows`` rows of 28x28 masks in all, the step a sharded run adds at its end; rows/s.
 
-Writes ``results/benchmarks/scaling-<device>.csv`` (machine and load average in every row).
+Writes ``results/benchmarks/scaling-<device>.csv`` (``--name``; machine and load average in every
+row).
 """
 
 from __future__ import annotations
@@ -80,6 +83,36 @@ def command_seconds(data: Path, out: Path, processes: int, images: int, iteratio
     return seconds
 
 
+def merge_seconds(folder: Path, shards: int, rows: int) -> float:
+    """Seconds for :func:`pipeline.shards.merge_run` of ``shards`` complete synthetic shards."""
+    import numpy as np
+
+    from pipeline.distributed import Shard
+    from pipeline.shards import ShardedRun, merge_run
+    from pipeline.store import COLUMNS, MaskWriter
+
+    out = folder / "merge.h5"
+    relpaths = [f"n00000000/{i:08d}.JPEG" for i in range(rows)]
+    config = {"synthetic": True}
+    generator = np.random.default_rng(0)
+    for rank in range(shards):
+        job = ShardedRun.prepare(out, Shard(rank, shards, None, "--shard"), relpaths, config, "synthetic", False)
+        with MaskWriter(job.path.with_name(out.name), config, "synthetic", folder, (1, 28, 28),
+                        shard=(rank, shards), attrs=job.attrs) as writer:
+            mine = np.asarray(job.indices)
+            for first in range(0, len(mine), 500):
+                index = mine[first:first + 500]
+                columns = {name: np.zeros(len(index), dtype=np.float32) for name in COLUMNS}
+                columns.update(index=index, path=[relpaths[i] for i in index], status=["ok"] * len(index),
+                               reason=[""] * len(index), area=generator.random(len(index)))
+                for name in ("height", "width", "label", "target"):
+                    columns[name] = np.zeros(len(index), dtype=np.int64)
+                writer.append(columns, generator.random((len(index), 1, 28, 28)))
+    start = time.perf_counter()
+    merge_run(out)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -92,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes of the job")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
                         help="process counts of the 'processes' part (1 is its baseline; empty to skip)")
-    parser.add_argument("--parts", nargs="+", default=["job-vs-solver", "processes"])
+    parser.add_argument("--parts", nargs="+", default=["job-vs-solver", "processes", "merge"])
+    parser.add_argument("--merge-shards", type=int, default=8)
+    parser.add_argument("--merge-rows", type=int, default=8000)
+    parser.add_argument("--name", default="scaling", help="CSV name: <name>-<device>.csv")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -145,7 +181,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {count} process(es): {seconds:7.1f} s whole command ({args.images / seconds:.3f} img/s), "
                       f"start-up and merge {fixed:.1f} s, steady {steady:.3f} img/s, x{steady / one:.2f}  "
                       f"(load {load_average()})", flush=True)
-    out = write_csv(args.out / f"scaling-{device.type}.csv", rows)
+        if "merge" in args.parts:
+            seconds = merge_seconds(folder, args.merge_shards, args.merge_rows)
+            rows.append({**common, "part": "merge", "what": f"perturb merge, {args.merge_shards} shards",
+                         "images": args.merge_rows, "iterations": "", "batch": "", "early_stop": "",
+                         "processes": 1, "threads": 1, "workers": 0, "seconds": seconds,
+                         "images_per_s": args.merge_rows / seconds, "steady_images_per_s": "", "ratio": "",
+                         "baseline": "", "source": "synthetic 28x28 masks", "loadavg": load_average(),
+                         "date": now()})
+            print(f"  merge of {args.merge_shards} shards, {args.merge_rows} rows: {seconds:.1f} s "
+                  f"({args.merge_rows / seconds:.0f} rows/s)", flush=True)
+    out = write_csv(args.out / f"{args.name}-{device.type}.csv", rows)
     print(table(rows, ["part", "what", "early_stop", "processes", "seconds", "images_per_s", "steady_images_per_s",
                        "ratio"]))
     print(f"wrote {out}")

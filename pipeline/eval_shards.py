@@ -60,7 +60,7 @@ def _plan(store: MaskStore, store_path: Path, world: int, config: EvalConfig, bo
 
 
 def _check(stored: dict[str, Any], mine: dict[str, Any], shard: Shard, folder: Path) -> None:
-    again = "or pass --overwrite to start the sharded evaluation again"
+    again = f"or delete {str(folder)!r} to start the sharded evaluation again"
     if stored.get("world") != mine["world"]:
         raise StoreError(f"{str(folder)!r} holds an evaluation split into {stored.get('world')} shards, but this "
                          f"process is {shard.label} (from {shard.launcher}): run {stored.get('world')} shards, {again}")
@@ -152,8 +152,8 @@ def merge_report(report: str | Path, keep_shards: bool = False) -> Path:
     config = EvalConfig(**plan["config"])
     with MaskStore(plan["store"]) as store:
         if store.run_key != plan["store_run_key"] or len(store) != plan["store_rows"]:
-            raise StoreError(f"the store {plan['store']!r} changed since the shards were evaluated; pass "
-                             "--overwrite to evaluate again")
+            raise StoreError(f"the store {plan['store']!r} changed since the shards were evaluated; delete "
+                             f"{str(shards_dir(report))!r} and evaluate again")
         table = store.table()
         metrics, curves = _gather(folders, table, world)
         per_image = _per_image(table, metrics)

@@ -182,10 +182,17 @@ def test_torchrun_two_workers_equal_one_process(folder, reference, tmp_path):
 
 
 def _children(pid):
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    """Processes whose parent is ``pid`` (from /proc/<p>/stat: the field after the command)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def _worker_pid(agent, rank):
@@ -207,7 +214,7 @@ def _rows(path):
         return 0
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the worker through /proc")
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker through /proc")
 def test_torchrun_restarts_a_killed_rank_and_every_image_is_stored_once(folder, reference, tmp_path):
     out = tmp_path / "k.h5"
     process = subprocess.Popen(_torchrun(folder, out, "--max-restarts", "1"), env=_worker_env(),
