@@ -103,7 +103,8 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
         from .shards import ShardedRun
 
         records = discover(source, classifier.vocabulary, limit=run.limit)
-        ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite)
+        if ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite).merged:
+            return RunSummary(Path(out), len(records), resumed=len(records), notes=["already merged"])
     classifier = classifier.folded()  # BatchNorm into the convolutions: the same function, faster
     if run.batch_size == "auto":  # probed uncompiled: compiling the probe's shapes would be wasted
         run = dataclasses.replace(run, batch_size=auto_batch_size(classifier, solver))

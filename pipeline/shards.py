@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from .distributed import Shard, process_group_barrier, restart_count
 from .errors import StoreError
-from .store import MaskStore, _config_diff, canonical_json, merge_shards, parts_dir, run_key, shard_path
+from .store import _HELD, MaskStore, _config_diff, canonical_json, merge_shards, parts_dir, run_key, shard_path
 
 __all__ = ["PLAN_FILE", "ShardPlan", "ShardState", "ShardedRun", "shards_dir", "shard_store_path",
            "data_list_hash", "claim_file", "read_plan", "shard_states", "merge_run", "progress_lines"]
@@ -171,6 +171,8 @@ class ShardState:
 def _locked(store: Path) -> bool:
     """Whether another process holds the writer lock of ``store`` (see :mod:`pipeline.store`)."""
     lock = store.with_name(store.name + ".lock")
+    if os.path.realpath(lock) in _HELD:  # ours: probing would release it (POSIX locks are per process)
+        return True
     try:
         import fcntl
     except ImportError:  # no advisory locks: a lock file is all there is to go by
