@@ -23,6 +23,11 @@ Two parts, each with its baseline measured in the same run:
 * ``merge`` (no model): ``perturb merge`` of ``--merge-shards`` synthetic shard stores holding
   ``--merge-rows`` rows of 28x28 masks in all, the step a sharded run adds at its end; rows/s.
 
+Every row has wall seconds and CPU seconds (this process's, or the command's whole process tree
+from ``getrusage``): on a shared machine the wall time moves with the other users' load, the CPU
+time much less, so ``ratio`` uses CPU seconds on a CPU (``ratio_basis``) and wall seconds on a
+GPU. For P processes on P free cores the wall time is about the CPU time divided by P.
+
 Writes ``results/benchmarks/scaling-<device>.csv`` (``--name``; machine and load average in every
 row).
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -50,37 +56,44 @@ from pipeline.models import load_model  # noqa: E402
 from pipeline.solver import solve  # noqa: E402
 
 
-def solver_seconds(classifier, images: torch.Tensor, config, batch: int) -> float:
-    """Seconds for :func:`solve` over ``images`` (already decoded, on the device) in batches."""
-    start = clock(classifier.device)
+def solver_seconds(classifier, images: torch.Tensor, config, batch: int) -> tuple[float, float]:
+    """Wall and CPU seconds for :func:`solve` over ``images`` (decoded, on the device) in batches."""
+    start, cpu = clock(classifier.device), time.process_time()
     for first in range(0, len(images), batch):
         chunk = images[first:first + batch]
         solve(classifier, chunk, config, seeds=torch.arange(first, first + len(chunk)))
-    return clock(classifier.device) - start
+    return clock(classifier.device) - start, time.process_time() - cpu
 
 
-def job_seconds(classifier, data: Path, config, run: runlib.RunConfig, folder: Path, name: str) -> float:
-    """Seconds for :func:`run_masks` into a fresh store (decode, solve, store)."""
-    start = clock(classifier.device)
+def job_seconds(classifier, data: Path, config, run: runlib.RunConfig, folder: Path, name: str) -> tuple[float, float]:
+    """Wall and CPU seconds for :func:`run_masks` into a fresh store (decode, solve, store; the
+    CPU time counts this process only, so decoding belongs to it with ``--workers 0``)."""
+    start, cpu = clock(classifier.device), time.process_time()
     runlib.run_masks(data, folder / f"{name}.h5", classifier, config, run)
-    return clock(classifier.device) - start
+    return clock(classifier.device) - start, time.process_time() - cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def command_seconds(data: Path, out: Path, processes: int, images: int, iterations: int, batch: int,
-                    workers: int, device: str) -> float:
-    """Wall seconds of one ``perturb masks`` command, sharded over ``processes`` with torchrun."""
+                    workers: int, device: str) -> tuple[float, float]:
+    """Wall seconds of one ``perturb masks`` command, sharded over ``processes`` with torchrun,
+    and the CPU seconds of its whole process tree."""
     masks = ["-m", "pipeline", "masks", str(data), "--out", str(out), "--limit", str(images), "-n", str(iterations),
              "-b", str(batch), "--workers", str(workers), "--device", device]
     launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                                           str(processes)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run([sys.executable, *launcher, *masks], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"error: the {processes}-process command failed:\n{done.stderr[-2000:]}")
-    return seconds
+    return seconds, _children_cpu() - cpu
 
 
 def merge_seconds(folder: Path, shards: int, rows: int) -> float:
@@ -122,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--early-stop", default="5,0.01", metavar="WINDOW,TOL")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in this process (CPU)")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes of the job")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader decoding processes of the job")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2],
                         help="process counts of the 'processes' part (1 is its baseline; empty to skip)")
     parser.add_argument("--parts", nargs="+", default=["job-vs-solver", "processes", "merge"])
@@ -152,35 +165,47 @@ def main(argv: list[str] | None = None) -> int:
             images = images.to(device)
             run = runlib.RunConfig(batch_size=args.batch, workers=args.workers, limit=args.images, progress=False)
             solve(classifier, images[:2], override(base, ["optim.iterations=2"]))  # warm-up (allocator, kernels)
+            basis = 1 if device.type == "cpu" else 0  # CPU seconds on a (shared) CPU, wall on a GPU
             for label, config in (("off", base), ("on " + args.early_stop, stopping)):
                 solver = solver_seconds(classifier, images, config, args.batch)
                 job = job_seconds(classifier, args.data, config, run, folder, label.split()[0])
-                for what, seconds in (("solver (preloaded)", solver), ("job (decode+solve+store)", job)):
+                for what, (seconds, cpu) in (("solver (preloaded)", solver), ("job (decode+solve+store)", job)):
+                    ratio = solver[basis] / (seconds, cpu)[basis]
                     rows.append({**common, "part": "job-vs-solver", "what": what, "early_stop": label,
                                  "processes": 1, "threads": torch.get_num_threads(), "workers": args.workers,
-                                 "seconds": seconds, "images_per_s": args.images / seconds,
-                                 "steady_images_per_s": "", "ratio": solver / seconds, "baseline": "solver",
-                                 "source": source, "loadavg": load_average(), "date": now()})
-                    print(f"  early stop {label:9s} {what:26s} {seconds:7.1f} s  {args.images / seconds:.3f} img/s  "
-                          f"x{solver / seconds:.2f} of the solver  (load {load_average()})", flush=True)
+                                 "seconds": seconds, "cpu_seconds": cpu, "images_per_s": args.images / seconds,
+                                 "images_per_cpu_s": args.images / cpu, "steady_images_per_s": "",
+                                 "ratio": ratio, "ratio_basis": ("cpu" if basis else "wall") + " seconds",
+                                 "baseline": "solver", "source": source, "loadavg": load_average(), "date": now()})
+                    print(f"  early stop {label:9s} {what:26s} {seconds:7.1f} s wall, {cpu:7.1f} s CPU, "
+                          f"{args.images / cpu:.3f} img/CPU-s  x{ratio:.2f} of the solver  (load {load_average()})",
+                          flush=True)
+                    write_csv(args.out / f"{args.name}-{device.type}.csv", rows)
         if "processes" in args.parts and args.processes:
             one = None
             for count in args.processes:
-                seconds = command_seconds(args.data, folder / f"p{count}.h5", count, args.images, args.iterations,
-                                          args.batch, 0, args.device)
-                fixed = command_seconds(args.data, folder / f"p{count}-probe.h5", count, count, 1, args.batch, 0,
-                                        args.device)
+                seconds, cpu = command_seconds(args.data, folder / f"p{count}.h5", count, args.images,
+                                               args.iterations, args.batch, 0, args.device)
+                fixed, fixed_cpu = command_seconds(args.data, folder / f"p{count}-probe.h5", count, count, 1,
+                                                   args.batch, 0, args.device)
                 steady = (args.images - count) / max(seconds - fixed, 1e-9)
-                one = steady if count == args.processes[0] else one
+                steady_cpu = (args.images - count) / max(cpu - fixed_cpu, 1e-9)  # images per CPU-second
+                one = one or (steady_cpu if device.type == "cpu" else steady)
+                ratio = (steady_cpu if device.type == "cpu" else steady) / one
                 rows.append({**common, "part": "processes", "what": f"perturb masks, {count} process(es)",
                              "early_stop": "off", "processes": count, "threads": 1, "workers": 0,
-                             "seconds": seconds, "images_per_s": args.images / seconds,
-                             "steady_images_per_s": steady, "ratio": steady / one,
-                             "baseline": f"{args.processes[0]} process(es), steady rate",
+                             "seconds": seconds, "cpu_seconds": cpu, "images_per_s": args.images / seconds,
+                             "images_per_cpu_s": args.images / cpu, "startup_seconds": fixed,
+                             "startup_cpu_seconds": fixed_cpu, "steady_images_per_s": steady,
+                             "steady_images_per_cpu_s": steady_cpu, "ratio": ratio,
+                             "ratio_basis": "steady images per CPU-second" if device.type == "cpu" else
+                             "steady images per second",
+                             "baseline": f"{args.processes[0]} process(es)",
                              "source": str(args.data), "loadavg": load_average(), "date": now()})
-                print(f"  {count} process(es): {seconds:7.1f} s whole command ({args.images / seconds:.3f} img/s), "
-                      f"start-up and merge {fixed:.1f} s, steady {steady:.3f} img/s, x{steady / one:.2f}  "
-                      f"(load {load_average()})", flush=True)
+                print(f"  {count} process(es): {seconds:7.1f} s wall, {cpu:7.1f} s CPU for the whole command; "
+                      f"start-up and merge {fixed:.1f} s wall, {fixed_cpu:.1f} s CPU; steady {steady:.3f} img/s, "
+                      f"{steady_cpu:.3f} img/CPU-s, x{ratio:.2f}  (load {load_average()})", flush=True)
+                write_csv(args.out / f"{args.name}-{device.type}.csv", rows)
         if "merge" in args.parts:
             seconds = merge_seconds(folder, args.merge_shards, args.merge_rows)
             rows.append({**common, "part": "merge", "what": f"perturb merge, {args.merge_shards} shards",

@@ -67,10 +67,8 @@ def reference(folder, tmp_path_factory):
 
 
 def _assert_same_store(path, reference):
-    """Same table, masks and configuration. The masks are equal bit for bit because every image is
-    solved in a batch of the same size in both runs (-b 2 over indices 0-6, index 4 unreadable:
-    one process solves [0 1] [2 3] [5] [6]; shard 0 [0 2] [6], shard 1 [1 3] [5]); CPU kernels
-    round differently at another batch size."""
+    """Same table, masks and configuration, bit for bit: on the CPU every batch is solved at the
+    full batch size (pipeline.run.CPU_PADDING), whichever images share it."""
     table, masks, config, _ = reference
     with MaskStore(path) as store:
         pd.testing.assert_frame_equal(store.table(), table)  # same rows, same order, same values
