@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             for count in args.processes:
                 seconds, cpu = command_seconds(args.data, folder / f"p{count}.h5", count, args.images,
                                                args.iterations, args.batch, 0, args.device)
-                fixed, fixed_cpu = command_seconds(args.data, folder / f"p{count}-probe.h5", count, count, 1,
-                                                   args.batch, 0, args.device)
+                # batch 1: one image per process and no CPU padding up to --batch
+                fixed, fixed_cpu = command_seconds(args.data, folder / f"p{count}-probe.h5", count, count, 1, 1, 0,
+                                                   args.device)
                 steady = (args.images - count) / max(seconds - fixed, 1e-9)
                 steady_cpu = (args.images - count) / max(cpu - fixed_cpu, 1e-9)  # images per CPU-second
                 one = one or (steady_cpu if device.type == "cpu" else steady)
