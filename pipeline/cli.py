@@ -29,6 +29,9 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Solver preset; s
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset field, e.g. --set tv_coeff=0.05 (repeatable).")]
 IterOpt = Annotated[Optional[int], typer.Option("--iterations", "-n", help="Solver iterations (default: the preset's).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")]
+ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="I/N: do only the images with index % N == I, into "
+                                                 "<out>.shards/ (default: from torchrun's RANK/WORLD_SIZE or a Slurm "
+                                                 "array's task id, else everything).")]
 
 
 def _fail_cleanly(command: Callable) -> Callable:
@@ -161,16 +164,22 @@ def masks(
                                            "after a compile of tens of seconds; slower on a CPU.")] = False,
     max_pixels: Annotated[int, typer.Option("--max-pixels", help="Skip as 'too large' an image that would decode "
                                             "to more pixels (JPEGs decode at up to 1/8 scale).")] = 250_000_000,
+    shard_: ShardOpt = None,
 ) -> None:
-    """Solve the masks of a whole folder in batches and store them in HDF5 (resumable)."""
+    """Solve the masks of a whole folder in batches and store them in HDF5 (resumable).
+
+    Under torchrun or a Slurm array each process solves its shard; see `perturb merge`.
+    """
+    from .distributed import resolve_shard
     from .models import load_model
     from .run import RunConfig, run_masks
 
     config = _solver_config(preset, set_, iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), workers=workers, limit=limit, target=target, seed=seed,
                     compile=compile_, max_pixels=max_pixels)
-    classifier = load_model(model, device=_device(device))
-    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite)
+    shard = resolve_shard(shard_)
+    classifier = load_model(model, device=shard.device(_device(device)))
+    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
 
@@ -178,13 +187,22 @@ def masks(
 @app.command()
 @_fail_cleanly
 def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> None:
-    """Summarise a mask store: counts, skips by reason, configuration, mean probabilities."""
+    """Summarise a mask store: counts, skips by reason, configuration, mean probabilities.
+
+    For a sharded run not merged yet, the progress of each shard.
+    """
     import json
 
     from .diagnostics import perturbation_strength
     from .names import display_name
+    from .shards import progress_lines, read_plan
     from .store import MaskStore, summary
 
+    if read_plan(store) is not None:
+        for line in progress_lines(store):
+            typer.echo(line)
+        if not store.is_file():
+            return
     with MaskStore(store) as opened:
         info = summary(opened)
         strength = perturbation_strength(opened.table())
@@ -211,6 +229,26 @@ def repair(store: Annotated[Path, typer.Argument(help="HDF5 mask store that read
 
     for line in repair_store(store).lines():
         typer.echo(line)
+
+
+@app.command()
+@_fail_cleanly
+def merge(
+    out: Annotated[Path, typer.Argument(help="The --out of a sharded `perturb masks` (or `perturb evaluate`) run.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
+    keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep <out>.shards/ after merging.")] = False,
+) -> None:
+    """Merge the shards of a sharded run (<out>.shards/) into OUT, once every shard is complete."""
+    from .eval_shards import is_sharded_report, merge_report
+    from .shards import merge_run
+
+    if is_sharded_report(out):
+        merged = merge_report(out, keep_shards=keep_shards)
+        typer.echo(f"merged into {merged}")
+        _write_report([merged], merged / "report.html")
+        return
+    merged = merge_run(out, overwrite=overwrite, keep_shards=keep_shards)
+    typer.echo(f"merged into {merged}")
 
 
 @app.command()
@@ -305,8 +343,13 @@ def evaluate(
         "listing image paths or stems, one a line: the images on which each threshold method's alpha is "
         "chosen, from a grid of alphas; localisation error is reported on the other images.")] = None,
     alpha_split_seed: Annotated[int, typer.Option("--alpha-split-seed", help="Seed of a fractional --alpha-split.")] = 0,
+    shard_: ShardOpt = None,
 ) -> None:
-    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder."""
+    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder.
+
+    Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
+    """
+    from .distributed import resolve_shard
     from .evaluate import evaluate_store
     from .models import load_model
     from .store import MaskStore
@@ -314,7 +357,17 @@ def evaluate(
     config = _eval_config(step, batch_size, workers, _alpha_split(alpha_split), alpha_split_seed)
     with MaskStore(store) as opened:
         spec = opened.model
-    classifier = load_model(spec, device=_device(device))
+    shard = resolve_shard(shard_)
+    classifier = load_model(spec, device=shard.device(_device(device)))
+    if shard.sharded:
+        from .eval_shards import evaluate_sharded
+
+        for line in evaluate_sharded(store, data, classifier, out, shard, boxes=boxes, config=config,
+                                     progress=True):
+            typer.echo(line)
+        if (out / "summary.json").is_file():  # rank 0 merged the shards under torchrun
+            _write_report([out], out / "report.html", vocabulary=classifier.vocabulary, data_root=data)
+        return
     result = evaluate_store(store, data, classifier, out, boxes=boxes, config=config, progress=True)
     for name, stats in result.summary["metrics"].items():
         if stats.get("mean") is not None and not (alpha_split and name.startswith("loc_")):

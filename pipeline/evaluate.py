@@ -285,16 +285,7 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         meta = {"store": str(Path(store_path).resolve()), "store_config": store.config,
                 "model": store.model, "data_root": str(root), "input_size": list(store.input_size),
                 "boxes": boxes_name}
-        per_image = _per_image(table, metrics)
-        held_out = None
-        if config.alpha_split is not None:
-            try:
-                per_image, held_out = _held_out(per_image, config)
-            except ConfigError as error:  # e.g. a split leaving no test image: keep the other reports
-                held_out = {"error": str(error)}
-        summary = _summary(per_image, game, config, meta, box_map is not None)
-        if held_out is not None:
-            summary["localization_split"] = held_out
+        per_image, summary = summarise(_per_image(table, metrics), game, config, meta, box_map is not None)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = _write_tables(out, per_image, summary, curves)
@@ -476,6 +467,23 @@ def _summary(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, me
                          "better": metric_direction(name)}
     return {"metrics": metrics, "pointing_game": game.compute() if with_boxes else None,
             "counts": _counts(per_image, evaluated, with_boxes), "settings": _settings(config, meta)}
+
+
+def summarise(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, meta: dict[str, Any],
+              with_boxes: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The per-image table (with the held-out localisation columns when ``config.alpha_split`` is
+    set) and the summary of one evaluation, from its per-image table and pointing game. Used by a
+    one-process evaluation and by the merge of a sharded one, so both write the same report."""
+    held_out = None
+    if config.alpha_split is not None:
+        try:
+            per_image, held_out = _held_out(per_image, config)
+        except ConfigError as error:  # e.g. a split leaving no test image: keep the other reports
+            held_out = {"error": str(error)}
+    summary = _summary(per_image, game, config, meta, with_boxes)
+    if held_out is not None:
+        summary["localization_split"] = held_out
+    return per_image, summary
 
 
 def _held_out(per_image: pd.DataFrame, config: EvalConfig) -> tuple[pd.DataFrame, dict[str, Any]]:

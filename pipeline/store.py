@@ -1158,7 +1158,7 @@ def merge_shards(
         tables = [s.table().assign(_shard=k, _row=np.arange(len(s))) for k, s in enumerate(stores)]
         merged = pd.concat(tables, ignore_index=True).sort_values("index", kind="stable")
         _refuse_duplicates(merged, paths)
-        first = stores[0]
+        first = next((s for s in stores if len(s)), stores[0])  # an empty shard has no extras yet
         with MaskWriter(out, first.config, first.model, first.source, first.mask_shape,
                         overwrite=overwrite, input_size=first.input_size,
                         attrs={"merged_from": json.dumps([p.name for p in paths])}) as writer:
@@ -1176,9 +1176,11 @@ def merge_shards(
 
 
 def _check_shards_agree(stores: list[MaskStore]) -> None:
-    first = stores[0]
-    for store in stores[1:]:
+    first = next((s for s in stores if len(s)), stores[0])
+    for store in stores:
         for name in ("run_key", "model", "mask_shape", "input_size", "columns"):
+            if name == "columns" and not len(store):
+                continue  # a shard with no images (more shards than images) has no extra columns
             if getattr(store, name) != getattr(first, name):
                 raise StoreError(
                     f"cannot merge {str(store.path)!r} with {str(first.path)!r}: {name} differs "
