@@ -58,6 +58,10 @@ class _RowOptimizer:
     def step(self, grad: torch.Tensor) -> None:
         lr = self.optim.lr
         if self.optim.optimizer == "sgd":  # a zero buffer makes the first step plain SGD, as torch's
+            if self.optim.dampening:  # torch damps every step but a row's first
+                self.steps += 1
+                shape = (-1,) + (1,) * (self.masks.dim() - 1)
+                grad = grad * torch.where(self.steps == 1, 1.0, 1 - self.optim.dampening).float().view(shape)
             self.first.mul_(self.optim.momentum).add_(grad)
             self.masks.add_(self.first, alpha=-lr)
             return
