@@ -139,19 +139,144 @@ def _save(path: Path, masks: torch.Tensor, target: int, seconds: float, args) ->
                         iterations=args.iterations, threads=torch.get_num_threads())
 
 
+def _load(method: str, iterations: int, count: int) -> dict[int, dict]:
+    folder = _cache(method, iterations)
+    found = {}
+    for i in range(count):
+        path = folder / f"{i:03d}.npz"
+        if path.exists():
+            with np.load(path) as data:
+                found[i] = {name: data[name] for name in data.files}
+    return found
+
+
+def judge_blur(images: torch.Tensor, sigma: float = 10.0) -> torch.Tensor:
+    """The judge's own substrate: scipy's Gaussian (reflect borders, radius 4 sigma) of ``[0, 1]``
+    images ``(B, 3, H, W)``; neither solver's blur code."""
+    import scipy.ndimage
+
+    array = images.numpy()
+    return torch.from_numpy(scipy.ndimage.gaussian_filter(array, sigma=(0, 0, sigma, sigma), mode="reflect"))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator else float("nan")
+
+
+def _top_iou(a: np.ndarray, b: np.ndarray, area: float) -> float:
+    """IoU of the ``area`` share of pixels with the largest values in each map."""
+    count = max(1, int(round(area * a.size)))
+    top_a = np.zeros(a.size, bool)
+    top_b = np.zeros(b.size, bool)
+    top_a[np.argsort(-a.ravel(), kind="stable")[:count]] = True
+    top_b[np.argsort(-b.ravel(), kind="stable")[:count]] = True
+    return float((top_a & top_b).sum() / (top_a | top_b).sum())
+
+
+def cmd_judge(args) -> None:
+    from pipeline.metrics.deletion import RISE_STEP, auc, blur_substrate, causal_curves, zero_substrate
+
+    classifier, images, targets, source = _setup(args)
+    cached = {m: _load(m, args.iterations, len(images)) for m in METHODS}
+    common = sorted(set.intersection(*(set(c) for c in cached.values())))
+    if not common:
+        sys.exit(f"error: no image has masks from every method at {args.iterations} iterations "
+                 f"(cached: {', '.join(f'{m} {len(c)}' for m, c in cached.items())}); run 'run' first")
+    index = torch.tensor(common)
+    x01, target = images[index], targets[index]
+    for m in METHODS:
+        assert all(int(cached[m][i]["target"]) == int(targets[i]) for i in common), m
+    x = classifier.normalize(x01)
+    blurred = classifier.normalize(judge_blur(x01))
+    rows, per_image = [], []
+    quality: dict[str, dict[str, list]] = {}
+    with torch.no_grad():
+        for m in METHODS:
+            masks = torch.from_numpy(np.stack([cached[m][i]["masks"] for i in common])).float()  # (n, K, H, W)
+            kept = blurred[:, None] + masks[:, :, None] * (x[:, None] - blurred[:, None])  # (n, K, 3, H, W)
+            logits = classifier(kept.flatten(0, 1)).view(len(common), len(AREAS), -1)
+            chosen = logits.gather(2, target.view(-1, 1, 1).expand(-1, len(AREAS), 1))[..., 0]
+            probs = logits.softmax(2).gather(2, target.view(-1, 1, 1).expand(-1, len(AREAS), 1))[..., 0]
+            saliency = masks.sum(1, keepdim=True)
+            deletion = auc(causal_curves(classifier, x, saliency, target, zero_substrate(x), "deletion", RISE_STEP))
+            insertion = auc(causal_curves(classifier, x, saliency, target, blur_substrate(x), "insertion", RISE_STEP))
+            quality[m] = {"masks": masks}
+            for k, area in enumerate(AREAS):
+                rows.append({"method": m, "area": area, "images": len(common),
+                             "mask_mean": float(masks[:, k].mean()), "p_kept": float(probs[:, k].mean()),
+                             "logit_kept": float(chosen[:, k].mean()),
+                             "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())})
+            for j, i in enumerate(common):
+                per_image.append({"method": m, "image": i, "target": int(target[j]),
+                                  **{f"mean_{a}": float(masks[j, k].mean()) for k, a in enumerate(AREAS)},
+                                  **{f"p_{a}": float(probs[j, k]) for k, a in enumerate(AREAS)},
+                                  "deletion_auc": float(deletion[j]), "insertion_auc": float(insertion[j]),
+                                  "seconds": float(cached[m][i]["seconds"])})
+    agreement = []
+    for a_name, b_name in (("ours", "torchray-even"), ("ours", "torchray-odd"), ("torchray-odd", "torchray-even")):
+        for k, area in enumerate(AREAS):
+            first, second = quality[a_name]["masks"][:, k].numpy(), quality[b_name]["masks"][:, k].numpy()
+            pearson = [_pearson(first[j], second[j]) for j in range(len(common))]
+            iou = [_top_iou(first[j], second[j], area) for j in range(len(common))]
+            agreement.append({"pair": f"{a_name} vs {b_name}", "area": area, "images": len(common),
+                              "pearson": float(np.mean(pearson)), "pearson_min": float(np.min(pearson)),
+                              "top_iou": float(np.mean(iou)), "top_iou_min": float(np.min(iou))})
+    info = machine(torch.device("cpu"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{args.iterations}"
+    write_csv(OUT / f"quality{suffix}.csv", rows)
+    write_csv(OUT / f"per-image{suffix}.csv", per_image)
+    write_csv(OUT / f"agreement{suffix}.csv", agreement)
+    print(f"{len(common)} images ({source}), {args.iterations} iterations; {info['machine']}, torch {info['torch']}")
+    print(table(rows, ["method", "area", "mask_mean", "p_kept", "logit_kept", "deletion_auc", "insertion_auc"]))
+    print(table(agreement, ["pair", "area", "pearson", "pearson_min", "top_iou", "top_iou_min"]))
+
+
+def cmd_speed(args) -> None:
+    """Masks per second: TorchRay one image at a time against the preset batched, alternating
+    (A B A B) in one process so both see the same machine load."""
+    classifier, images, targets, source = _setup(args)
+    x = classifier.normalize(images)
+    timings: dict[str, list[float]] = {"torchray": [], "ours": []}
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for i in range(len(images)):
+            torchray_masks(classifier, x[i : i + 1], int(targets[i]), args.iterations, False)
+        timings["torchray"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        ours_masks(classifier, images, targets, args.iterations)
+        timings["ours"].append(time.perf_counter() - start)
+    info = machine(torch.device("cpu"))
+    masks = len(images) * len(AREAS)
+    rows = [{"method": m, "images": len(images), "iterations": args.iterations, "seconds": min(t),
+             "masks_per_s_at_800": masks / (min(t) * 800 / args.iterations), "load": load_average(),
+             "machine": info["machine"], "torch": info["torch"]} for m, t in timings.items()]
+    ratio = min(timings["torchray"]) / min(timings["ours"])
+    for row in rows:
+        row["speedup_vs_torchray"] = min(timings["torchray"]) / row["seconds"]
+    write_csv(OUT / f"speed-{args.iterations}.csv", rows)
+    print(f"{len(images)} images ({source}); {info['machine']}, torch {info['torch']}")
+    print(table(rows, ["method", "images", "iterations", "seconds", "masks_per_s_at_800", "speedup_vs_torchray"]))
+    print(f"ratio (TorchRay time / preset time): x{ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="compute and cache one method's masks")
     run.add_argument("method", choices=METHODS)
     run.add_argument("--set", action="append", default=[], help="extra overrides for 'ours'")
-    for p in (run,):
-        p.add_argument("--images", type=int, default=16)
-        p.add_argument("--iterations", type=int, default=800)
+    judge = sub.add_parser("judge", help="quality and agreement of the cached masks")
+    speed = sub.add_parser("speed", help="masks per second, TorchRay against the preset")
+    speed.add_argument("--repeats", type=int, default=2)
+    for p, images, iterations in ((run, 16, 800), (judge, 16, 800), (speed, 4, 10)):
+        p.add_argument("--images", type=int, default=images)
+        p.add_argument("--iterations", type=int, default=iterations)
         p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
-    if args.command == "run":
-        cmd_run(args)
+    {"run": cmd_run, "judge": cmd_judge, "speed": cmd_speed}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -168,13 +168,14 @@ def sparsity(masks: torch.Tensor, objective: ObjectiveConfig) -> torch.Tensor:
 def area_penalty(masks_up: torch.Tensor, areas: torch.Tensor) -> torch.Tensor:
     """Extremal perturbation's area constraint per image, ``(B, K, H, W) -> (B,)``.
 
-    ``mean (sort(m_k) - r_k)^2`` where ``r_k`` has ``int((1 - a_k) N)`` zeros (rounded down in double
-    precision, as TorchRay) then ones, summed over the ``K`` areas ``a_k`` (``areas`` is ``(K,)``).
+    ``mean (sort(m_k) - r_k)^2`` where ``r_k`` has ``floor((1 - a_k) N)`` zeros then ones, summed over
+    the ``K`` areas ``a_k`` (``areas`` is ``(K,)``). The count is computed in the dtype of ``areas``:
+    the solver passes float64, as TorchRay's Python floats.
     """
     batch, k, height, width = masks_up.shape
     n = height * width
     ranks = torch.arange(n, device=masks_up.device)
-    zeros = (n * (1 - areas.double())).floor().to(ranks.dtype)  # (K,)
+    zeros = (n * (1 - areas)).floor().to(ranks.dtype)  # (K,)
     reference = (ranks.view(1, n) >= zeros.view(k, 1)).to(masks_up.dtype)  # (K, N)
     ordered = masks_up.flatten(2).sort(dim=2).values  # (B, K, N)
     return (ordered - reference).pow(2).mean(2).sum(1)
