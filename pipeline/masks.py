@@ -95,12 +95,14 @@ class _SmoothMax(torch.autograd.Function):
     """Smooth-max masks ``(N, out, out)`` of parameters ``(N, grid, grid)``, unclamped.
 
     Each output pixel is ``y = sum_j v_j softmax(c v)_j`` over its ``taps**2`` weighted parameters
-    ``v_j = w_j p_j``. Autograd would keep ``N * taps**2 * out**2`` numbers per tensor alive (about
-    0.3 GB per mask and tensor at 224 px); this keeps only the parameters and recomputes in the
-    backward pass, a few masks at a time (``dy/dv_j = s_j (1 + c (v_j - y))``).
+    ``v_j = w_j p_j``; ``dy/dv_j = s_j (1 + c (v_j - y))``. Autograd would keep several tensors of
+    ``taps**2 * side**2`` numbers per mask alive (23 MB each at 224 px). This keeps ``v`` and
+    ``softmax(c v)`` only while they fit in ``SAVE_BYTES``, and otherwise recomputes them in the
+    backward pass, a few masks at a time, keeping only the parameters.
     """
 
     CHUNK = 4  # masks per piece: bounds the temporaries to about 0.1 GB each
+    SAVE_BYTES = 2**30
 
     @staticmethod
     def _values(params: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
@@ -116,10 +118,14 @@ class _SmoothMax(torch.autograd.Function):
         ctx.save_for_backward(params)
         ctx.geometry, ctx.coldness = geometry, coldness
         side, out = geometry.mid * geometry.step, geometry.out
-        pieces = []
+        keep = 2 * len(params) * side * side * geometry.taps**2 * params.element_size() <= _SmoothMax.SAVE_BYTES
+        pieces, ctx.kept = [], [] if keep else None
         for piece in params.split(_SmoothMax.CHUNK):
             values = _SmoothMax._values(piece, geometry)
-            pooled = (values * torch.softmax(coldness * values, dim=-1)).sum(-1)
+            weights = torch.softmax(coldness * values, dim=-1)
+            pooled = (values * weights).sum(-1)
+            if keep:
+                ctx.kept.append((values, weights, pooled))
             pieces.append(pooled.reshape(len(piece), side, side)[:, :out, :out])
         return torch.cat(pieces)
 
@@ -129,16 +135,21 @@ class _SmoothMax(torch.autograd.Function):
         geometry, coldness = ctx.geometry, ctx.coldness
         side, out, mid, step = geometry.mid * geometry.step, geometry.out, geometry.mid, geometry.step
         grads = []
-        for piece, piece_grad in zip(params.split(_SmoothMax.CHUNK), grad.split(_SmoothMax.CHUNK)):
+        for j, (piece, piece_grad) in enumerate(zip(params.split(_SmoothMax.CHUNK), grad.split(_SmoothMax.CHUNK))):
             n = len(piece)
-            values = _SmoothMax._values(piece, geometry)
-            weights = torch.softmax(coldness * values, dim=-1)
-            pooled = (values * weights).sum(-1, keepdim=True)
+            if ctx.kept is not None:
+                values, weights, pooled = ctx.kept[j]
+            else:
+                values = _SmoothMax._values(piece, geometry)
+                weights = torch.softmax(coldness * values, dim=-1)
+                pooled = (values * weights).sum(-1)
+            pooled = pooled.unsqueeze(-1)
             padded = F.pad(piece_grad, (0, side - out, 0, side - out)).reshape(n, mid, step, mid, step, 1)
             dvalues = padded * weights * (1 + coldness * (values - pooled))
             dcells = (dvalues * geometry.weight.view(1, 1, step, 1, step, -1)).sum((2, 4))  # (n, mid, mid, T)
             dcells = dcells.reshape(n, mid * mid, -1).transpose(1, 2)
             grads.append(F.fold(dcells, piece.shape[-2:], geometry.taps, padding=geometry.padding)[:, 0])
+        ctx.kept = None
         return torch.cat(grads), None, None
 
 
