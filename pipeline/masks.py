@@ -123,7 +123,7 @@ class _SmoothMax(torch.autograd.Function):
         for piece in params.split(_SmoothMax.CHUNK):
             values = _SmoothMax._values(piece, geometry)
             weights = torch.softmax(coldness * values, dim=-1)
-            pooled = (values * weights).sum(-1)
+            pooled = torch.linalg.vecdot(values, weights)  # no product temporary
             if keep:
                 ctx.kept.append((values, weights, pooled))
             pieces.append(pooled.reshape(len(piece), side, side)[:, :out, :out])
@@ -142,11 +142,13 @@ class _SmoothMax(torch.autograd.Function):
             else:
                 values = _SmoothMax._values(piece, geometry)
                 weights = torch.softmax(coldness * values, dim=-1)
-                pooled = (values * weights).sum(-1)
+                pooled = torch.linalg.vecdot(values, weights)
             pooled = pooled.unsqueeze(-1)
             padded = F.pad(piece_grad, (0, side - out, 0, side - out)).reshape(n, mid, step, mid, step, 1)
-            dvalues = padded * weights * (1 + coldness * (values - pooled))
-            dcells = (dvalues * geometry.weight.view(1, 1, step, 1, step, -1)).sum((2, 4))  # (n, mid, mid, T)
+            # dvalues = g * s * (1 + c (v - y)), then times the tap weights: one temporary, in place
+            dvalues = (values - pooled).mul_(coldness).add_(1).mul_(weights).mul_(padded)
+            dvalues.mul_(geometry.weight.view(1, 1, step, 1, step, -1))
+            dcells = dvalues.sum((2, 4))  # (n, mid, mid, T)
             dcells = dcells.reshape(n, mid * mid, -1).transpose(1, 2)
             grads.append(F.fold(dcells, piece.shape[-2:], geometry.taps, padding=geometry.padding)[:, 0])
         ctx.kept = None
