@@ -179,21 +179,22 @@ def cmd_judge(args) -> None:
     from pipeline.metrics.deletion import RISE_STEP, auc, blur_substrate, causal_curves, zero_substrate
 
     classifier, images, targets, source = _setup(args)
-    cached = {m: _load(m, args.iterations, len(images)) for m in METHODS}
+    methods = args.methods or list(METHODS)
+    cached = {m: _load(m, args.iterations, len(images)) for m in methods}
     common = sorted(set.intersection(*(set(c) for c in cached.values())))
     if not common:
         sys.exit(f"error: no image has masks from every method at {args.iterations} iterations "
                  f"(cached: {', '.join(f'{m} {len(c)}' for m, c in cached.items())}); run 'run' first")
     index = torch.tensor(common)
     x01, target = images[index], targets[index]
-    for m in METHODS:
+    for m in methods:
         assert all(int(cached[m][i]["target"]) == int(targets[i]) for i in common), m
     x = classifier.normalize(x01)
     blurred = classifier.normalize(judge_blur(x01))
     rows, per_image = [], []
     quality: dict[str, dict[str, list]] = {}
     with torch.no_grad():
-        for m in METHODS:
+        for m in methods:
             masks = torch.from_numpy(np.stack([cached[m][i]["masks"] for i in common])).float()  # (n, K, H, W)
             kept = blurred[:, None] + masks[:, :, None] * (x[:, None] - blurred[:, None])  # (n, K, 3, H, W)
             logits = classifier(kept.flatten(0, 1)).view(len(common), len(AREAS), -1)
@@ -216,6 +217,8 @@ def cmd_judge(args) -> None:
                                   "seconds": float(cached[m][i]["seconds"])})
     agreement = []
     for a_name, b_name in (("ours", "torchray-even"), ("ours", "torchray-odd"), ("torchray-odd", "torchray-even")):
+        if a_name not in quality or b_name not in quality:
+            continue
         for k, area in enumerate(AREAS):
             first, second = quality[a_name]["masks"][:, k].numpy(), quality[b_name]["masks"][:, k].numpy()
             pearson = [_pearson(first[j], second[j]) for j in range(len(common))]
@@ -225,7 +228,7 @@ def cmd_judge(args) -> None:
                               "top_iou": float(np.mean(iou)), "top_iou_min": float(np.min(iou))})
     info = machine(torch.device("cpu"))
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = f"-{args.iterations}"
+    suffix = f"-{args.iterations}" + ("" if set(methods) == set(METHODS) else "-" + "-".join(methods))
     write_csv(OUT / f"quality{suffix}.csv", rows)
     write_csv(OUT / f"per-image{suffix}.csv", per_image)
     write_csv(OUT / f"agreement{suffix}.csv", agreement)
@@ -269,6 +272,7 @@ def main() -> None:
     run.add_argument("method", choices=METHODS)
     run.add_argument("--set", action="append", default=[], help="extra overrides for 'ours'")
     judge = sub.add_parser("judge", help="quality and agreement of the cached masks")
+    judge.add_argument("--methods", nargs="+", choices=METHODS, help="judge only these (default: all)")
     speed = sub.add_parser("speed", help="masks per second, TorchRay against the preset")
     speed.add_argument("--repeats", type=int, default=2)
     for p, images, iterations in ((run, 16, 800), (judge, 16, 800), (speed, 4, 10)):
