@@ -19,26 +19,42 @@ from .perturbations import PerturbationConfig
 
 @dataclass(frozen=True)
 class MaskConfig:
-    """The optimised mask: a ``size x size`` grid upsampled to the input.
+    """The optimised mask: a ``size x size`` grid of parameters mapped to the input.
 
-    ``upsample``: ``bilinear`` (the seed, align_corners=True) or ``nearest-blur`` (the paper:
-    nearest-neighbour upsampling then a Gaussian of ``smooth_sigma`` input pixels).
-    ``init``: ``ones`` (keep everything; the seed), ``uniform`` (random in [0, 1]; the paper),
-    ``circle`` (the paper's smallest centred blurred circle that deletes the score).
+    ``upsample``: ``bilinear`` (the seed, align_corners=True), ``nearest-blur`` (the paper:
+    nearest-neighbour upsampling then a Gaussian of ``smooth_sigma`` input pixels), or
+    ``smooth-max`` (extremal perturbation's smooth masks, TorchRay's ``MaskGenerator``): one
+    parameter every ``step`` input pixels, each output pixel the smooth maximum (softmax pooling
+    of ``coldness``) of the parameters within ``1 + ceil(smooth_sigma / step)`` cells, each weighted
+    by ``exp(-2 max(d / smooth_sigma - 1/2, 0)^2)`` of its distance ``d``; the mask has a margin of
+    ``smooth_sigma`` pixels beyond the image, which the area constraint counts
+    (:func:`pipeline.masks.generate`). ``size * step`` must cover the input; TorchRay's grid is
+    ``ceil(H / step)``.
+    ``init``: ``ones`` (keep everything; the seed, TorchRay), ``uniform`` (random in [0, 1]; the
+    paper), ``circle`` (the paper's smallest centred blurred circle that deletes the score).
     ``jitter``: largest random shift tau of the input, in pixels, drawn each iteration (paper: 4).
+    ``flip``: flip the model's input horizontally on even iterations (TorchRay's jitter).
     """
 
     size: int = 28
-    upsample: Literal["bilinear", "nearest-blur"] = "bilinear"
+    upsample: Literal["bilinear", "nearest-blur", "smooth-max"] = "bilinear"
     smooth_sigma: float = 5.0
     init: Literal["ones", "uniform", "circle"] = "ones"
     jitter: int = 0
+    step: int = 7
+    coldness: float = 20.0
+    flip: bool = False
 
     def __post_init__(self) -> None:
-        _choice("mask.upsample", self.upsample, ("bilinear", "nearest-blur"))
+        _choice("mask.upsample", self.upsample, ("bilinear", "nearest-blur", "smooth-max"))
         _choice("mask.init", self.init, ("ones", "uniform", "circle"))
         if self.size < 2 or self.jitter < 0:
             raise ConfigError(f"mask.size must be >= 2 and mask.jitter >= 0, got {self.size} and {self.jitter}")
+        if self.step < 1 or self.coldness <= 0 or self.smooth_sigma <= 0:
+            raise ConfigError(f"mask.step must be >= 1, mask.coldness and mask.smooth_sigma > 0, got "
+                              f"{self.step}, {self.coldness}, {self.smooth_sigma}")
+        if not isinstance(self.flip, bool):
+            raise ConfigError(f"mask.flip must be true or false, got {self.flip!r}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,8 @@ class ObjectiveConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """The optimiser on the mask (clamped to [0, 1] after every step): Adam (seed, paper) or SGD
-    with momentum (extremal perturbation).
+    with momentum (extremal perturbation; TorchRay also damps it: ``dampening`` = momentum, so each
+    gradient enters the velocity at a tenth of its size after the first step).
 
     Early stopping, per image (off when ``stop_window`` is 0): the objective is averaged over
     windows of ``stop_window`` iterations, and an image stops at the end of a window whose mean
@@ -99,9 +116,12 @@ class OptimConfig:
     momentum: float = 0.9
     stop_window: int = 0
     stop_tol: float = 0.01
+    dampening: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("optim.optimizer", self.optimizer, ("adam", "sgd"))
+        if not 0 <= self.dampening < 1:
+            raise ConfigError(f"optim.dampening must lie in [0, 1), got {self.dampening}")
         if self.iterations < 1 or self.lr <= 0:
             raise ConfigError(f"optim.iterations must be >= 1 and optim.lr > 0, got {self.iterations}, {self.lr}")
         if self.stop_window < 0 or self.stop_tol < 0:
@@ -160,14 +180,19 @@ PRESETS: dict[str, SolverConfig] = {
         objective=ObjectiveConfig(score="top5", l1_coeff=1e-3, l1_reduction="sum", tv_coeff=1e-2, tv_beta=2.0),
         optim=OptimConfig(iterations=300, lr=0.1),
     ),
-    # Extremal perturbation (Fong, Patrick & Vedaldi 2019; TorchRay): fixed areas solved together,
-    # preservation game on the logit, 32x32 grid (ceil(224 / 7)), SGD with momentum, 800 iterations.
+    # Extremal perturbation (Fong, Patrick & Vedaldi 2019) as TorchRay's extremal_perturbation runs
+    # it (docs/extremal.md lists each setting against the reference): fixed areas solved together,
+    # preservation game on the logit, smooth-max masks (step 7, sigma 21) on a 32x32 grid
+    # (ceil(224 / 7)) started at all ones, an 8-level blur pyramid to sigma 20 (radius 4 sigma, zero
+    # borders), a horizontal flip on even iterations, damped SGD with momentum, 800 iterations.
     "extremal": SolverConfig(
-        perturbation=PerturbationConfig(kind="modulated-blur", sigma=20.0, levels=8),
-        mask=MaskConfig(size=32, upsample="nearest-blur", smooth_sigma=7.0, init="uniform"),
+        perturbation=PerturbationConfig(kind="modulated-blur", sigma=20.0, levels=8, truncate=4.0, padding="zero",
+                                        interpolation="floor"),
+        mask=MaskConfig(size=32, upsample="smooth-max", smooth_sigma=21.0, step=7, coldness=20.0, init="ones",
+                        flip=True),
         objective=ObjectiveConfig(game="preserve", score="logit", l1_coeff=0.0, tv_coeff=0.0,
                                   areas=(0.05, 0.1, 0.2), area_coeff=300.0, area_growth=1.0035),
-        optim=OptimConfig(iterations=800, lr=0.01, optimizer="sgd", momentum=0.9),
+        optim=OptimConfig(iterations=800, lr=0.01, optimizer="sgd", momentum=0.9, dampening=0.9),
     ),
     # The seed's objective against a blur strong enough for modern models (DESIGN section 6), no noise.
     "blur": SolverConfig(
@@ -250,7 +275,23 @@ def to_dict(config: SolverConfig) -> dict[str, Any]:
     if not config.optim.stop_window:
         for name in ("stop_window", "stop_tol"):
             data["optim"].pop(name)
+    # Likewise the options of extremal perturbation's reference (TorchRay) where they are off.
+    for group, defaults in _QUIET_DEFAULTS.items():
+        for name, value in defaults.items():
+            if data[group][name] == value:
+                data[group].pop(name)
+    if config.mask.upsample != "smooth-max":
+        for name in ("step", "coldness"):
+            data["mask"].pop(name)
     return data
+
+
+# Fields recorded only when they differ from these values (they came after stores were written).
+_QUIET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "perturbation": {"truncate": 3.0, "padding": "reflect", "interpolation": "hat"},
+    "mask": {"flip": False},
+    "optim": {"dampening": 0.0},
+}
 
 
 def from_dict(data: dict[str, Any]) -> SolverConfig:

@@ -44,6 +44,12 @@ class PerturbationConfig:
     constant: Literal["mean", "zero"] = "mean"
     noise_std: float = 0.2
     levels: int = 8
+    # TorchRay's blur (extremal perturbation's reference): kernel radius ceil(4 sigma), zero borders
+    # (zero is the mean colour of a normalised image), and its pyramid interpolation. The defaults
+    # are the seed's and the paper's: radius ceil(3 sigma), reflect borders, hat weights.
+    truncate: float = 3.0
+    padding: Literal["reflect", "zero"] = "reflect"
+    interpolation: Literal["hat", "floor"] = "hat"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -52,27 +58,38 @@ class PerturbationConfig:
             raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
         if self.constant not in ("mean", "zero"):
             raise ConfigError(f"perturbation.constant {self.constant!r} must be 'mean' or 'zero'")
+        if self.truncate <= 0:
+            raise ConfigError(f"perturbation.truncate must be > 0, got {self.truncate}")
+        if self.padding not in ("reflect", "zero"):
+            raise ConfigError(f"perturbation.padding {self.padding!r} must be 'reflect' or 'zero'")
+        if self.interpolation not in ("hat", "floor"):
+            raise ConfigError(f"perturbation.interpolation {self.interpolation!r} must be 'hat' or 'floor'")
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float, kernel_size: int = 0) -> torch.Tensor:
-    """Gaussian blur of ``(B, C, H, W)`` with reflect borders (OpenCV's default border).
+def gaussian_blur(images: torch.Tensor, sigma: float, kernel_size: int = 0, truncate: float = 3.0,
+                  padding: str = "reflect") -> torch.Tensor:
+    """Gaussian blur of ``(B, C, H, W)`` with reflect borders (OpenCV's default border) or zero ones.
 
-    ``kernel_size`` 0 takes ``2 * ceil(3 sigma) + 1``, reduced (odd) to fit the image. The blur is
-    applied as two 1-D passes: a sigma-10 kernel is 61 wide, and a 61 x 61 2-D convolution costs 30x
-    more for the same result.
+    ``kernel_size`` 0 takes ``2 * ceil(truncate * sigma) + 1``, reduced (odd) to fit the image when
+    borders reflect. The blur is applied as two 1-D passes: a sigma-10 kernel is 61 wide, and a
+    61 x 61 2-D convolution costs 30x more for the same result.
     """
     if kernel_size <= 0:
-        kernel_size = 2 * math.ceil(3 * sigma) + 1
-    limit = min(images.shape[-2:])
-    kernel_size = min(kernel_size, limit - 1 if limit % 2 == 0 else limit)
+        kernel_size = 2 * math.ceil(truncate * sigma) + 1
+    if padding == "zero":
+        mode = "constant"
+    else:
+        mode = "reflect"
+        limit = min(images.shape[-2:])
+        kernel_size = min(kernel_size, limit - 1 if limit % 2 == 0 else limit)
     radius = kernel_size // 2
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
     batch, channels, height, width = images.shape
     flat = images.reshape(batch * channels, 1, height, width)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode=mode), kernel.view(1, 1, -1, 1))
     return flat.view(batch, channels, height, width)
 
 
@@ -107,7 +124,7 @@ def substrate(images: torch.Tensor, config: PerturbationConfig, generator: torch
     """
     kind = config.kind
     if kind in ("blur", "modulated-blur"):
-        return gaussian_blur(images, config.sigma, config.kernel_size)
+        return gaussian_blur(images, config.sigma, config.kernel_size, config.truncate, config.padding)
     if kind == "median":
         return median_blur(images, config.median_size)
     if kind == "seed-average":
@@ -133,19 +150,37 @@ class BlurPyramid:
     fractional level ``t = (1 - m) * (L - 1)``; its value is the linear interpolation between the two
     levels around ``t``, written as hat weights ``max(0, 1 - |t - l|)`` so the gradient in ``m`` is
     non-zero everywhere except exactly on level boundaries.
+
+    ``interpolation="floor"`` is TorchRay's form of the same interpolation: the mask indexes the
+    levels from the most perturbed one, ``p = m (L - 1)``, and blends level ``floor(p)`` with the
+    next one. The values are the same; the gradient differs where ``p`` is a whole number: a mask
+    at exactly 0 (fully perturbed) gets the slope towards the next level, one at exactly 1 none.
     """
 
-    def __init__(self, images: torch.Tensor, sigma0: float = 10.0, levels: int = 8, kernel_size: int = 0):
+    def __init__(self, images: torch.Tensor, sigma0: float = 10.0, levels: int = 8, kernel_size: int = 0,
+                 truncate: float = 3.0, padding: str = "reflect", interpolation: str = "hat"):
         """Build the ``(L, B, 3, H, W)`` pyramid of normalised ``images`` ``(B, 3, H, W)`` once."""
-        self.levels = levels
+        self.levels, self.interpolation = levels, interpolation
         sigmas = [sigma0 * level / (levels - 1) for level in range(levels)]
         self.pyramid = torch.stack(
-            [images] + [gaussian_blur(images, s, kernel_size) for s in sigmas[1:]]
+            [images] + [gaussian_blur(images, s, kernel_size, truncate, padding) for s in sigmas[1:]]
         )
 
     def __call__(self, mask: torch.Tensor) -> torch.Tensor:
         """Perturb with per-pixel blur for an upsampled mask ``(B, 1, H, W)``; returns ``(B, 3, H, W)``."""
-        position = (1 - mask.clamp(0, 1)) * (self.levels - 1)  # (B, 1, H, W)
         grid = torch.arange(self.levels, device=mask.device, dtype=mask.dtype).view(-1, 1, 1, 1, 1)
+        if self.interpolation == "floor":
+            return (self._floor_weights(mask, grid) * self.pyramid).sum(dim=0)
+        position = (1 - mask.clamp(0, 1)) * (self.levels - 1)  # (B, 1, H, W)
         weights = (1 - (position.unsqueeze(0) - grid).abs()).clamp(min=0)  # (L, B, 1, H, W)
         return (weights * self.pyramid).sum(dim=0)
+
+    def _floor_weights(self, mask: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """``(L, B, 1, H, W)`` weights of TorchRay's interpolation (level 0 here = its level L - 1)."""
+        top = self.levels - 1
+        position = mask.unsqueeze(0) * top  # (1, B, 1, H, W), counted from the most perturbed level
+        low = position.detach().floor().clamp(0, top)
+        fraction = position - low
+        lower = top - low  # this pyramid's index of level floor(p), and of the next one (clamped)
+        upper = (lower - 1).clamp(min=0)
+        return (1 - fraction) * (grid == lower) + fraction * (grid == upper)

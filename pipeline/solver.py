@@ -137,7 +137,8 @@ class Perturber:
         """``x``: normalised images ``(B, 3, H, W)``; ``seeds``: ``(B,)`` int64 per-image seeds."""
         self.x = x
         perturbation = config.perturbation
-        self.pyramid = BlurPyramid(x, perturbation.sigma, perturbation.levels, perturbation.kernel_size) \
+        self.pyramid = BlurPyramid(x, perturbation.sigma, perturbation.levels, perturbation.kernel_size,
+                                   perturbation.truncate, perturbation.padding, perturbation.interpolation) \
             if perturbation.kind == "modulated-blur" else None
         if perturbation.kind == "noise":  # seeded per image (stream 1000) so the batch never matters
             self.p = x + perturbation.noise_std * counter_normal(seeds, 1000, tuple(x.shape[1:]))
@@ -156,7 +157,7 @@ class Perturber:
         clone.pyramid = None
         if self.pyramid is not None:
             clone.pyramid = BlurPyramid.__new__(BlurPyramid)
-            clone.pyramid.levels = self.pyramid.levels
+            clone.pyramid.levels, clone.pyramid.interpolation = self.pyramid.levels, self.pyramid.interpolation
             clone.pyramid.pyramid = self.pyramid.pyramid[:, keep]
         return clone
 
@@ -175,7 +176,7 @@ class Perturber:
         clone.pyramid = None
         if self.pyramid is not None:
             clone.pyramid = BlurPyramid.__new__(BlurPyramid)
-            clone.pyramid.levels = self.pyramid.levels
+            clone.pyramid.levels, clone.pyramid.interpolation = self.pyramid.levels, self.pyramid.interpolation
             clone.pyramid.pyramid = self.pyramid.pyramid.repeat_interleave(k, dim=1)
         return clone
 
@@ -281,14 +282,15 @@ def _circle_init(problem: _Problem, size: int, steps: int = 12) -> torch.Tensor:
     return circles[choice]
 
 
-def _regulariser(problem: _Problem, masks: torch.Tensor, masks_up: torch.Tensor,
+def _regulariser(problem: _Problem, masks: torch.Tensor, masks_full: torch.Tensor,
                  iteration: int | torch.Tensor) -> torch.Tensor:
+    """``masks_full``: the generated masks the area constraint counts (:func:`pipeline.masks.generate`)."""
     objective = problem.config.objective
     reg = objective.tv_coeff * masklib.total_variation(masks, objective.tv_beta)
     if objective.areas:
-        areas = torch.tensor(objective.areas, device=masks.device)
+        areas = torch.tensor(objective.areas, device=masks.device, dtype=torch.float64)  # exact counts
         weight = objective.area_coeff * objective.area_growth**iteration
-        return reg + weight * masklib.area_penalty(masks_up, areas)
+        return reg + weight * masklib.area_penalty(masks_full, areas)
     return reg + objective.l1_coeff * masklib.sparsity(masks, objective)
 
 
@@ -296,7 +298,7 @@ def _objective(problem: _Problem, masks: torch.Tensor, iteration: int | torch.Te
     """Per-image loss ``(B,)`` for masks ``(B, K, h, w)`` at ``iteration`` (noise and jitter drawn):
     one count for the batch, or ``(B,)`` int64, each image's own (:mod:`pipeline.stream`)."""
     config = problem.config
-    masks_up = masklib.upsample(masks, problem.size, config.mask)
+    masks_up, masks_full = masklib.generate(masks, problem.size, config.mask)
     batch, k = masks.shape[:2]
     seeds = problem.seeds.repeat_interleave(k)
     # The draws are per mask (B*K); the regulariser's count stays per image (B).
@@ -311,9 +313,14 @@ def _objective(problem: _Problem, masks: torch.Tensor, iteration: int | torch.Te
         seen = seen + config.objective.noise_std * counter_normal(seeds, 3 * draw + 2, tuple(seen.shape[1:]))
     if config.mask.jitter:
         seen = shift(seen, tau[:, 0], tau[:, 1])
+    if config.mask.flip:  # TorchRay's jitter: the model sees the input mirrored on even iterations
+        if torch.is_tensor(draw):
+            seen = torch.where((draw % 2 == 0).view(-1, 1, 1, 1), seen.flip(3), seen)
+        elif draw % 2 == 0:
+            seen = seen.flip(3)
     score = problem.score(problem.logits(seen), problem.targets.repeat_interleave(k)).view(batch, k).sum(1)
     sign = 1.0 if config.objective.game == "delete" else -1.0
-    return _regulariser(problem, masks, masks_up, iteration) + sign * score
+    return _regulariser(problem, masks, masks_full, iteration) + sign * score
 
 
 def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *, targets: torch.Tensor | None = None,
@@ -410,7 +417,7 @@ def _converged(previous: torch.Tensor, mean: torch.Tensor, tol: float) -> torch.
 def _optimizer(masks: torch.Tensor, optim) -> torch.optim.Optimizer:
     if optim.optimizer == "adam":
         return torch.optim.Adam([masks], lr=optim.lr)
-    return torch.optim.SGD([masks], lr=optim.lr, momentum=optim.momentum)
+    return torch.optim.SGD([masks], lr=optim.lr, momentum=optim.momentum, dampening=optim.dampening)
 
 
 def _compacted(masks: torch.Tensor, optimizer: torch.optim.Optimizer, keep: torch.Tensor, optim):

@@ -1056,7 +1056,9 @@ class MaskStore:
         return self.masks([self.row_of_path(relpath)])[0]
 
     def masks_at(self, rows: Any, size: str | Sequence[int] = "input") -> Any:
-        """Masks upsampled bilinearly (align_corners=True, the seed's way).
+        """Masks upsampled bilinearly (align_corners=True, the seed's way). Stores of a solver whose
+        masks are not bilinear (``nearest-blur``, ``smooth-max``) get exactly what was optimised,
+        :func:`pipeline.masks.upsample` at the input size, resized bilinearly to other sizes.
 
         Args:
             rows: as for :meth:`masks`.
@@ -1071,6 +1073,12 @@ class MaskStore:
 
         positions = self._positions(rows)
         masks = self.masks(positions)
+        solver = self.config.get("solver") if isinstance(self.config, dict) else None
+        if solver and solver.get("mask", {}).get("upsample", "bilinear") != "bilinear":
+            from . import masks as masklib
+            from .config import from_dict
+
+            masks = masklib.upsample(masks, tuple(self.input_size), from_dict(solver).mask)
         if size == "original":
             heights = self.column("height")[positions]
             widths = self.column("width")[positions]

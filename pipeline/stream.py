@@ -58,7 +58,13 @@ class _RowOptimizer:
     def step(self, grad: torch.Tensor) -> None:
         lr = self.optim.lr
         if self.optim.optimizer == "sgd":  # a zero buffer makes the first step plain SGD, as torch's
-            self.first.mul_(self.optim.momentum).add_(grad)
+            if self.optim.dampening:  # torch damps every step but a row's first, which copies the gradient
+                self.steps += 1
+                first_step = (self.steps == 1).view((-1,) + (1,) * (self.masks.dim() - 1))
+                self.first.mul_(self.optim.momentum).add_(grad, alpha=1 - self.optim.dampening)
+                self.first = torch.where(first_step, grad, self.first)
+            else:
+                self.first.mul_(self.optim.momentum).add_(grad)
             self.masks.add_(self.first, alpha=-lr)
             return
         beta1, beta2 = self.betas

@@ -1,0 +1,287 @@
+"""The ``extremal`` preset against TorchRay's ``extremal_perturbation`` (its reference code).
+
+Run from the repository root (needs the ``peers`` extra: ``pip install -e '.[peers]'``)::
+
+    .venv/bin/python benchmarks/peers.py run torchray-even   # TorchRay as shipped (flip on even iterations)
+    .venv/bin/python benchmarks/peers.py run torchray-odd    # TorchRay, flip on odd iterations (the yardstick)
+    .venv/bin/python benchmarks/peers.py run ours            # the extremal preset, all images batched
+    .venv/bin/python benchmarks/peers.py speed               # masks per second, both, same process
+    .venv/bin/python benchmarks/peers.py judge               # quality and agreement -> results/peers/
+
+Every ``run`` caches its masks per image under ``results/peers/cache/<method>/`` (``.npz``,
+upsampled to the input, float16), so an interrupted run resumes and ``judge`` recomputes only the
+judge. All methods see the same model (EfficientNet-Lite0), the first ``--images`` sorted images of
+the development set, their top-1 classes, the areas 0.05 / 0.1 / 0.2 and ``--iterations`` (800).
+
+TorchRay runs one image at a time through its own API: preservation variant, blur perturbation and
+its defaults (step 7, sigma 21, 8 levels, flip jitter). Its input is the normalised image and its
+model the network that takes it, which is what the preset optimises too. ``torchray-odd`` gives
+TorchRay a model that flips its input first: TorchRay then sees flipped inputs on odd iterations
+instead of even ones. TorchRay draws nothing at random, so this is the one jitter it can vary;
+the agreement of the two runs is the yardstick for "as close as TorchRay is to itself".
+
+The judge belongs to neither method: for each area, the mask's mean against the area asked; the
+target's probability and logit on the image kept through the mask with the rest replaced by a
+Gaussian blur (sigma 10, reflect borders, computed here); deletion and insertion AUCs of each
+method's saliency (the sum of its area masks) with :mod:`pipeline.metrics.deletion`; Pearson
+correlation and top-a IoU between the masks of two methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, load_average, load_images, machine, now, table, write_csv  # noqa: E402
+
+from pipeline.config import override, preset  # noqa: E402
+from pipeline.models import load_model  # noqa: E402
+
+AREAS = (0.05, 0.1, 0.2)
+OUT = REPO / "results" / "peers"
+METHODS = ("torchray-even", "torchray-odd", "ours")
+
+
+class _FlipFirst(torch.nn.Module):
+    """The network with its input flipped horizontally first (TorchRay's jitter on odd iterations)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.flip(3))
+
+
+def torchray_masks(classifier, x: torch.Tensor, target: int, iterations: int, flip_odd: bool) -> torch.Tensor:
+    """TorchRay's masks ``(K, 1, H, W)`` for one normalised image ``x`` ``(1, 3, H, W)``."""
+    from torchray.attribution.extremal_perturbation import extremal_perturbation
+
+    module = _FlipFirst(classifier.module) if flip_odd else classifier.module
+    masks, _ = extremal_perturbation(module, x, target, areas=list(AREAS), max_iter=iterations)
+    return masks.detach()
+
+
+def ours_config(iterations: int, extra: list[str] | None = None):
+    return override(preset("extremal"), [f"optim.iterations={iterations}", f"objective.areas={list(AREAS)}"]
+                    + list(extra or []))
+
+
+def ours_masks(classifier, images: torch.Tensor, targets: torch.Tensor, iterations: int,
+               extra: list[str] | None = None) -> torch.Tensor:
+    """The preset's masks, upsampled to the input, ``(B, K, H, W)``, the whole batch at once."""
+    from pipeline import masks as masklib
+    from pipeline.solver import solve
+
+    config = ours_config(iterations, extra)
+    result = solve(classifier, images, config, targets=targets)
+    return masklib.upsample(result.masks, tuple(images.shape[-2:]), config.mask)
+
+
+def _cache(method: str, iterations: int) -> Path:
+    return OUT / "cache" / f"{method}-{iterations}"
+
+
+def _setup(args) -> tuple:
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    classifier = load_model("efficientnet_lite0")
+    images, _, source = load_images(args.images, classifier.input_size, require_real=True)
+    if not len(images):
+        sys.exit(f"error: the development set is missing ({source})")
+    with torch.no_grad():
+        targets = classifier(classifier.normalize(images)).argmax(1)
+    return classifier, images, targets, source
+
+
+def cmd_run(args) -> None:
+    classifier, images, targets, source = _setup(args)
+    folder = _cache(args.method, args.iterations)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"{args.method}: {len(images)} images of {source}, {args.iterations} iterations; {now()}; "
+          f"load {load_average()}", flush=True)
+    if args.method == "ours":
+        todo = [i for i in range(len(images)) if not (folder / f"{i:03d}.npz").exists()]
+        if not todo:
+            return
+        index = torch.tensor(todo)
+        start = time.perf_counter()
+        masks = ours_masks(classifier, images[index], targets[index], args.iterations, args.set)
+        seconds = time.perf_counter() - start
+        for row, i in enumerate(todo):
+            _save(folder / f"{i:03d}.npz", masks[row], int(targets[i]), seconds / len(todo), args)
+        print(f"  {len(todo)} images in {seconds:.0f} s (batched); load {load_average()}", flush=True)
+        return
+    for i in range(len(images)):
+        path = folder / f"{i:03d}.npz"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        x = classifier.normalize(images[i : i + 1])
+        masks = torchray_masks(classifier, x, int(targets[i]), args.iterations, args.method == "torchray-odd")
+        seconds = time.perf_counter() - start
+        _save(path, masks[:, 0], int(targets[i]), seconds, args)
+        print(f"  image {i}: {seconds:.0f} s, load {load_average()}", flush=True)
+
+
+def _save(path: Path, masks: torch.Tensor, target: int, seconds: float, args) -> None:
+    np.savez_compressed(path, masks=masks.cpu().numpy().astype(np.float16), target=target, seconds=seconds,
+                        iterations=args.iterations, threads=torch.get_num_threads())
+
+
+def _load(method: str, iterations: int, count: int) -> dict[int, dict]:
+    folder = _cache(method, iterations)
+    found = {}
+    for i in range(count):
+        path = folder / f"{i:03d}.npz"
+        if path.exists():
+            with np.load(path) as data:
+                found[i] = {name: data[name] for name in data.files}
+    return found
+
+
+def judge_blur(images: torch.Tensor, sigma: float = 10.0) -> torch.Tensor:
+    """The judge's own substrate: scipy's Gaussian (reflect borders, radius 4 sigma) of ``[0, 1]``
+    images ``(B, 3, H, W)``; neither solver's blur code."""
+    import scipy.ndimage
+
+    array = images.numpy()
+    return torch.from_numpy(scipy.ndimage.gaussian_filter(array, sigma=(0, 0, sigma, sigma), mode="reflect"))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / denominator if denominator else float("nan")
+
+
+def _top_iou(a: np.ndarray, b: np.ndarray, area: float) -> float:
+    """IoU of the ``area`` share of pixels with the largest values in each map."""
+    count = max(1, int(round(area * a.size)))
+    top_a = np.zeros(a.size, bool)
+    top_b = np.zeros(b.size, bool)
+    top_a[np.argsort(-a.ravel(), kind="stable")[:count]] = True
+    top_b[np.argsort(-b.ravel(), kind="stable")[:count]] = True
+    return float((top_a & top_b).sum() / (top_a | top_b).sum())
+
+
+def cmd_judge(args) -> None:
+    from pipeline.metrics.deletion import RISE_STEP, auc, blur_substrate, causal_curves, zero_substrate
+
+    classifier, images, targets, source = _setup(args)
+    methods = args.methods or list(METHODS)
+    cached = {m: _load(m, args.iterations, len(images)) for m in methods}
+    common = sorted(set.intersection(*(set(c) for c in cached.values())))
+    if not common:
+        sys.exit(f"error: no image has masks from every method at {args.iterations} iterations "
+                 f"(cached: {', '.join(f'{m} {len(c)}' for m, c in cached.items())}); run 'run' first")
+    index = torch.tensor(common)
+    x01, target = images[index], targets[index]
+    for m in methods:
+        assert all(int(cached[m][i]["target"]) == int(targets[i]) for i in common), m
+    x = classifier.normalize(x01)
+    blurred = classifier.normalize(judge_blur(x01))
+    rows, per_image = [], []
+    quality: dict[str, dict[str, list]] = {}
+    with torch.no_grad():
+        for m in methods:
+            masks = torch.from_numpy(np.stack([cached[m][i]["masks"] for i in common])).float()  # (n, K, H, W)
+            kept = blurred[:, None] + masks[:, :, None] * (x[:, None] - blurred[:, None])  # (n, K, 3, H, W)
+            logits = classifier(kept.flatten(0, 1)).view(len(common), len(AREAS), -1)
+            chosen = logits.gather(2, target.view(-1, 1, 1).expand(-1, len(AREAS), 1))[..., 0]
+            probs = logits.softmax(2).gather(2, target.view(-1, 1, 1).expand(-1, len(AREAS), 1))[..., 0]
+            saliency = masks.sum(1, keepdim=True)
+            deletion = auc(causal_curves(classifier, x, saliency, target, zero_substrate(x), "deletion", RISE_STEP))
+            insertion = auc(causal_curves(classifier, x, saliency, target, blur_substrate(x), "insertion", RISE_STEP))
+            quality[m] = {"masks": masks}
+            for k, area in enumerate(AREAS):
+                rows.append({"method": m, "area": area, "images": len(common),
+                             "mask_mean": float(masks[:, k].mean()), "p_kept": float(probs[:, k].mean()),
+                             "logit_kept": float(chosen[:, k].mean()),
+                             "deletion_auc": float(deletion.mean()), "insertion_auc": float(insertion.mean())})
+            for j, i in enumerate(common):
+                per_image.append({"method": m, "image": i, "target": int(target[j]),
+                                  **{f"mean_{a}": float(masks[j, k].mean()) for k, a in enumerate(AREAS)},
+                                  **{f"p_{a}": float(probs[j, k]) for k, a in enumerate(AREAS)},
+                                  "deletion_auc": float(deletion[j]), "insertion_auc": float(insertion[j]),
+                                  "seconds": float(cached[m][i]["seconds"])})
+    agreement = []
+    for a_name, b_name in (("ours", "torchray-even"), ("ours", "torchray-odd"), ("torchray-odd", "torchray-even")):
+        if a_name not in quality or b_name not in quality:
+            continue
+        for k, area in enumerate(AREAS):
+            first, second = quality[a_name]["masks"][:, k].numpy(), quality[b_name]["masks"][:, k].numpy()
+            pearson = [_pearson(first[j], second[j]) for j in range(len(common))]
+            iou = [_top_iou(first[j], second[j], area) for j in range(len(common))]
+            agreement.append({"pair": f"{a_name} vs {b_name}", "area": area, "images": len(common),
+                              "pearson": float(np.mean(pearson)), "pearson_min": float(np.min(pearson)),
+                              "top_iou": float(np.mean(iou)), "top_iou_min": float(np.min(iou))})
+    info = machine(torch.device("cpu"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{args.iterations}" + ("" if set(methods) == set(METHODS) else "-" + "-".join(methods))
+    write_csv(OUT / f"quality{suffix}.csv", rows)
+    write_csv(OUT / f"per-image{suffix}.csv", per_image)
+    write_csv(OUT / f"agreement{suffix}.csv", agreement)
+    print(f"{len(common)} images ({source}), {args.iterations} iterations; {info['machine']}, torch {info['torch']}")
+    print(table(rows, ["method", "area", "mask_mean", "p_kept", "logit_kept", "deletion_auc", "insertion_auc"]))
+    print(table(agreement, ["pair", "area", "pearson", "pearson_min", "top_iou", "top_iou_min"]))
+
+
+def cmd_speed(args) -> None:
+    """Masks per second: TorchRay one image at a time against the preset batched, alternating
+    (A B A B) in one process so both see the same machine load."""
+    classifier, images, targets, source = _setup(args)
+    x = classifier.normalize(images)
+    timings: dict[str, list[float]] = {"torchray": [], "ours": []}
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for i in range(len(images)):
+            torchray_masks(classifier, x[i : i + 1], int(targets[i]), args.iterations, False)
+        timings["torchray"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        ours_masks(classifier, images, targets, args.iterations)
+        timings["ours"].append(time.perf_counter() - start)
+    info = machine(torch.device("cpu"))
+    masks = len(images) * len(AREAS)
+    rows = [{"method": m, "images": len(images), "iterations": args.iterations, "seconds": min(t),
+             "masks_per_s_at_800": masks / (min(t) * 800 / args.iterations), "load": load_average(),
+             "machine": info["machine"], "torch": info["torch"]} for m, t in timings.items()]
+    ratio = min(timings["torchray"]) / min(timings["ours"])
+    for row in rows:
+        row["speedup_vs_torchray"] = min(timings["torchray"]) / row["seconds"]
+    write_csv(OUT / f"speed-{args.iterations}.csv", rows)
+    print(f"{len(images)} images ({source}); {info['machine']}, torch {info['torch']}")
+    print(table(rows, ["method", "images", "iterations", "seconds", "masks_per_s_at_800", "speedup_vs_torchray"]))
+    print(f"ratio (TorchRay time / preset time): x{ratio:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="compute and cache one method's masks")
+    run.add_argument("method", choices=METHODS)
+    run.add_argument("--set", action="append", default=[], help="extra overrides for 'ours'")
+    judge = sub.add_parser("judge", help="quality and agreement of the cached masks")
+    judge.add_argument("--methods", nargs="+", choices=METHODS, help="judge only these (default: all)")
+    speed = sub.add_parser("speed", help="masks per second, TorchRay against the preset")
+    speed.add_argument("--repeats", type=int, default=2)
+    for p, images, iterations in ((run, 16, 800), (judge, 16, 800), (speed, 4, 10)):
+        p.add_argument("--images", type=int, default=images)
+        p.add_argument("--iterations", type=int, default=iterations)
+        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    {"run": cmd_run, "judge": cmd_judge, "speed": cmd_speed}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
