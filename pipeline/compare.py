@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .evaluate import AUC_COLUMNS, curves_figure, metric_direction
 from .names import markdown_code, markdown_text
 
-__all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "RANK_METRIC"]
+__all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_row", "RANK_METRIC"]
 
 RANK_METRIC = "ins_minus_del"
 """Per-image ``insertion_auc - deletion_auc_zero``; runs are ranked by its mean (higher first)."""
@@ -74,7 +74,7 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), *(zlib.crc32(name.encode()) for name in names)])
 
 
-def _load_run(folder: Path) -> dict[str, Any]:
+def load_run(folder: Path) -> dict[str, Any]:
     """A run folder's evaluated rows, summary and curves (``curves`` None when absent)."""
     table_path = folder / "per_image.parquet"
     if not table_path.is_file():
@@ -111,8 +111,8 @@ def _values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame[np.isfinite(frame["value"])]
 
 
-def _metric_row(metric: str, name: str, run: pd.DataFrame, ref_name: str, ref: pd.DataFrame | None,
-                n_boot: int, seed: int) -> dict[str, Any]:
+def metric_row(metric: str, name: str, run: pd.DataFrame, ref_name: str, ref: pd.DataFrame | None,
+               n_boot: int, seed: int) -> dict[str, Any]:
     """One table row: mean and interval of ``metric`` in ``run``, and its paired difference."""
     own = _values(run, metric)
     low, high = bootstrap_ci(own["value"].to_numpy(), n_boot, _rng(seed, metric, name))
@@ -155,10 +155,10 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
         raise ConfigError(f"run folders must have distinct names (they name the runs); got {names}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ConfigError(f"n_boot must be an integer >= 1; got {n_boot!r}")
-    runs = {name: _load_run(folder) for name, folder in zip(names, folders)}
+    runs = {name: load_run(folder) for name, folder in zip(names, folders)}
     ref_name, ref = names[0], runs[names[0]]["table"]
-    rows = [_metric_row(metric, name, runs[name]["table"], ref_name, None if name == ref_name else ref,
-                        int(n_boot), seed)
+    rows = [metric_row(metric, name, runs[name]["table"], ref_name, None if name == ref_name else ref,
+                       int(n_boot), seed)
             for metric in comparison_metrics([r["table"] for r in runs.values()]) for name in names]
     table = pd.DataFrame(rows, columns=_TABLE_COLUMNS)
     out = Path(out)

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..compare import RANK_METRIC, _load_run, _metric_row, comparison_metrics
+from ..compare import RANK_METRIC, comparison_metrics, load_run, metric_row
 from ..diagnostics import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
 from ..evaluate import AUC_COLUMNS
@@ -81,7 +81,7 @@ def load_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
         raise ConfigError(f"run folders must have distinct names (they name the runs); got {names}")
     runs = []
     for name, folder in zip(names, folders):
-        loaded = _load_run(folder)  # raises the ConfigError for a folder that is not a run
+        loaded = load_run(folder)  # raises the ConfigError for a folder that is not a run
         runs.append(RunData(name, folder, pd.read_parquet(folder / "per_image.parquet"), loaded["table"],
                             loaded["summary"], loaded["curves"]))
     return runs
@@ -119,8 +119,8 @@ def interval_table(runs: Sequence[RunData], n_boot: int, seed: int,
         for run in runs:
             row = known.get((metric, run.name))
             if row is None:
-                row = _metric_row(metric, run.name, run.evaluated, ref.name,
-                                  None if run is ref else ref.evaluated, int(n_boot), seed)
+                row = metric_row(metric, run.name, run.evaluated, ref.name,
+                                 None if run is ref else ref.evaluated, int(n_boot), seed)
             stats = (run.summary.get("metrics") or {}).get(metric) or {}
             sem = stats.get("sem")
             rows.append({**row, "sem": float(sem) if sem is not None else float("nan")})
