@@ -365,7 +365,7 @@ def evaluate(
         for line in evaluate_sharded(store, data, classifier, out, shard, boxes=boxes, config=config,
                                      progress=True):
             typer.echo(line)
-        if (out / "summary.json").is_file():  # rank 0 merged the shards under torchrun
+        if shard.rank == 0 and (out / "summary.json").is_file():  # rank 0 merged the shards (torchrun)
             _write_report([out], out / "report.html", vocabulary=classifier.vocabulary, data_root=data)
         return
     result = evaluate_store(store, data, classifier, out, boxes=boxes, config=config, progress=True)
