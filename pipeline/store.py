@@ -807,6 +807,8 @@ def _open_part(part: Path) -> h5py.File:
     except FileNotFoundError:  # deleted by a fold meanwhile: the caller retries
         raise
     except OSError as error:
+        if not part.exists():  # HDF5 reports a part deleted between listing and opening as a
+            raise FileNotFoundError(part) from None  # failed stat, not as a missing file
         store = part.parent.with_name(part.parent.name.removesuffix(".parts"))
         raise StoreError(
             f"batch file {str(part)!r} of mask store {str(store)!r} is damaged ({error}); run "

@@ -241,3 +241,23 @@ def test_readers_see_a_consistent_snapshot_while_a_writer_folds(tmp_path):
     assert process.wait() == 0 and reads >= 3
     inspected = runner.invoke(app, ["inspect", str(path)])
     assert inspected.exit_code == 0 and "46 (46 ok, 0 skipped)" in inspected.output
+
+
+def test_a_part_folded_away_while_it_is_opened_is_retried_not_called_damaged(tmp_path, monkeypatch):
+    # HDF5 reports a file deleted between the reader's listing and its open as a failed stat
+    # (OSError), not as a missing file; the reader must retry on the folded store.
+    path = tmp_path / "masks.h5"
+    killed(path, [batch([0, 1]), batch([2, 3])])
+    real_open, raced = h5py.File, []
+
+    def fold_then_open(name, *args, **kwargs):
+        if Path(name).parent == parts_dir(path) and not raced:
+            raced.append(name)
+            with writer(path):  # a writer folds the parts into the store meanwhile
+                pass
+            raise OSError("Unable to synchronously open file (can't retrieve stat info for file)")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", fold_then_open)
+    rows = committed(path)
+    assert raced and sorted(rows) == [0, 1, 2, 3]
