@@ -5,14 +5,14 @@ Run from the repository root::
     .venv/bin/python benchmarks/early_stop.py --images 24 --batch 8          # CPU: about 10 minutes
     python benchmarks/early_stop.py --device cuda --images 100 --batch 32
 
-Each mode runs :func:`pipeline.run.run_masks`'s loop over the first ``--images`` development images
+Each mode runs :func:`pipeline.jobs.run.run_masks`'s loop over the first ``--images`` development images
 into a fresh store (same preset, batch size and seeds), and is timed from the first batch to the
 last row written (model loading excluded):
 
 * ``fixed``: every image runs the preset's iterations (early stopping off), the baseline;
-* ``batches``: early stopping inside each loader batch (:func:`pipeline.solver.solve`): a batch
+* ``batches``: early stopping inside each loader batch (:func:`pipeline.solve.solver.solve`): a batch
   lasts as long as its slowest image, shrinking in power-of-two steps as images stop;
-* ``stream``: early stopping with slots refilled as images stop (:mod:`pipeline.stream`), what
+* ``stream``: early stopping with slots refilled as images stop (:mod:`pipeline.solve.stream`), what
   ``perturb masks --set optim.stop_window=...`` runs.
 
 Per mode: seconds, images per second, ``ratio_vs_fixed``, mean iterations per image, mean
@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, pick_device, table, write_csv  # noqa: E402
 
-from pipeline import run as runlib  # noqa: E402
+from pipeline.jobs import run as runlib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.store import MaskStore  # noqa: E402
+from pipeline.store.store import MaskStore  # noqa: E402
 
 
 def run_mode(mode: str, classifier, data: Path, out: Path, config, run: runlib.RunConfig) -> float:

@@ -239,9 +239,9 @@ def simulate_faults() -> None:
     """Patch this process (and the DataLoader workers it forks): opening a ``noperm`` file raises
     PermissionError; files named ``vanish`` are deleted once :func:`pipeline.data.discover` has
     listed them."""
-    import pipeline.run
+    import pipeline.jobs.run
 
-    real_open, real_discover = builtins.open, pipeline.run.discover
+    real_open, real_discover = builtins.open, pipeline.jobs.run.discover
 
     def guarded_open(file, *args, **kwargs):
         named = isinstance(file, (str, bytes, os.PathLike))  # not a descriptor
@@ -257,7 +257,7 @@ def simulate_faults() -> None:
         return records
 
     builtins.open = guarded_open
-    pipeline.run.discover = discover_then_delete
+    pipeline.jobs.run.discover = discover_then_delete
 
 
 def child(source: Path, out: Path, model: str, batch: int, workers: int, overrides: list[str]) -> None:
@@ -338,7 +338,7 @@ def run_child(source: Path, out: Path, model: str, batch: int, workers: int, tim
 
 def stored_rows(store: Path) -> tuple[int, Counter, int]:
     """``(rows, skipped by reason, rows solved)`` of a store (0 rows when it is missing)."""
-    from pipeline.store import MaskStore
+    from pipeline.store.store import MaskStore
 
     if not store.exists():
         return 0, Counter(), 0

@@ -101,7 +101,7 @@ TAIL=30 step autotune 200 $PY benchmarks/solver.py --device "$DEVICE" ${F/ torch
   --compile-models torchvision:resnet50 efficientnet_lite0 --model-only compile --quality-images 0 --out results/benchmarks/autotune
 TAIL=20 step stop 70 $PY benchmarks/iterations.py --device "$DEVICE" $T --out results/benchmarks/stop
 step run3 150 bash -c "for c in '' --compile; do rm -f /tmp/gpu-run3.h5; echo \"== perturb masks \$c\"; time $PY -m pipeline masks $DATA/val --out /tmp/gpu-run3.h5 --batch-size auto --device $DEVICE $R \$c && $PY -m pipeline inspect /tmp/gpu-run3.h5 | head -8; done"
-# Next: early stopping with refilled slots (pipeline.stream) against fixed iterations and the
+# Next: early stopping with refilled slots (pipeline.solve.stream) against fixed iterations and the
 # per-batch version, in a dataset run.
 TAIL=12 step earlystop 200 $PY benchmarks/early_stop.py --device "$DEVICE" $E
 step acceptance 400 env $A DATA="$DATA" OUT_DIR=results/acceptance-gpu P="$PY -m pipeline" bash scripts/acceptance.sh

@@ -8,14 +8,14 @@ Run from the repository root::
 For each preset, **one** solve of ``max(--iterations)`` iterations runs on the images, and the masks
 are copied at every listed iteration count. This is the same as separate solves of each length:
 the solver has no learning-rate schedule and its random draws depend only on the image seed and
-the iteration index (``pipeline.solver``), so the first ``t`` iterations of a longer solve are a
+the iteration index (``pipeline.solve.solver``), so the first ``t`` iterations of a longer solve are a
 ``t``-iteration solve. (The copy at the last count is checked against what ``solve`` returns.)
 
 At every count: mean ``p_final`` (target probability through the mask, no noise or jitter, as
 ``SolveResult.p_final``), mean ``area`` (share of the image perturbed, mean of ``1 - m``
 upsampled), mean objective (with that iteration's noise and jitter), and the mean deletion (blur
 substrate) and insertion AUCs at ``--step`` (fp32 model; saliency from
-:func:`pipeline.masks.saliency`), and the solve time taken to get there.
+:func:`pipeline.solve.masks.saliency`), and the solve time taken to get there.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, clock, load_average, load_images, machine, now, pick_device, table, write_csv  # noqa: E402
 
-from pipeline import masks as masklib  # noqa: E402
+from pipeline.solve import masks as masklib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.metrics.deletion import auc, blur_substrate, causal_curves  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.solver import Perturber, solve  # noqa: E402
+from pipeline.solve.solver import Perturber, solve  # noqa: E402
 
 
 def solve_with_snapshots(classifier, images: torch.Tensor, config, checkpoints: list[int], seeds: torch.Tensor):

@@ -20,14 +20,14 @@ algorithm:
 
 The noise is random. :func:`reference_mask` takes it from a ``noise(t)`` function, so a
 comparison can give both sides the same draws (:func:`solver_noise` returns the draws
-``pipeline.solver.solve`` makes for an image seed). Without one it draws ``torch.randn``.
+``pipeline.solve.solver.solve`` makes for an image seed). Without one it draws ``torch.randn``.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/jacobgil_reference.py                      # 3 development images, 500 iterations
     .venv/bin/python benchmarks/jacobgil_reference.py --images 1 --iterations 5   # smoke test
 
-It solves each image with the reference and with ``pipeline.solver.solve`` (presets ``seed`` and
+It solves each image with the reference and with ``pipeline.solve.solver.solve`` (presets ``seed`` and
 ``seed-code``, same noise), and writes ``results/benchmarks/jacobgil-reference-<device>.csv``: per
 image and preset the largest and mean absolute difference of the 28x28 masks, their Pearson
 correlation, both final target probabilities, and the machine; and the same agreement between
@@ -128,9 +128,9 @@ def reference_mask(model: Callable[[torch.Tensor], torch.Tensor], image: torch.T
 
 
 def solver_noise(seed: int, shape: tuple[int, int, int], std: float = 0.2) -> Noise:
-    """The noise ``pipeline.solver.solve`` adds for the image of ``seed`` at each iteration
+    """The noise ``pipeline.solve.solver.solve`` adds for the image of ``seed`` at each iteration
     (its per-image counter stream ``3 t + 2``; one mask per image)."""
-    from pipeline.solver import counter_normal
+    from pipeline.solve.solver import counter_normal
 
     seeds = torch.tensor([seed])
     return lambda t: std * counter_normal(seeds, 3 * t + 2, shape)
@@ -151,7 +151,7 @@ def compare(classifier, image: torch.Tensor, preset_name: str, iterations: int, 
     runs of the script itself land apart, the scale for the differences at full length.
     """
     from pipeline.config import override, preset
-    from pipeline.solver import solve
+    from pipeline.solve.solver import solve
 
     config = override(preset(preset_name), [f"optim.iterations={iterations}"])
     blur = {"seed": "average", "seed-code": "median"}[preset_name]

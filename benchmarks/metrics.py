@@ -15,7 +15,7 @@ the zero substrate (mean grey), insertion from the blurred image (klen 11, sigma
   score is read back to the host every step.
 * ``batched``: :func:`pipeline.metrics.deletion.causal_curves` over all images at once, ``--chunk``
   inputs per forward, the model called on contiguous NCHW input exactly as
-  ``pipeline.evaluate.causal_batch`` does.
+  ``pipeline.evaluation.evaluate.causal_batch`` does.
 * ``batched-channels_last``: the same with the input converted to channels_last inside the
   forward (what the solver does), to see whether the metric path would gain from it; at the first
   ``--steps`` value only.
@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, clock, load_average, load_images, machine, now, pick_device, table, write_csv  # noqa: E402
 
-from pipeline import masks as masklib  # noqa: E402
+from pipeline.solve import masks as masklib  # noqa: E402
 from pipeline.metrics.deletion import auc, blur_substrate, causal_curves, pixel_order, zero_substrate  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(a quarter as many, at least 1, at smaller steps); its curves are compared with the batched ones")
     parser.add_argument("--steps", nargs="+", type=int, default=[1792, 224])
     parser.add_argument("--chunk", type=int, nargs="+", default=[32], help="inputs per forward in causal_curves "
-                        "(pipeline.evaluate's default: 32); several values time each")
+                        "(pipeline.evaluation.evaluate's default: 32); several values time each")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

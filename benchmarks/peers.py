@@ -79,8 +79,8 @@ def ours_config(iterations: int, extra: list[str] | None = None):
 def ours_masks(classifier, images: torch.Tensor, targets: torch.Tensor, iterations: int,
                extra: list[str] | None = None) -> torch.Tensor:
     """The preset's masks, upsampled to the input, ``(B, K, H, W)``, the whole batch at once."""
-    from pipeline import masks as masklib
-    from pipeline.solver import solve
+    from pipeline.solve import masks as masklib
+    from pipeline.solve.solver import solve
 
     config = ours_config(iterations, extra)
     result = solve(classifier, images, config, targets=targets)

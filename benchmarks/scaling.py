@@ -9,8 +9,8 @@ Run from the repository root::
 Two parts, each with its baseline measured in the same run:
 
 * ``job-vs-solver`` (in this process, ``--threads`` torch threads): the solver alone on images
-  decoded beforehand (``pipeline.solver.solve`` over batches of preloaded tensors, the baseline)
-  against the whole job on the same images, :func:`pipeline.run.run_masks` (decoding in
+  decoded beforehand (``pipeline.solve.solver.solve`` over batches of preloaded tensors, the baseline)
+  against the whole job on the same images, :func:`pipeline.jobs.run.run_masks` (decoding in
   ``--workers`` DataLoader processes, solving, writing the HDF5 store), with early stopping off
   and with streamed early stopping on (``--early-stop WINDOW,TOL``). The model is loaded and
   BatchNorm-folded once before either is timed. ``ratio`` = job rate / solver rate: 0.9 or more
@@ -50,10 +50,10 @@ import torch  # noqa: E402
 from _common import (DEFAULT_DATA, REPO, RESULTS, clock, load_average, load_images, machine, now,  # noqa: E402
                      pick_device, table, write_csv)
 
-from pipeline import run as runlib  # noqa: E402
+from pipeline.jobs import run as runlib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.solver import solve  # noqa: E402
+from pipeline.solve.solver import solve  # noqa: E402
 
 
 def solver_seconds(classifier, images: torch.Tensor, config, batch: int) -> tuple[float, float]:
@@ -97,12 +97,12 @@ def command_seconds(data: Path, out: Path, processes: int, images: int, iteratio
 
 
 def merge_seconds(folder: Path, shards: int, rows: int) -> float:
-    """Seconds for :func:`pipeline.shards.merge_run` of ``shards`` complete synthetic shards."""
+    """Seconds for :func:`pipeline.store.shards.merge_run` of ``shards`` complete synthetic shards."""
     import numpy as np
 
     from pipeline.distributed import Shard
-    from pipeline.shards import ShardedRun, merge_run
-    from pipeline.store import COLUMNS, MaskWriter
+    from pipeline.store.shards import ShardedRun, merge_run
+    from pipeline.store.store import COLUMNS, MaskWriter
 
     out = folder / "merge.h5"
     relpaths = [f"n00000000/{i:08d}.JPEG" for i in range(rows)]

@@ -5,7 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/solver.py --device cpu
     python benchmarks/solver.py --device cuda            # + resnet50, vgg19 (random weights) and a roofline
 
-What is timed: iterations of :func:`pipeline.solver.solve` on the preset (default ``blur``). Each
+What is timed: iterations of :func:`pipeline.solve.solver.solve` on the preset (default ``blur``). Each
 configuration runs one ``solve`` call with ``warmup + timed`` iterations; the clock starts when
 the last warm-up iteration has finished and stops when the last timed one has (a device
 synchronisation at those two points only), so model set-up, the target forward pass and the final
@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (RESULTS, PeakMemory, clock, load_average, load_images, machine, now,  # noqa: E402
                      parse_list, pick_device, synchronize, table, write_csv)
 
-from pipeline import masks as masklib  # noqa: E402
+from pipeline.solve import masks as masklib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.errors import ModelUnavailableError  # noqa: E402
 from pipeline.metrics.deletion import auc, blur_substrate, causal_curves, zero_substrate  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.solver import solve  # noqa: E402
+from pipeline.solve.solver import solve  # noqa: E402
 
 CPU_MODELS = ["efficientnet_lite0"]
 CUDA_MODELS = ["efficientnet_lite0", "torchvision:resnet50", "torchvision:vgg19"]
@@ -458,7 +458,7 @@ def quality(device: torch.device, args, common: dict, bf16_ok: bool) -> None:
 
     Reports the mean Pearson correlation of the ``h x w`` masks, and per precision the mean
     p_final, area and deletion (blur and zero substrates) / insertion AUCs (step 1792, fp32 model,
-    saliency from :func:`pipeline.masks.saliency`), and the bf16 - fp32 differences.
+    saliency from :func:`pipeline.solve.masks.saliency`), and the bf16 - fp32 differences.
     """
     if args.quality_images <= 0:
         return

@@ -103,7 +103,7 @@ def explain(
     device: DeviceOpt = None,
 ) -> None:
     """Explain one image: solve its mask and write the seed's four pictures."""
-    from .explain import explain_image
+    from .jobs.explain import explain_image
     from .models import load_model
 
     config = _solver_config(preset, set_, iterations)
@@ -172,7 +172,7 @@ def masks(
     """
     from .distributed import resolve_shard
     from .models import load_model
-    from .run import RunConfig, run_masks
+    from .jobs.run import RunConfig, run_masks
 
     config = _solver_config(preset, set_, iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), workers=workers, limit=limit, target=target, seed=seed,
@@ -193,10 +193,10 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     """
     import json
 
-    from .diagnostics import perturbation_strength
+    from .evaluation.diagnostics import perturbation_strength
     from .names import display_name
-    from .shards import progress_lines, read_plan
-    from .store import MaskStore, summary
+    from .store.shards import progress_lines, read_plan
+    from .store.store import MaskStore, summary
 
     if read_plan(store) is not None:
         for line in progress_lines(store):
@@ -225,7 +225,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
 @_fail_cleanly
 def repair(store: Annotated[Path, typer.Argument(help="HDF5 mask store that reads with an error.")]) -> None:
     """Rebuild a damaged mask store from every row it still holds (damaged files are kept aside)."""
-    from .repair import repair_store
+    from .store.repair import repair_store
 
     for line in repair_store(store).lines():
         typer.echo(line)
@@ -239,8 +239,8 @@ def merge(
     keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep <out>.shards/ after merging.")] = False,
 ) -> None:
     """Merge the shards of a sharded run (<out>.shards/) into OUT, once every shard is complete."""
-    from .eval_shards import is_sharded_report, merge_report
-    from .shards import merge_run
+    from .evaluation.shards import is_sharded_report, merge_report
+    from .store.shards import merge_run
 
     if is_sharded_report(out):
         merged = merge_report(out, keep_shards=keep_shards)
@@ -261,7 +261,7 @@ def export(
     data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
 ) -> None:
     """Write heatmap and overlay PNGs of stored masks at each image's original size."""
-    from .export import export_pictures
+    from .report.export import export_pictures
 
     files = export_pictures(store, out, rows=row, data_root=data, limit=limit)
     typer.echo(f"wrote {len(files)} pictures to {out}")
@@ -272,7 +272,7 @@ StepOpt = Annotated[int, typer.Option("--step", help="Pixels per deletion/insert
 
 
 def _eval_config(step: int, batch_size: int, workers: int, alpha_split=None, alpha_split_seed: int = 0):
-    from .evaluate import EvalConfig
+    from .evaluation.evaluate import EvalConfig
 
     if alpha_split is None:
         return EvalConfig(step=step, batch_size=batch_size, workers=workers)
@@ -317,9 +317,9 @@ def baseline(
     overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
 ) -> None:
     """Write a baseline saliency method's maps in the mask-store format (for the same metrics)."""
-    from .baselines import run_baseline
+    from .jobs.baselines import run_baseline
     from .models import load_model
-    from .run import RunConfig
+    from .jobs.run import RunConfig
 
     run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
     summary = run_baseline(name, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
@@ -350,9 +350,9 @@ def evaluate(
     Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .evaluate import evaluate_store
+    from .evaluation.evaluate import evaluate_store
     from .models import load_model
-    from .store import MaskStore
+    from .store.store import MaskStore
 
     config = _eval_config(step, batch_size, workers, _alpha_split(alpha_split), alpha_split_seed)
     with MaskStore(store) as opened:
@@ -360,7 +360,7 @@ def evaluate(
     shard = resolve_shard(shard_)
     classifier = load_model(spec, device=shard.device(_device(device)))
     if shard.sharded:
-        from .eval_shards import evaluate_sharded
+        from .evaluation.shards import evaluate_sharded
 
         for line in evaluate_sharded(store, data, classifier, out, shard, boxes=boxes, config=config,
                                      progress=True):
@@ -392,7 +392,7 @@ def compare(
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per interval.")] = 2000,
 ) -> None:
     """Put evaluated runs side by side: means, 95% bootstrap intervals, paired differences."""
-    from .compare import compare_runs
+    from .report.compare import compare_runs
 
     table = compare_runs(runs, out, n_boot=n_boot)
     typer.echo((out / "comparison.md").read_text())
@@ -418,8 +418,8 @@ def sweep(
 ) -> None:
     """Solve, evaluate and compare several presets on the same images (resumable)."""
     from .models import load_model
-    from .run import RunConfig
-    from .sweep import run_sweep
+    from .jobs.run import RunConfig
+    from .jobs.sweep import run_sweep
 
     overrides = list(set_ or []) + ([f"optim.iterations={iterations}"] if iterations is not None else [])
     run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
@@ -469,7 +469,7 @@ def demo(
     step: StepOpt = 1792,
 ) -> None:
     """Run the main job on images shipped with scikit-image, then inspect, export, evaluate and report."""
-    from .demo import make_demo_boxes, make_demo_folder
+    from .jobs.demo import make_demo_boxes, make_demo_folder
 
     images = make_demo_folder(out / "images")
     store = out / "masks.h5"

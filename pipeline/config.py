@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .perturbations import PerturbationConfig
+from .solve.perturbations import PerturbationConfig
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class MaskConfig:
     of ``coldness``) of the parameters within ``1 + ceil(smooth_sigma / step)`` cells, each weighted
     by ``exp(-2 max(d / smooth_sigma - 1/2, 0)^2)`` of its distance ``d``; the mask has a margin of
     ``smooth_sigma`` pixels beyond the image, which the area constraint counts
-    (:func:`pipeline.masks.generate`). ``size * step`` must cover the input; TorchRay's grid is
+    (:func:`pipeline.solve.masks.generate`). ``size * step`` must cover the input; TorchRay's grid is
     ``ceil(H / step)``.
     ``init``: ``ones`` (keep everything; the seed, TorchRay), ``uniform`` (random in [0, 1]; the
     paper), ``circle`` (the paper's smallest centred blurred circle that deletes the score).
@@ -106,8 +106,8 @@ class OptimConfig:
     improved on the previous window's by at most ``stop_tol * max(|previous mean|, 1e-3)``; it
     keeps the mask it had then. ``iterations`` is then a maximum. Windows count from each image's
     own first iteration, so an image stops at the same iteration alone or in any batch.
-    :func:`pipeline.solver.solve` lets stopped images leave its batch once the rest fit a smaller
-    power of two; dataset runs give a stopped image's slot to the next image (:mod:`pipeline.stream`).
+    :func:`pipeline.solve.solver.solve` lets stopped images leave its batch once the rest fit a smaller
+    power of two; dataset runs give a stopped image's slot to the next image (:mod:`pipeline.solve.stream`).
     """
 
     iterations: int = 500

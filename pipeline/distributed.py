@@ -2,7 +2,7 @@
 
 A run split over ``N`` processes gives image ``index`` (its position in the sorted input list,
 :func:`pipeline.data.discover`) to shard ``index % N``. Nothing is communicated to solve: each
-process reads its own images and writes its own store (:mod:`pipeline.shards`); the only
+process reads its own images and writes its own store (:mod:`pipeline.store.shards`); the only
 collective is one barrier at the end, under ``torchrun``, after which rank 0 merges.
 
 :func:`resolve_shard` looks, in this order, at

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pipeline.baselines import BASELINES, baseline_saliency, centre_gaussian, gradcam_layer, run_baseline
+from pipeline.jobs.baselines import BASELINES, baseline_saliency, centre_gaussian, gradcam_layer, run_baseline
 from pipeline.errors import ConfigError
-from pipeline.evaluate import EvalConfig, evaluate_store
+from pipeline.evaluation.evaluate import EvalConfig, evaluate_store
 from pipeline.imagenet import ClassVocabulary
 from pipeline.models import Classifier, frozen, load_model
-from pipeline.run import RunConfig
-from pipeline.store import MaskStore
+from pipeline.jobs.run import RunConfig
+from pipeline.store.store import MaskStore
 
 WNIDS = tuple(f"n{i:08d}" for i in range(3))
 

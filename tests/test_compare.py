@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.compare import RANK_METRIC, bootstrap_ci, compare_runs
+from pipeline.report.compare import RANK_METRIC, bootstrap_ci, compare_runs
 from pipeline.errors import ConfigError
 
 

@@ -21,11 +21,11 @@ from torchvision.transforms.functional import gaussian_blur
 
 from pipeline.config import MaskConfig, ObjectiveConfig, SolverConfig, to_dict
 from pipeline.errors import ConfigError
-from pipeline.evaluate import EvalConfig, evaluate_store, store_saliency
+from pipeline.evaluation.evaluate import EvalConfig, evaluate_store, store_saliency
 from pipeline.imagenet import ClassVocabulary
-from pipeline.masks import saliency as solver_saliency
+from pipeline.solve.masks import saliency as solver_saliency
 from pipeline.models import Classifier, frozen
-from pipeline.store import COLUMNS, MaskStore, MaskWriter
+from pipeline.store.store import COLUMNS, MaskStore, MaskWriter
 
 C = 3.0
 P_FULL = math.exp(C) / (math.exp(C) + 9)

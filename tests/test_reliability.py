@@ -22,14 +22,14 @@ import skimage.data
 from PIL import Image
 from typer.testing import CliRunner
 
-import pipeline.run
+import pipeline.jobs.run
 from pipeline.cli import app
 from pipeline.config import override, preset
 from pipeline.data import MAX_DECODED_PIXELS, REASONS, ImageDataset, ImageRecord, decode_image, discover
 from pipeline.errors import ImageReadError
 from pipeline.models import load_model
-from pipeline.run import RunConfig, run_masks, store_config
-from pipeline.store import MaskStore
+from pipeline.jobs.run import RunConfig, run_masks, store_config
+from pipeline.store.store import MaskStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -77,7 +77,7 @@ def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny):
     exported = runner.invoke(app, ["export", str(tmp_path / "m.h5"), "--out", str(tmp_path / "pics")])
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "pics" / (os.fsdecode(b"caf\xe9") + "_overlay.png")).is_file()
-    from pipeline.evaluate import EvalConfig, evaluate_store
+    from pipeline.evaluation.evaluate import EvalConfig, evaluate_store
 
     evaluated = evaluate_store(tmp_path / "m.h5", None, load_model(tiny), tmp_path / "eval",
                                config=EvalConfig(step=4096, workers=0, plots=False))
@@ -97,7 +97,7 @@ def test_fuzzed_files_and_odd_entries_each_get_a_row_and_stop_nothing(tmp_path, 
     kinds = fuzz_inputs.make_damaged(folder, pictures + [(png.getvalue(), ".png")], 36, seed=3)
     kinds.update(fuzz_inputs.add_odd_entries(folder, pictures[0][0]))
     listed = discover(folder)
-    real_open, real_discover = builtins.open, pipeline.run.discover
+    real_open, real_discover = builtins.open, pipeline.jobs.run.discover
 
     def guarded_open(file, *args, **kwargs):  # root reads mode-000 files: refuse these instead
         if isinstance(file, (str, bytes, os.PathLike)) and fuzz_inputs.NO_PERMISSION in os.fsdecode(file):
@@ -112,7 +112,7 @@ def test_fuzzed_files_and_odd_entries_each_get_a_row_and_stop_nothing(tmp_path, 
         return records
 
     monkeypatch.setattr(builtins, "open", guarded_open)
-    monkeypatch.setattr(pipeline.run, "discover", discover_then_delete)
+    monkeypatch.setattr(pipeline.jobs.run, "discover", discover_then_delete)
     classifier = load_model(tiny)
     config = override(preset("blur"), ["optim.iterations=1"])
     summary = run_masks(folder, tmp_path / "f.h5", classifier, config, RunConfig(batch_size=8, workers=0,
@@ -202,7 +202,7 @@ def test_the_same_command_twice_gives_bit_identical_stores(tmp_path, tiny):
 
 
 def test_names_from_the_data_cannot_add_markup_to_reports(tmp_path):
-    from pipeline.compare import compare_runs
+    from pipeline.report.compare import compare_runs
     from pipeline.names import display_name, html_text, markdown_code, markdown_text, stored_name
 
     latin1 = os.fsdecode(b"caf\xe9.JPEG")

@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.compare import RANK_METRIC, compare_runs
+from pipeline.report.compare import RANK_METRIC, compare_runs
 from pipeline.imagenet import ClassVocabulary
 from pipeline.report import ReportConfig, build_report
 from pipeline.report.markup import fmt

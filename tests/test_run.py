@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import StoreError
-from pipeline.store import MaskStore, parts_dir
+from pipeline.store.store import MaskStore, parts_dir
 
 runner = CliRunner()
 PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
@@ -86,7 +86,7 @@ def test_target_label_explains_the_folder_class(imagenet_folder, tmp_path):
 
 
 def test_ctrl_c_keeps_finished_batches_and_says_how_to_resume(imagenet_folder, tmp_path, monkeypatch):
-    import pipeline.run as run_module
+    import pipeline.jobs.run as run_module
 
     solve, calls = run_module._solve_batch, []
 
@@ -167,7 +167,7 @@ def test_out_of_memory_halves_the_batch(monkeypatch):
     """A batch that does not fit is solved in halves, with the same per-image results."""
     import torch
 
-    import pipeline.run as run_module
+    import pipeline.jobs.run as run_module
     from pipeline.config import override, preset
     from pipeline.models import load_model
 
@@ -221,7 +221,7 @@ def test_early_stopping_run_streams_images_through_refilled_slots(imagenet_folde
 
 
 def test_streamed_run_out_of_memory_stops_cleanly_and_keeps_what_finished(imagenet_folder, tmp_path, monkeypatch):
-    import pipeline.stream as stream_module
+    import pipeline.solve.stream as stream_module
 
     real = stream_module.solve_stream
 
@@ -248,7 +248,7 @@ def test_streamed_run_out_of_memory_stops_cleanly_and_keeps_what_finished(imagen
 def test_batch_size_must_be_a_number_or_auto(imagenet_folder, tmp_path):
     from pipeline.config import preset
     from pipeline.models import load_model
-    from pipeline.run import CPU_BATCH, auto_batch_size
+    from pipeline.jobs.run import CPU_BATCH, auto_batch_size
 
     assert auto_batch_size(load_model(), preset("paper")) == CPU_BATCH  # on a CPU
     result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(tmp_path / "x.h5"), "-b", "many"])

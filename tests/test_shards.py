@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.distributed import Shard, resolve_shard
 from pipeline.errors import ConfigError, StoreError
-from pipeline.shards import read_plan, shard_store_path, shards_dir
-from pipeline.store import MaskStore
+from pipeline.store.shards import read_plan, shard_store_path, shards_dir
+from pipeline.store.store import MaskStore
 
 runner = CliRunner()
 PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
@@ -68,7 +68,7 @@ def reference(folder, tmp_path_factory):
 
 def _assert_same_store(path, reference):
     """Same table, masks and configuration, bit for bit: on the CPU every batch is solved at the
-    full batch size (pipeline.run.CPU_PADDING), whichever images share it."""
+    full batch size (pipeline.jobs.run.CPU_PADDING), whichever images share it."""
     table, masks, config, _ = reference
     with MaskStore(path) as store:
         pd.testing.assert_frame_equal(store.table(), table)  # same rows, same order, same values

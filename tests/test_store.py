@@ -1,4 +1,4 @@
-"""The HDF5 mask store (pipeline.store): round trip, resume, refusal, crash safety, shards."""
+"""The HDF5 mask store (pipeline.store.store): round trip, resume, refusal, crash safety, shards."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store import (
+from pipeline.store.store import (
     COLUMNS,
     MaskStore,
     MaskWriter,
@@ -360,7 +360,7 @@ def test_interrupted_fold_never_folds_twice(tmp_path, monkeypatch):
 
 
 def test_full_disk_keeps_committed_rows_and_says_so(tmp_path, monkeypatch):
-    import pipeline.store as store_module
+    import pipeline.store.store as store_module
 
     path = tmp_path / "masks.h5"
     full = OSError(28, "No space left on device")
@@ -394,7 +394,7 @@ def test_lock_is_released_by_close_and_by_a_killed_writer_with_forked_children(t
     script = "\n".join([
         "import os, sys, time",
         f"sys.path.insert(0, {str(ROOT)!r})",
-        "from pipeline.store import MaskWriter",
+        "from pipeline.store.store import MaskWriter",
         f"writer = MaskWriter({str(path)!r}, {CONFIG!r}, 'tf_efficientnet_lite0', '/data/val')",
         "child = os.fork()",
         "if child == 0:",
@@ -451,7 +451,7 @@ def _kill_script() -> str:
         "import sys, time",
         "import numpy as np",
         f"sys.path.insert(0, {str(ROOT)!r})",
-        "from pipeline.store import MaskWriter",
+        "from pipeline.store.store import MaskWriter",
         f"CONFIG, SHAPE = {CONFIG!r}, {SHAPE!r}",
         inspect.getsource(mask_of),
         inspect.getsource(batch),

@@ -444,7 +444,7 @@ def loc_columns(columns: Iterable[str]) -> dict[tuple[str, str], list[tuple[floa
 
     Args:
         columns: column names; those named ``loc_<method>_<alpha>_<kind>`` (as
-            :func:`pipeline.evaluate.evaluate_store` writes them: 1.0 correct, 0.0 wrong, NaN not
+            :func:`pipeline.evaluation.evaluate.evaluate_store` writes them: 1.0 correct, 0.0 wrong, NaN not
             localised) are kept.
 
     Returns:

@@ -1,13 +1,13 @@
 """One self-contained HTML page per evaluation or comparison (``perturb report``).
 
 :func:`write_report` reads one or more run folders written by
-:func:`pipeline.evaluate.evaluate_store` and writes a single HTML file that works offline with
+:func:`pipeline.evaluation.evaluate.evaluate_store` and writes a single HTML file that works offline with
 nothing beside it: plots and gallery pictures are embedded as ``data:`` URIs, the style sheet and
 the table-sorting script are inline. The page holds
 
 * provenance: model, preset and full configuration, package versions, data source, image counts
   and skipped images by reason, when the store and the evaluation were written;
-* the summary: means with 95% bootstrap intervals (those of :func:`pipeline.compare.compare_runs`),
+* the summary: means with 95% bootstrap intervals (those of :func:`pipeline.report.compare.compare_runs`),
   and for several runs the ranking and the paired differences against the first run;
 * the mean deletion and insertion curves, localisation accuracy at every threshold, the pointing
   games;
@@ -68,12 +68,12 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
     """The HTML of the report on ``run_dirs`` (the first is the reference of paired differences).
 
     Args:
-        run_dirs: :func:`pipeline.evaluate.evaluate_store` output folders, named by folder name.
+        run_dirs: :func:`pipeline.evaluation.evaluate.evaluate_store` output folders, named by folder name.
         out: where the page will be written (links to the tables are relative to it).
         config: what the page shows.
         vocabulary: class names; None = ImageNet-1k's when every class index fits it.
         data_root: image folder for the galleries; None = each run's recorded ``data_root``.
-        comparison: :func:`pipeline.compare.compare_runs`'s table for these runs, computed with
+        comparison: :func:`pipeline.report.compare.compare_runs`'s table for these runs, computed with
             ``config.n_boot`` and ``config.seed`` (reused instead of bootstrapping again).
         extra_files: more files to link (``comparison.csv`` ...).
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..data import ImageDataset, ImageRecord
 from ..errors import PipelineError
-from ..evaluate import CURVES
+from ..evaluation.evaluate import CURVES
 
 __all__ = ["data_uri", "curves_png", "localisation_png", "Thumbnails"]
 
@@ -126,9 +126,9 @@ class Thumbnails:
         return {str(p): self._cache[str(p)] for p in paths}
 
     def _draw(self, paths: list[str]) -> dict[str, str | None]:
-        from ..evaluate import store_saliency
-        from ..render import heatmap
-        from ..store import MaskStore
+        from ..evaluation.evaluate import store_saliency
+        from .render import heatmap
+        from ..store.store import MaskStore
 
         out: dict[str, str | None] = {}
         try:

@@ -16,9 +16,9 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from ..compare import RANK_METRIC
-from ..diagnostics import WEAK_RATIO
-from ..evaluate import metric_direction
+from .compare import RANK_METRIC
+from ..evaluation.diagnostics import WEAK_RATIO
+from ..evaluation.evaluate import metric_direction
 from ..imagenet import ClassVocabulary
 from .figures import Thumbnails, curves_png, localisation_png
 from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell
@@ -157,7 +157,7 @@ def _store_facts(run: RunData) -> dict[str, Any]:
         facts["store.note"] = "mask store not found (galleries show no pictures)"
         return facts
     from ..errors import PipelineError
-    from ..store import MaskStore
+    from ..store.store import MaskStore
 
     try:
         with MaskStore(path) as store:

@@ -1,9 +1,9 @@
 """The numbers of a report: every table the page shows, computed from the run folders' files.
 
-A run folder is an output of :func:`pipeline.evaluate.evaluate_store` (``per_image.parquet``,
+A run folder is an output of :func:`pipeline.evaluation.evaluate.evaluate_store` (``per_image.parquet``,
 ``summary.json``, ``curves.npz``). Nothing here re-evaluates an image: means, counts and
 per-class figures are read off ``per_image.parquet`` (the same rows as ``per_image.csv``), and the
-95% intervals and paired differences are those of :func:`pipeline.compare.compare_runs` (the same
+95% intervals and paired differences are those of :func:`pipeline.report.compare.compare_runs` (the same
 rows, generators and seeds, so a report and ``comparison.csv`` agree to the last digit).
 """
 
@@ -18,10 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..compare import RANK_METRIC, comparison_metrics, load_run, metric_row
-from ..diagnostics import WEAK_RATIO, StrengthReport, perturbation_strength
+from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row
+from ..evaluation.diagnostics import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
-from ..evaluate import AUC_COLUMNS
+from ..evaluation.evaluate import AUC_COLUMNS
 from ..imagenet import ClassVocabulary
 
 __all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
@@ -42,7 +42,7 @@ class RunData:
     """One evaluated run as the report reads it.
 
     Attributes:
-        name: the folder's name (names the run, as in :func:`pipeline.compare.compare_runs`).
+        name: the folder's name (names the run, as in :func:`pipeline.report.compare.compare_runs`).
         folder: the run folder.
         table: ``per_image.parquet``, every row (skipped ones included).
         evaluated: the rows with ``eval_status == "ok"`` plus :data:`RANK_METRIC` (compare's view).
@@ -107,7 +107,7 @@ def interval_table(runs: Sequence[RunData], n_boot: int, seed: int,
     ci_high, n_paired, diff, diff_ci_low, diff_ci_high`` plus ``sem`` from ``summary.json``.
 
     Args:
-        comparison: rows already computed by :func:`pipeline.compare.compare_runs` for these
+        comparison: rows already computed by :func:`pipeline.report.compare.compare_runs` for these
             runs with the same ``n_boot`` and ``seed`` (reused, not recomputed); None computes all.
     """
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
@@ -221,7 +221,7 @@ def localisation_table(run: RunData, intervals: pd.DataFrame) -> pd.DataFrame:
 
 
 def flagged_images(run: RunData) -> tuple[StrengthReport, pd.DataFrame]:
-    """The diagnostic of :func:`pipeline.diagnostics.perturbation_strength` and the images it
+    """The diagnostic of :func:`pipeline.evaluation.diagnostics.perturbation_strength` and the images it
     flags (``p_perturbed >= WEAK_RATIO * p_original``), highest ratio first.
 
     Returns:
@@ -258,7 +258,7 @@ def gallery_picks(run: RunData, metric: str, count: int, seed: int) -> dict[str,
     has = table[np.isfinite(values.to_numpy(np.float64))]
     if not len(has):
         return {}
-    from ..evaluate import metric_direction
+    from ..evaluation.evaluate import metric_direction
 
     ordered = has.sort_values(metric, kind="stable", ascending=metric_direction(metric) != "higher")
     by_path = has.sort_values("path", kind="stable")

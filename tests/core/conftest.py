@@ -5,7 +5,7 @@ import pytest
 import skimage.data
 import torch
 
-from pipeline.explain import to_input
+from pipeline.jobs.explain import to_input
 from pipeline.models import load_model
 
 

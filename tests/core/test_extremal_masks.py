@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline import masks as masklib
+from pipeline.solve import masks as masklib
 from pipeline.config import MaskConfig, OptimConfig, PRESETS, from_dict, preset, to_dict
 
 
@@ -50,7 +50,7 @@ def test_generate_crops_the_margin_and_rejects_a_grid_too_small():
 
 
 def test_row_optimizer_damps_like_torch_sgd():
-    from pipeline.stream import _RowOptimizer
+    from pipeline.solve.stream import _RowOptimizer
 
     optim = OptimConfig(optimizer="sgd", lr=0.01, momentum=0.9, dampening=0.9)
     ours = torch.zeros(2, 1, 3, 3)

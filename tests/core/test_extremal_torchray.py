@@ -6,12 +6,12 @@ Skipped when TorchRay is not installed (the ``peers`` extra; ``make test`` insta
 import pytest
 import torch
 
-from pipeline import masks as masklib
+from pipeline.solve import masks as masklib
 from pipeline.config import override, preset
-from pipeline.solver import solve
+from pipeline.solve.solver import solve
 
 from .conftest import sample
-from pipeline.explain import to_input
+from pipeline.jobs.explain import to_input
 
 extremal = pytest.importorskip("torchray.attribution.extremal_perturbation")
 

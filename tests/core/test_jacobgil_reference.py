@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from jacobgil_reference import agreement, compare, gaussian_11, median_11, reference_mask, solver_noise  # noqa: E402
 
 from pipeline.config import override, preset  # noqa: E402
-from pipeline.perturbations import gaussian_blur, median_blur  # noqa: E402
-from pipeline.solver import solve  # noqa: E402
+from pipeline.solve.perturbations import gaussian_blur, median_blur  # noqa: E402
+from pipeline.solve.solver import solve  # noqa: E402
 
 ITERATIONS = 3
 TOLERANCE = 2.5e-4  # mean absolute difference of the 28x28 masks
@@ -52,6 +52,6 @@ def test_a_changed_coefficient_is_caught(classifier, chelsea, one_thread):
 
 
 def test_reference_substrates_match_the_project_operators(chelsea):
-    # Written separately (unfold median, 2-D Gaussian), they agree with pipeline.perturbations.
+    # Written separately (unfold median, 2-D Gaussian), they agree with pipeline.solve.perturbations.
     assert torch.equal(median_11(chelsea), median_blur(chelsea, 11))
     assert torch.allclose(gaussian_11(chelsea), gaussian_blur(chelsea, 5.0, 11), atol=1e-6)

@@ -68,7 +68,7 @@ def test_not_a_torchscript_file(tmp_path):
 def test_compiled_classifier_keeps_what_a_store_records():
     # --compile wraps the network only: the spec (and so a store's run key) is the uncompiled one.
     from pipeline.config import preset
-    from pipeline.run import RunConfig, store_config
+    from pipeline.jobs.run import RunConfig, store_config
 
     classifier = load_model("efficientnet_lite0")
     compiled = classifier.compiled()

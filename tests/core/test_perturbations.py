@@ -3,7 +3,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from pipeline.perturbations import BlurPyramid, PerturbationConfig, blend, gaussian_blur, median_blur, substrate
+from pipeline.solve.perturbations import BlurPyramid, PerturbationConfig, blend, gaussian_blur, median_blur, substrate
 from pipeline.errors import ConfigError
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pipeline.config import ObjectiveConfig
-from pipeline.masks import area_penalty, saliency, sparsity, total_variation
+from pipeline.solve.masks import area_penalty, saliency, sparsity, total_variation
 
 
 MASK = torch.tensor([[0.0, 1.0, 1.0], [0.5, 1.0, 0.0], [1.0, 1.0, 1.0]]).view(1, 1, 3, 3)

@@ -1,7 +1,7 @@
 import torch
 
 from pipeline.config import override, preset
-from pipeline.solver import counter_normal, counter_uniform, shift, solve
+from pipeline.solve.solver import counter_normal, counter_uniform, shift, solve
 
 
 def test_blur_solve_deletes_the_cat(classifier, chelsea):
@@ -99,7 +99,7 @@ def test_early_stopping_ends_the_solve_when_every_image_has_converged(classifier
 
 def test_problem_subset_scores_like_the_full_batch(classifier, eight_images):
     # The compacted problem of images [2, 0] gives their rows of the full objective, K masks each.
-    from pipeline.solver import _objective, _Problem
+    from pipeline.solve.solver import _objective, _Problem
 
     config = override(preset("extremal"), ["objective.areas=[0.1, 0.3]", "objective.area_growth=1"])
     problem = _Problem(classifier, eight_images[:3], None, config, torch.arange(3))

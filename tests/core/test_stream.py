@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipeline.config import override, preset
-from pipeline.solver import solve
-from pipeline.stream import StreamBatch, _RowOptimizer, solve_stream
+from pipeline.solve.solver import solve
+from pipeline.solve.stream import StreamBatch, _RowOptimizer, solve_stream
 
 
 def _batches(images, sizes):

@@ -21,8 +21,8 @@ Every map is then min-max normalised per image to ``[0, 1]`` (a constant map bec
 Stores hold ``mask = 1 - saliency`` (1 = keep, 0 = perturbed, the solver's convention) as
 ``(1, H, W)`` at the input size, so reading back ``1 - mask`` needs no resampling. The store's
 configuration is ``{"baseline", "model", "target", "seed", "input_size"}`` (no ``"solver"`` key:
-that is how :func:`pipeline.evaluate.store_saliency` tells a baseline store from a solver store).
-Rows follow :mod:`pipeline.run`: ``p_original`` is the probability of the target,
+that is how :func:`pipeline.evaluation.evaluate.store_saliency` tells a baseline store from a solver store).
+Rows follow :mod:`pipeline.jobs.run`: ``p_original`` is the probability of the target,
 ``p_perturbed``, ``p_final``, ``loss`` and ``tv`` are NaN (nothing is optimised), ``area`` is the
 mean of ``1 - mask``.
 """
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-from .models import Classifier
+from ..errors import ConfigError
+from ..models import Classifier
 from .run import RunConfig, RunSummary, batch_rows, run_store
-from .solver import counter_uniform
+from ..solve.solver import counter_uniform
 
 __all__ = [
     "BASELINES",
@@ -185,7 +185,7 @@ def run_baseline(name: str, source: str | Path, out: str | Path, classifier: Cla
                  run: RunConfig = RunConfig(), overwrite: bool = False) -> RunSummary:
     """Write baseline ``name``'s saliency for every image under ``source`` into the store ``out``.
 
-    Same discovery, batching, skipping and resuming as :func:`pipeline.run.run_masks`; masks are
+    Same discovery, batching, skipping and resuming as :func:`pipeline.jobs.run.run_masks`; masks are
     ``1 - saliency`` of shape ``(1, H, W)`` at the classifier's input size.
 
     Raises:

@@ -14,7 +14,7 @@ another configuration is refused with one line. Each shard knows how many images
 (``len(range(r, images, N))``), so completeness is a count, and :func:`merge_run` refuses to
 merge while a shard is missing or unfinished, naming them.
 
-The merged store (:func:`pipeline.store.merge_shards`) holds the rows of all shards sorted by
+The merged store (:func:`pipeline.store.store.merge_shards`) holds the rows of all shards sorted by
 ``index`` (the order a one-process run without early stopping commits them), with the same
 configuration, model, source and mask shape as a one-process store of the same images. Once it
 is written, the shard folder is deleted.
@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .distributed import Shard, process_group_barrier, restart_count
-from .errors import StoreError
+from ..distributed import Shard, process_group_barrier, restart_count
+from ..errors import StoreError
 from .store import _HELD, MaskStore, _config_diff, canonical_json, merge_shards, parts_dir, run_key, shard_path
 
 __all__ = ["PLAN_FILE", "ShardPlan", "ShardState", "ShardedRun", "shards_dir", "shard_store_path",
@@ -69,7 +69,7 @@ class ShardPlan:
         world: the number of shards ``N``.
         images: the number of images in the whole input list.
         data_hash: :func:`data_list_hash` of that list.
-        run_key: the store configuration's key (:func:`pipeline.store.run_key`).
+        run_key: the store configuration's key (:func:`pipeline.store.store.run_key`).
         config: that configuration.
         model: the model spec.
     """
@@ -169,7 +169,7 @@ class ShardState:
 
 
 def _locked(store: Path) -> bool:
-    """Whether another process holds the writer lock of ``store`` (see :mod:`pipeline.store`)."""
+    """Whether another process holds the writer lock of ``store`` (see :mod:`pipeline.store.store`)."""
     lock = store.with_name(store.name + ".lock")
     if os.path.realpath(lock) in _HELD:  # ours: probing would release it (POSIX locks are per process)
         return True
@@ -274,11 +274,11 @@ def merge_run(out: str | os.PathLike[str], overwrite: bool = False, keep_shards:
 
 
 class ShardedRun:
-    """One shard's part of a sharded mask run (what :func:`pipeline.run.run_store` does with it).
+    """One shard's part of a sharded mask run (what :func:`pipeline.jobs.run.run_store` does with it).
 
     :meth:`prepare` checks the shard against the run's plan (writing the plan when first) and
     against an existing ``out``; :attr:`path`, :attr:`indices` and :attr:`attrs` are then what
-    this process's :class:`~pipeline.store.MaskWriter` writes; :meth:`finish` waits for the
+    this process's :class:`~pipeline.store.store.MaskWriter` writes; :meth:`finish` waits for the
     other ranks under torchrun and merges on rank 0.
     """
 

@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PerturbationKind = Literal["blur", "median", "seed-average", "constant", "noise", "modulated-blur"]
 """``blur``: Gaussian blur (``sigma``); ``median``: median filter (``median_size``);

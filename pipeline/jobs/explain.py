@@ -9,12 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import masks as masklib
-from .config import SolverConfig
-from .data import load_image
-from .models import Classifier
-from .render import pictures, save_pictures
-from .solver import Perturber, SolveResult, solve
+from ..solve import masks as masklib
+from ..config import SolverConfig
+from ..data import load_image
+from ..models import Classifier
+from ..report.render import pictures, save_pictures
+from ..solve.solver import Perturber, SolveResult, solve
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Sharded evaluation: each shard evaluates its images of a store, the shards merge into one report.
 
 Shard ``r`` of ``N`` (:mod:`pipeline.distributed`) evaluates the store rows whose image ``index``
-has ``index % N == r`` with :func:`pipeline.evaluate.evaluate_store` (its ``indices``), into
+has ``index % N == r`` with :func:`pipeline.evaluation.evaluate.evaluate_store` (its ``indices``), into
 ``<report>.shards/shard-<r>-of-<N>/`` (``per_image.parquet``/``.csv``, ``summary.*``,
 ``curves.npz``; no plots), and marks it finished with ``done.json``. The shards share
 ``<report>.shards/run.json``: ``N``, the store (path, ``run_key``, rows) and the evaluation
@@ -24,13 +24,13 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .distributed import Shard, process_group_barrier, restart_count
-from .errors import StoreError
+from ..distributed import Shard, process_group_barrier, restart_count
+from ..errors import StoreError
 from .evaluate import (EvalConfig, _per_image, _write_plots, _write_tables, evaluate_store, summarise)
-from .metrics import ImageBoxes, PointingGame
-from .models import Classifier
-from .shards import PLAN_FILE, claim_file, shards_dir
-from .store import MaskStore
+from ..metrics import ImageBoxes, PointingGame
+from ..models import Classifier
+from ..store.shards import PLAN_FILE, claim_file, shards_dir
+from ..store.store import MaskStore
 
 __all__ = ["evaluate_sharded", "merge_report", "is_sharded_report", "report_progress_lines"]
 

@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
 from tqdm.auto import tqdm
 
-from .config import SolverConfig, to_dict
-from .data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
-from .distributed import Shard
-from .errors import ConfigError, DeviceMemoryError
-from .models import Classifier
-from .solver import SolveResult, solve
-from .store import STATUS_OK, STATUS_SKIPPED, MaskWriter
+from ..config import SolverConfig, to_dict
+from ..data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
+from ..distributed import Shard
+from ..errors import ConfigError, DeviceMemoryError
+from ..models import Classifier
+from ..solve.solver import SolveResult, solve
+from ..store.store import STATUS_OK, STATUS_SKIPPED, MaskWriter
 
 EXTRA_COLUMNS = ("area", "tv")
 """Per-image solver statistics stored beside the schema's columns."""
@@ -110,7 +110,7 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
     if shard is not None and shard.sharded and not overwrite:
         # Refuse a shard that does not belong to its run now, not after folding and compiling.
-        from .shards import ShardedRun
+        from ..store.shards import ShardedRun
 
         records = discover(source, classifier.vocabulary, limit=run.limit)
         if ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite).merged:
@@ -130,7 +130,7 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
         return _solve_streamed(loader, records, classifier, solver, run)
 
     # With early stopping, images stream through slots that are refilled as images stop
-    # (pipeline.stream): the batch stays full and keeps its shape.
+    # (pipeline.solve.stream): the batch stays full and keeps its shape.
     return run_store(source, out, classifier, config, mask_shape, run, solve_batch, overwrite=overwrite,
                      desc="masks", stream_fn=solve_streamed if solver.optim.stop_window else None, shard=shard)
 
@@ -156,7 +156,7 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
 
     With a ``shard`` of ``N > 1`` (:mod:`pipeline.distributed`) the images are those with
     ``index % N == shard.rank``, keeping their index (hence their seed), and the store is this
-    shard's in ``<out>.shards/`` (:class:`pipeline.shards.ShardedRun`); under torchrun rank 0
+    shard's in ``<out>.shards/`` (:class:`pipeline.store.shards.ShardedRun`); under torchrun rank 0
     then merges every shard into ``out``, elsewhere ``perturb merge`` does.
 
     Raises:
@@ -169,7 +169,7 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
     if shard is None or not shard.sharded:
         return _fill_store(records, out, range(len(records)), classifier, config, mask_shape, root, run,
                            batch_fn, stream_fn, overwrite, desc)
-    from .shards import ShardedRun
+    from ..store.shards import ShardedRun
 
     job = ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite)
     if job.merged:
@@ -186,9 +186,9 @@ def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifi
                 batch_fn: BatchFn, stream_fn: StreamFn | None, overwrite: bool, desc: str,
                 shard: tuple[int, int] | None = None, attrs: dict[str, str] | None = None) -> RunSummary:
     """Solve the images ``indices`` of ``records`` not yet in the store and append them
-    (``shard``: write :func:`pipeline.shards.shard_store_path` for ``out``)."""
+    (``shard``: write :func:`pipeline.store.shards.shard_store_path` for ``out``)."""
     if shard is not None:
-        from .shards import shards_dir
+        from ..store.shards import shards_dir
 
         out = shards_dir(out) / Path(out).name  # MaskWriter adds .shard-r-of-n
     with MaskWriter(out, config, classifier.spec, root.resolve(), mask_shape, overwrite=overwrite,
@@ -219,7 +219,7 @@ def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
                extra: tuple[str, ...] = EXTRA_COLUMNS) -> tuple[dict[str, Any], torch.Tensor]:
     """The store rows of a loader batch before solving: ``(rows, ok)``.
 
-    ``rows`` has every :data:`pipeline.store.COLUMNS` entry plus ``extra``; ``target`` is -1 and the
+    ``rows`` has every :data:`pipeline.store.store.COLUMNS` entry plus ``extra``; ``target`` is -1 and the
     float columns NaN, to be filled for the chosen images. ``ok`` ``(b,)`` bool marks the images to
     solve: readable, and labelled when ``run.target == "label"`` (else skipped as "no label").
     """
@@ -273,9 +273,9 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
 
 def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier: Classifier, solver: SolverConfig,
                     run: RunConfig) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
-    """Rows and masks of the loader's images through :func:`pipeline.stream.solve_stream`, as they
+    """Rows and masks of the loader's images through :func:`pipeline.solve.stream.solve_stream`, as they
     finish; unreadable (or, for ``--target label``, unlabelled) images are given out unsolved."""
-    from .stream import StreamBatch, solve_stream
+    from ..solve.stream import StreamBatch, solve_stream
 
     k = max(1, len(solver.objective.areas))
     waiting: dict[int, dict[str, Any]] = {}  # dataset index -> its row, while its image is solved

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import MaskConfig, ObjectiveConfig
-from .errors import ConfigError
+from ..config import MaskConfig, ObjectiveConfig
+from ..errors import ConfigError
 from .perturbations import gaussian_blur
 
 

@@ -15,12 +15,12 @@ from typing import Callable
 
 import pandas as pd
 
-from .config import override, preset
-from .errors import ConfigError
-from .evaluate import EvalConfig, evaluate_store
-from .models import Classifier
+from ..config import override, preset
+from ..errors import ConfigError
+from ..evaluation.evaluate import EvalConfig, evaluate_store
+from ..models import Classifier
 from .run import RunConfig, RunSummary, run_masks
-from .store import MaskStore
+from ..store.store import MaskStore
 
 Notify = Callable[[str], None]
 
@@ -44,7 +44,7 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier, prese
     Raises:
         ConfigError: no preset, a repeated or unknown one, or an override that does not apply.
     """
-    from .compare import compare_runs
+    from ..report.compare import compare_runs
 
     if not presets or len(set(presets)) != len(presets):
         raise ConfigError(f"a sweep needs distinct presets (--preset a --preset b ...), got {presets}")

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from . import masks as masklib
-from .config import SolverConfig
-from .models import Classifier
+from ..config import SolverConfig
+from ..models import Classifier
 from .perturbations import BlurPyramid, blend, substrate
 
 Callback = Callable[[int, torch.Tensor], None]
@@ -211,7 +211,7 @@ class _Problem:
 
     def scatter_(self, rows: torch.Tensor, other: "_Problem", other_rows: torch.Tensor) -> None:
         """Replace the images ``rows`` ``(r,)`` by ``other``'s ``other_rows``, in place (the slots of
-        :func:`pipeline.stream.solve_stream` taking new images). Only for a problem that owns its
+        :func:`pipeline.solve.stream.solve_stream` taking new images). Only for a problem that owns its
         tensors, as :meth:`subset` makes, and between iterations (no autograd graph alive)."""
         k = len(self.perturb_k.x) // len(self.x)
         self.perturb.scatter_(rows, other.perturb, other_rows)
@@ -284,7 +284,7 @@ def _circle_init(problem: _Problem, size: int, steps: int = 12) -> torch.Tensor:
 
 def _regulariser(problem: _Problem, masks: torch.Tensor, masks_full: torch.Tensor,
                  iteration: int | torch.Tensor) -> torch.Tensor:
-    """``masks_full``: the generated masks the area constraint counts (:func:`pipeline.masks.generate`)."""
+    """``masks_full``: the generated masks the area constraint counts (:func:`pipeline.solve.masks.generate`)."""
     objective = problem.config.objective
     reg = objective.tv_coeff * masklib.total_variation(masks, objective.tv_beta)
     if objective.areas:
@@ -296,7 +296,7 @@ def _regulariser(problem: _Problem, masks: torch.Tensor, masks_full: torch.Tenso
 
 def _objective(problem: _Problem, masks: torch.Tensor, iteration: int | torch.Tensor) -> torch.Tensor:
     """Per-image loss ``(B,)`` for masks ``(B, K, h, w)`` at ``iteration`` (noise and jitter drawn):
-    one count for the batch, or ``(B,)`` int64, each image's own (:mod:`pipeline.stream`)."""
+    one count for the batch, or ``(B,)`` int64, each image's own (:mod:`pipeline.solve.stream`)."""
     config = problem.config
     masks_up, masks_full = masklib.generate(masks, problem.size, config.mask)
     batch, k = masks.shape[:2]

@@ -1,6 +1,6 @@
 """Continuous batching for per-image early stopping: slots that are refilled as images stop.
 
-With early stopping, :func:`pipeline.solver.solve` keeps a batch until its slowest image stops, and
+With early stopping, :func:`pipeline.solve.solver.solve` keeps a batch until its slowest image stops, and
 shrinks it in power-of-two steps; on a GPU that cost time, as every new batch shape costs seconds
 of planning (README, Performance). :func:`solve_stream` instead keeps ``S`` slots busy: when an
 image stops (its window mean stopped improving, or it ran ``optim.iterations``) its result is given
@@ -21,8 +21,8 @@ from typing import Iterable, Iterator, NamedTuple
 
 import torch
 
-from .config import OptimConfig, SolverConfig
-from .models import Classifier
+from ..config import OptimConfig, SolverConfig
+from ..models import Classifier
 from .solver import (SolveResult, _converged, _final_scores, _initial_masks, _objective, _p_perturbed, _Problem,
                      _shrunk_rows)
 
@@ -211,7 +211,7 @@ class _Slots:
 
     def shrink(self, remaining: int) -> None:
         """Once no image is waiting, with ``remaining`` (> 0) live: cut the slots to a power of two
-        as :func:`pipeline.solver.solve` cuts its batch. Empty slots cost as much as full ones, and
+        as :func:`pipeline.solve.solver.solve` cuts its batch. Empty slots cost as much as full ones, and
         on a CPU a smaller batch is proportionally cheaper; powers of two keep the shapes few."""
         keep = _shrunk_rows(self.live, remaining)
         if keep is None:

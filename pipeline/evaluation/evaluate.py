@@ -1,12 +1,12 @@
 """Evaluate a mask store: deletion/insertion, localisation, pointing games, mask statistics.
 
-:func:`evaluate_store` reads a store written by :func:`pipeline.run.run_masks` or
-:func:`pipeline.baselines.run_baseline`, re-reads its images, and writes a per-image table, a
+:func:`evaluate_store` reads a store written by :func:`pipeline.jobs.run.run_masks` or
+:func:`pipeline.jobs.baselines.run_baseline`, re-reads its images, and writes a per-image table, a
 summary, the full curves and plots to an output folder. The protocols are DESIGN sections 3.1-3.3;
 every choice is also recorded in ``summary.json`` (``settings``).
 
 **Saliency** (:func:`store_saliency`): a solver store's masks go through
-:func:`pipeline.masks.saliency` with the stored game and :class:`~pipeline.config.MaskConfig`, so
+:func:`pipeline.solve.masks.saliency` with the stored game and :class:`~pipeline.config.MaskConfig`, so
 the upsampling is exactly what was optimised; any other store (baselines) gives
 ``1 - bilinear-upsampled mask`` (``align_corners=True``; an identity at the input size).
 
@@ -61,12 +61,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import masks as masklib
-from .config import from_dict
-from .data import ImageDataset, ImageRecord, make_loader
-from .errors import ConfigError
-from .names import display_name
-from .metrics import (
+from ..solve import masks as masklib
+from ..config import from_dict
+from ..data import ImageDataset, ImageRecord, make_loader
+from ..errors import ConfigError
+from ..names import display_name
+from ..metrics import (
     IOU_CORRECT,
     RISE_STEP,
     ImageBoxes,
@@ -83,8 +83,8 @@ from .metrics import (
     resize_heatmap,
     zero_substrate,
 )
-from .models import Classifier
-from .store import STATUS_OK, MaskStore, upsample
+from ..models import Classifier
+from ..store.store import STATUS_OK, MaskStore, upsample
 
 __all__ = ["EvalConfig", "EvalResult", "CURVES", "AUC_COLUMNS", "store_saliency", "evaluate_store",
            "causal_batch", "metric_direction", "metric_columns", "curves_figure", "gallery_figure"]
@@ -224,13 +224,13 @@ def store_saliency(store: MaskStore, rows: Any, size: Sequence[int]) -> torch.Te
     """Saliency of the store's ``rows`` at ``size``.
 
     Args:
-        store: an open :class:`~pipeline.store.MaskStore`.
+        store: an open :class:`~pipeline.store.store.MaskStore`.
         rows: row positions (anything :meth:`MaskStore.masks` accepts); use ok rows only.
         size: ``(H, W)``, normally the store's ``input_size``.
 
     Returns:
         ``(k, 1, H, W)`` float32 on the CPU, larger = more salient. Solver stores (config with
-        ``"solver"``): :func:`pipeline.masks.saliency` with the stored game and mask upsampling
+        ``"solver"``): :func:`pipeline.solve.masks.saliency` with the stored game and mask upsampling
         (``1 - m`` deletion game, ``m`` preservation game, mean over ``K`` masks). Other stores
         (baselines): ``1 - m`` upsampled bilinearly (``align_corners=True``). NaN for skipped rows.
     """

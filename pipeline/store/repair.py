@@ -1,7 +1,7 @@
 """Recover the committed rows of a damaged mask store: ``perturb repair``.
 
 A store is its file plus the batches in ``<path>.parts/`` not yet folded into it
-(:mod:`pipeline.store`). The writer never leaves either damaged (a kill leaves whole files), so
+(:mod:`pipeline.store.store`). The writer never leaves either damaged (a kill leaves whole files), so
 damage comes from outside: a copy or transfer cut short, a disk error, a file and its ``.parts``
 folder copied at different moments. :func:`repair_store` keeps every row that can still be read
 whole (all of its columns and its mask):
@@ -30,7 +30,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import StoreError
+from ..errors import StoreError
 from .store import COLUMNS, MaskWriter, _live_parts, _lock, _unlock, parts_dir
 
 __all__ = ["RepairReport", "repair_store"]

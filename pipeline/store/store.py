@@ -86,9 +86,9 @@ try:
 except ImportError:  # Windows: no advisory locks; one writer per store is then the user's care
     fcntl = None  # type: ignore[assignment]
 
-from . import __version__
-from .errors import ConfigError, StoreError
-from .names import READ_ERRORS, stored_name
+from .. import __version__
+from ..errors import ConfigError, StoreError
+from ..names import READ_ERRORS, stored_name
 
 if TYPE_CHECKING:  # torch and pandas load lazily: writing a store needs neither
     import pandas
@@ -1060,7 +1060,7 @@ class MaskStore:
     def masks_at(self, rows: Any, size: str | Sequence[int] = "input") -> Any:
         """Masks upsampled bilinearly (align_corners=True, the seed's way). Stores of a solver whose
         masks are not bilinear (``nearest-blur``, ``smooth-max``) get exactly what was optimised,
-        :func:`pipeline.masks.upsample` at the input size, resized bilinearly to other sizes.
+        :func:`pipeline.solve.masks.upsample` at the input size, resized bilinearly to other sizes.
 
         Args:
             rows: as for :meth:`masks`.
@@ -1077,8 +1077,8 @@ class MaskStore:
         masks = self.masks(positions)
         solver = self.config.get("solver") if isinstance(self.config, dict) else None
         if solver and solver.get("mask", {}).get("upsample", "bilinear") != "bilinear":
-            from . import masks as masklib
-            from .config import from_dict
+            from ..solve import masks as masklib
+            from ..config import from_dict
 
             masks = masklib.upsample(masks, tuple(self.input_size), from_dict(solver).mask)
         if size == "original":
