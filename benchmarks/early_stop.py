@@ -37,7 +37,7 @@ from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, pick_devi
 from pipeline.jobs import run as runlib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.store.store import MaskStore  # noqa: E402
+from pipeline.store import MaskStore  # noqa: E402
 
 
 def run_mode(mode: str, classifier, data: Path, out: Path, config, run: runlib.RunConfig) -> float:

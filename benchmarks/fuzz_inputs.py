@@ -338,7 +338,7 @@ def run_child(source: Path, out: Path, model: str, batch: int, workers: int, tim
 
 def stored_rows(store: Path) -> tuple[int, Counter, int]:
     """``(rows, skipped by reason, rows solved)`` of a store (0 rows when it is missing)."""
-    from pipeline.store.store import MaskStore
+    from pipeline.store import MaskStore
 
     if not store.exists():
         return 0, Counter(), 0

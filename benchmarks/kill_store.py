@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.store.store import MaskStore  # noqa: E402
+from pipeline.store import MaskStore  # noqa: E402
 
 SHAPE = (1, 28, 28)
 
@@ -39,7 +39,7 @@ WRITER = """
 import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from pipeline.store.store import MaskWriter
+from pipeline.store import MaskWriter
 
 path, total, size, merge_every = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 extra = {"merge_every": merge_every} if merge_every else {}

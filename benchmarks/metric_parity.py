@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.evaluation.evaluate import EvalConfig, causal_batch, store_saliency
     from pipeline.metrics import PointingGame, auc, load_boxes, pointing_game_hit, resize_heatmap
     from pipeline.models import load_model
-    from pipeline.store.store import STATUS_OK, MaskStore
+    from pipeline.store import STATUS_OK, MaskStore
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("store", type=Path)

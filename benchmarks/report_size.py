@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine, now, table, write_csv  # noqa: E402
 
 from pipeline.report import write_report  # noqa: E402
-from pipeline.store.store import COLUMNS, MaskStore, MaskWriter  # noqa: E402
+from pipeline.store import COLUMNS, MaskStore, MaskWriter  # noqa: E402
 
 
 def enlarge(run: Path, images: int, work: Path) -> Path:

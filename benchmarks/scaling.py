@@ -102,7 +102,7 @@ def merge_seconds(folder: Path, shards: int, rows: int) -> float:
 
     from pipeline.distributed import Shard
     from pipeline.store.shards import ShardedRun, merge_run
-    from pipeline.store.store import COLUMNS, MaskWriter
+    from pipeline.store import COLUMNS, MaskWriter
 
     out = folder / "merge.h5"
     relpaths = [f"n00000000/{i:08d}.JPEG" for i in range(rows)]

@@ -107,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from pipeline.cli import app
-    from pipeline.store.store import MaskWriter
+    from pipeline.store import MaskWriter
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)

@@ -196,7 +196,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     from .evaluation.diagnostics import perturbation_strength
     from .names import display_name
     from .store.shards import progress_lines, read_plan
-    from .store.store import MaskStore, summary
+    from .store import MaskStore, summary
 
     if read_plan(store) is not None:
         for line in progress_lines(store):
@@ -352,7 +352,7 @@ def evaluate(
     from .distributed import resolve_shard
     from .evaluation.evaluate import evaluate_store
     from .models import load_model
-    from .store.store import MaskStore
+    from .store import MaskStore
 
     config = _eval_config(step, batch_size, workers, _alpha_split(alpha_split), alpha_split_seed)
     with MaskStore(store) as opened:

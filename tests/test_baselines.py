@@ -16,7 +16,7 @@ from pipeline.evaluation.evaluate import EvalConfig, evaluate_store
 from pipeline.imagenet import ClassVocabulary
 from pipeline.models import Classifier, frozen, load_model
 from pipeline.jobs.run import RunConfig
-from pipeline.store.store import MaskStore
+from pipeline.store import MaskStore
 
 WNIDS = tuple(f"n{i:08d}" for i in range(3))
 

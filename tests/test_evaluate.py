@@ -25,7 +25,7 @@ from pipeline.evaluation.evaluate import EvalConfig, evaluate_store, store_salie
 from pipeline.imagenet import ClassVocabulary
 from pipeline.solve.masks import saliency as solver_saliency
 from pipeline.models import Classifier, frozen
-from pipeline.store.store import COLUMNS, MaskStore, MaskWriter
+from pipeline.store import COLUMNS, MaskStore, MaskWriter
 
 C = 3.0
 P_FULL = math.exp(C) / (math.exp(C) + 9)

@@ -29,7 +29,7 @@ from pipeline.data import MAX_DECODED_PIXELS, REASONS, ImageDataset, ImageRecord
 from pipeline.errors import ImageReadError
 from pipeline.models import load_model
 from pipeline.jobs.run import RunConfig, run_masks, store_config
-from pipeline.store.store import MaskStore
+from pipeline.store import MaskStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

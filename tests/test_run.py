@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import StoreError
-from pipeline.store.store import MaskStore, parts_dir
+from pipeline.store import MaskStore, parts_dir
 
 runner = CliRunner()
 PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]

@@ -21,7 +21,7 @@ from pipeline.cli import app
 from pipeline.distributed import Shard, resolve_shard
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store.shards import read_plan, shard_store_path, shards_dir
-from pipeline.store.store import MaskStore
+from pipeline.store import MaskStore
 
 runner = CliRunner()
 PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]

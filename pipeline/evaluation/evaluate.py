@@ -84,7 +84,8 @@ from ..metrics import (
     zero_substrate,
 )
 from ..models import Classifier
-from ..store.store import STATUS_OK, MaskStore, upsample
+from ..solve.masks import resize
+from ..store import STATUS_OK, MaskStore
 
 __all__ = ["EvalConfig", "EvalResult", "CURVES", "AUC_COLUMNS", "store_saliency", "evaluate_store",
            "causal_batch", "metric_direction", "metric_columns", "curves_figure", "gallery_figure"]
@@ -224,7 +225,7 @@ def store_saliency(store: MaskStore, rows: Any, size: Sequence[int]) -> torch.Te
     """Saliency of the store's ``rows`` at ``size``.
 
     Args:
-        store: an open :class:`~pipeline.store.store.MaskStore`.
+        store: an open :class:`~pipeline.store.MaskStore`.
         rows: row positions (anything :meth:`MaskStore.masks` accepts); use ok rows only.
         size: ``(H, W)``, normally the store's ``input_size``.
 
@@ -239,7 +240,7 @@ def store_saliency(store: MaskStore, rows: Any, size: Sequence[int]) -> torch.Te
     if "solver" in store.config:
         solver = from_dict(store.config["solver"])
         return masklib.saliency(masks, solver.objective.game, size, solver.mask)
-    return (1 - upsample(masks, size)).mean(dim=1, keepdim=True)
+    return (1 - resize(masks, size)).mean(dim=1, keepdim=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .evaluate import (EvalConfig, _per_image, _write_plots, _write_tables, eval
 from ..metrics import ImageBoxes, PointingGame
 from ..models import Classifier
 from ..store.shards import PLAN_FILE, claim_file, shards_dir
-from ..store.store import MaskStore
+from ..store import MaskStore
 
 __all__ = ["evaluate_sharded", "merge_report", "is_sharded_report", "report_progress_lines"]
 

@@ -22,7 +22,7 @@ from ..distributed import Shard
 from ..errors import ConfigError, DeviceMemoryError
 from ..models import Classifier
 from ..solve.solver import SolveResult, solve
-from ..store.store import STATUS_OK, STATUS_SKIPPED, MaskWriter
+from ..store import STATUS_OK, STATUS_SKIPPED, MaskWriter
 
 EXTRA_COLUMNS = ("area", "tv")
 """Per-image solver statistics stored beside the schema's columns."""
@@ -219,7 +219,7 @@ def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
                extra: tuple[str, ...] = EXTRA_COLUMNS) -> tuple[dict[str, Any], torch.Tensor]:
     """The store rows of a loader batch before solving: ``(rows, ok)``.
 
-    ``rows`` has every :data:`pipeline.store.store.COLUMNS` entry plus ``extra``; ``target`` is -1 and the
+    ``rows`` has every :data:`pipeline.store.COLUMNS` entry plus ``extra``; ``target`` is -1 and the
     float columns NaN, to be filled for the chosen images. ``ok`` ``(b,)`` bool marks the images to
     solve: readable, and labelled when ``run.target == "label"`` (else skipped as "no label").
     """

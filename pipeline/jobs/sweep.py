@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..evaluation.evaluate import EvalConfig, evaluate_store
 from ..models import Classifier
 from .run import RunConfig, RunSummary, run_masks
-from ..store.store import MaskStore
+from ..store import MaskStore
 
 Notify = Callable[[str], None]
 

@@ -11,7 +11,7 @@ from ..data import load_image
 from ..errors import StoreError
 from ..evaluation.evaluate import store_saliency
 from .render import heatmap, save_pictures, to_uint8
-from ..store.store import MaskStore
+from ..store import MaskStore
 
 
 def export_pictures(store_path: str | Path, out_dir: str | Path, rows: list[int] | None = None,

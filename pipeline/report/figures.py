@@ -128,7 +128,7 @@ class Thumbnails:
     def _draw(self, paths: list[str]) -> dict[str, str | None]:
         from ..evaluation.evaluate import store_saliency
         from .render import heatmap
-        from ..store.store import MaskStore
+        from ..store import MaskStore
 
         out: dict[str, str | None] = {}
         try:

@@ -157,7 +157,7 @@ def _store_facts(run: RunData) -> dict[str, Any]:
         facts["store.note"] = "mask store not found (galleries show no pictures)"
         return facts
     from ..errors import PipelineError
-    from ..store.store import MaskStore
+    from ..store import MaskStore
 
     try:
         with MaskStore(path) as store:

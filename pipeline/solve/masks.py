@@ -11,6 +11,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -200,3 +201,16 @@ def circle_masks(radii: torch.Tensor, size: int) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float32, device=radii.device) - (size - 1) / 2
     distance = (coords.view(-1, 1) ** 2 + coords.view(1, -1) ** 2).sqrt() / size  # (size, size)
     return (distance.unsqueeze(0) - radii.view(-1, 1, 1)).mul(size).clamp(0, 1).unsqueeze(1)
+
+
+def resize(masks, size: tuple[int, int]) -> torch.Tensor:
+    """Stored masks resized bilinearly with ``align_corners=True`` (jacobgil's way), e.g. 28x28 ->
+    224x224: ``(k, c, h, w)`` tensor or array, any float dtype -> float32 ``(k, c, H, W)`` on the
+    masks' device; values stay in the masks' range."""
+    tensor = masks if isinstance(masks, torch.Tensor) else torch.from_numpy(np.asarray(masks))
+    if tensor.ndim != 4:
+        raise ConfigError(f"resize() needs masks shaped (k, c, h, w), got {tuple(tensor.shape)}")
+    height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise ConfigError(f"resize() needs a positive (H, W), got {tuple(size)}")
+    return F.interpolate(tensor.float(), size=(height, width), mode="bilinear", align_corners=True)
