@@ -38,7 +38,7 @@ from pipeline.solve import masks as masklib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.metrics.deletion import auc, blur_substrate, causal_curves  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.solve.solver import Perturber, solve  # noqa: E402
+from pipeline.solve import Perturber, solve  # noqa: E402
 
 
 def solve_with_snapshots(classifier, images: torch.Tensor, config, checkpoints: list[int], seeds: torch.Tensor):
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--presets", nargs="+", default=["blur", "seed", "paper"])
+    parser.add_argument("--presets", nargs="+", default=["blur", "jacobgil", "paper"])
     parser.add_argument("--iterations", nargs="+", type=int, default=[25, 50, 100, 200, 300])
     parser.add_argument("--images", type=int, default=8, help="images (the first of the sorted dev set)")
     parser.add_argument("--batch", type=int, default=16, help="images per solve")

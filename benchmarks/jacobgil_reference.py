@@ -1,4 +1,4 @@
-"""The seed script's per-image loop, rewritten on its own, and the ``seed`` presets checked against it.
+"""jacobgil's per-image loop, rewritten on its own, and the ``jacobgil`` presets checked against it.
 
 jacobgil/pytorch-explain-black-box (``explain.py``) explains one image at a time. Its loop, as
 DESIGN section 2.1 describes it, is rewritten here from that description in plain torch: nothing
@@ -27,8 +27,8 @@ Run from the repository root::
     .venv/bin/python benchmarks/jacobgil_reference.py                      # 3 development images, 500 iterations
     .venv/bin/python benchmarks/jacobgil_reference.py --images 1 --iterations 5   # smoke test
 
-It solves each image with the reference and with ``pipeline.solve.solver.solve`` (presets ``seed`` and
-``seed-code``, same noise), and writes ``results/benchmarks/jacobgil-reference-<device>.csv``: per
+It solves each image with the reference and with ``pipeline.solve.solver.solve`` (presets ``jacobgil`` and
+``jacobgil-code``, same noise), and writes ``results/benchmarks/jacobgil-reference-<device>.csv``: per
 image and preset the largest and mean absolute difference of the 28x28 masks, their Pearson
 correlation, both final target probabilities, and the machine; and the same agreement between
 two runs of the reference with different noise (``*_reference_other_noise``), the scale against
@@ -130,7 +130,7 @@ def reference_mask(model: Callable[[torch.Tensor], torch.Tensor], image: torch.T
 def solver_noise(seed: int, shape: tuple[int, int, int], std: float = 0.2) -> Noise:
     """The noise ``pipeline.solve.solver.solve`` adds for the image of ``seed`` at each iteration
     (its per-image counter stream ``3 t + 2``; one mask per image)."""
-    from pipeline.solve.solver import counter_normal
+    from pipeline.solve import counter_normal
 
     seeds = torch.tensor([seed])
     return lambda t: std * counter_normal(seeds, 3 * t + 2, shape)
@@ -151,10 +151,10 @@ def compare(classifier, image: torch.Tensor, preset_name: str, iterations: int, 
     runs of the script itself land apart, the scale for the differences at full length.
     """
     from pipeline.config import override, preset
-    from pipeline.solve.solver import solve
+    from pipeline.solve import solve
 
     config = override(preset(preset_name), [f"optim.iterations={iterations}"])
-    blur = {"seed": "average", "seed-code": "median"}[preset_name]
+    blur = {"jacobgil": "average", "jacobgil-code": "median"}[preset_name]
     shape, std = tuple(image.shape[1:]), config.objective.noise_std
     ours = solve(classifier, image, config, seeds=torch.tensor([seed]))
     ref = reference_mask(classifier.module, image, blur, iterations, solver_noise(seed, shape, std))
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=3, help="first N development images")
     parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--presets", default="seed-code,seed")
+    parser.add_argument("--presets", default="jacobgil-code,jacobgil")
     parser.add_argument("--out", type=Path, default=common.RESULTS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least hurt by a loaded machine)")
     parser.add_argument("--no-yardstick", action="store_true", help="skip the reference run with other noise")

@@ -80,7 +80,7 @@ def ours_masks(classifier, images: torch.Tensor, targets: torch.Tensor, iteratio
                extra: list[str] | None = None) -> torch.Tensor:
     """The preset's masks, upsampled to the input, ``(B, K, H, W)``, the whole batch at once."""
     from pipeline.solve import masks as masklib
-    from pipeline.solve.solver import solve
+    from pipeline.solve import solve
 
     config = ours_config(iterations, extra)
     result = solve(classifier, images, config, targets=targets)

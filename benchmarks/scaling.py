@@ -53,7 +53,7 @@ from _common import (DEFAULT_DATA, REPO, RESULTS, clock, load_average, load_imag
 from pipeline.jobs import run as runlib  # noqa: E402
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.solve.solver import solve  # noqa: E402
+from pipeline.solve import solve  # noqa: E402
 
 
 def solver_seconds(classifier, images: torch.Tensor, config, batch: int) -> tuple[float, float]:

@@ -1,4 +1,4 @@
-"""Solver throughput: one image at a time (the seed's way) against the batched solver.
+"""Solver throughput: one image at a time (jacobgil's way) against the batched solver.
 
 Run from the repository root::
 
@@ -16,7 +16,7 @@ scoring are outside the timed window.
 * ``masks_per_s_at_preset`` = ``img_iter_per_s / preset iterations`` (300 for ``blur``): finished
   masks per second at the preset's full length, set-up excluded (it is about three forward
   passes per image, under 1% of a 300-iteration solve).
-* ``per-image`` mode (the seed's way, the baseline): the images one after another, batch 1,
+* ``per-image`` mode (jacobgil's way, the baseline): the images one after another, batch 1,
   fp32; ``batched`` mode: ``B`` images in one call, fp32 or bf16 autocast. ``ratio_vs_per_image``
   is a row's ``img_iter_per_s`` over the baseline's, measured in the same run.
 
@@ -47,7 +47,7 @@ from pipeline.config import override, preset  # noqa: E402
 from pipeline.errors import ModelUnavailableError  # noqa: E402
 from pipeline.metrics.deletion import auc, blur_substrate, causal_curves, zero_substrate  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
-from pipeline.solve.solver import solve  # noqa: E402
+from pipeline.solve import solve  # noqa: E402
 
 CPU_MODELS = ["efficientnet_lite0"]
 CUDA_MODELS = ["efficientnet_lite0", "torchvision:resnet50", "torchvision:vgg19"]
@@ -107,7 +107,7 @@ def time_solve(classifier, images: torch.Tensor, config, warmup: int, timed: int
 
 
 def per_image(classifier, images: torch.Tensor, config, warmup: int, timed: int, budget_s: float) -> dict:
-    """The seed's way: each image alone (batch 1, fp32), one after the other."""
+    """jacobgil's way: each image alone (batch 1, fp32), one after the other."""
     config = override(config, ["precision=fp32"])
     seconds, iterations, wall = 0.0, 0, 0.0
     for i in range(len(images)):

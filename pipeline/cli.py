@@ -102,7 +102,7 @@ def explain(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for heatmap.png, mask.png, cam.png, perturbated.png.")] = Path("explanation"),
     device: DeviceOpt = None,
 ) -> None:
-    """Explain one image: solve its mask and write the seed's four pictures."""
+    """Explain one image: solve its mask and write jacobgil's four pictures."""
     from .jobs.explain import explain_image
     from .models import load_model
 

@@ -11,17 +11,65 @@ import dataclasses
 import difflib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .errors import ConfigError
-from .solve.perturbations import PerturbationConfig
+
+# The option sets, each written once: the dataclasses type their fields with these and validate
+# with typing.get_args, and the CLI lists them.
+MaskUpsample = Literal["bilinear", "nearest-blur", "smooth-max"]
+MaskInit = Literal["ones", "uniform", "circle"]
+Game = Literal["delete", "preserve"]
+Score = Literal["prob", "logit", "top5"]
+Reduction = Literal["mean", "sum"]
+Optimizer = Literal["adam", "sgd"]
+Precision = Literal["fp32", "bf16"]
+Constant = Literal["mean", "zero"]
+Padding = Literal["reflect", "zero"]
+Interpolation = Literal["hat", "floor"]
+
+PerturbationKind = Literal["blur", "median", "jacobgil-average", "constant", "noise", "modulated-blur"]
+"""``blur``: Gaussian blur (``sigma``); ``median``: median filter (``median_size``);
+``jacobgil-average``: mean of jacobgil's 11/sigma-5 Gaussian and 11 median blur (its README);
+``constant``: the image's mean colour, or zero (= mean grey after normalisation);
+``noise``: i.i.d. Gaussian noise of std ``noise_std`` around the image;
+``modulated-blur``: the paper's per-pixel blur ``sigma0 * (1 - m)`` through a ``levels``-level pyramid."""
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """How pixels are perturbed. Sigmas and sizes are in pixels of the model input (224 px)."""
+
+    kind: PerturbationKind = "blur"
+    sigma: float = 10.0
+    kernel_size: int = 0  # 0: 2 * ceil(3 sigma) + 1, capped to fit the image
+    median_size: int = 11
+    constant: Constant = "mean"
+    noise_std: float = 0.2
+    levels: int = 8
+    # TorchRay's blur (extremal perturbation's reference): kernel radius ceil(4 sigma), zero borders
+    # (zero is the mean colour of a normalised image), and its pyramid interpolation. The defaults
+    # are jacobgil's and the paper's: radius ceil(3 sigma), reflect borders, hat weights.
+    truncate: float = 3.0
+    padding: Padding = "reflect"
+    interpolation: Interpolation = "hat"
+
+    def __post_init__(self) -> None:
+        _choice("perturbation.kind", self.kind, PerturbationKind)
+        if self.sigma <= 0 or self.levels < 2 or self.median_size < 1 or self.median_size % 2 == 0:
+            raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
+        _choice("perturbation.constant", self.constant, Constant)
+        if self.truncate <= 0:
+            raise ConfigError(f"perturbation.truncate must be > 0, got {self.truncate}")
+        _choice("perturbation.padding", self.padding, Padding)
+        _choice("perturbation.interpolation", self.interpolation, Interpolation)
 
 
 @dataclass(frozen=True)
 class MaskConfig:
     """The optimised mask: a ``size x size`` grid of parameters mapped to the input.
 
-    ``upsample``: ``bilinear`` (the seed, align_corners=True), ``nearest-blur`` (the paper:
+    ``upsample``: ``bilinear`` (jacobgil's, align_corners=True), ``nearest-blur`` (the paper:
     nearest-neighbour upsampling then a Gaussian of ``smooth_sigma`` input pixels), or
     ``smooth-max`` (extremal perturbation's smooth masks, TorchRay's ``MaskGenerator``): one
     parameter every ``step`` input pixels, each output pixel the smooth maximum (softmax pooling
@@ -30,24 +78,24 @@ class MaskConfig:
     ``smooth_sigma`` pixels beyond the image, which the area constraint counts
     (:func:`pipeline.solve.masks.generate`). ``size * step`` must cover the input; TorchRay's grid is
     ``ceil(H / step)``.
-    ``init``: ``ones`` (keep everything; the seed, TorchRay), ``uniform`` (random in [0, 1]; the
+    ``init``: ``ones`` (keep everything; jacobgil's, TorchRay's), ``uniform`` (random in [0, 1]; the
     paper), ``circle`` (the paper's smallest centred blurred circle that deletes the score).
     ``jitter``: largest random shift tau of the input, in pixels, drawn each iteration (paper: 4).
     ``flip``: flip the model's input horizontally on even iterations (TorchRay's jitter).
     """
 
     size: int = 28
-    upsample: Literal["bilinear", "nearest-blur", "smooth-max"] = "bilinear"
+    upsample: MaskUpsample = "bilinear"
     smooth_sigma: float = 5.0
-    init: Literal["ones", "uniform", "circle"] = "ones"
+    init: MaskInit = "ones"
     jitter: int = 0
     step: int = 7
     coldness: float = 20.0
     flip: bool = False
 
     def __post_init__(self) -> None:
-        _choice("mask.upsample", self.upsample, ("bilinear", "nearest-blur", "smooth-max"))
-        _choice("mask.init", self.init, ("ones", "uniform", "circle"))
+        _choice("mask.upsample", self.upsample, MaskUpsample)
+        _choice("mask.init", self.init, MaskInit)
         if self.size < 2 or self.jitter < 0:
             raise ConfigError(f"mask.size must be >= 2 and mask.jitter >= 0, got {self.size} and {self.jitter}")
         if self.step < 1 or self.coldness <= 0 or self.smooth_sigma <= 0:
@@ -66,17 +114,17 @@ class ObjectiveConfig:
     smallest region that keeps it).
     ``score``: ``prob`` (softmax probability of the target), ``logit``, or ``top5`` (sum of the
     probabilities of the original image's top-5 classes; the paper's localisation setting).
-    ``l1_reduction``: ``mean`` over the mask cells (the seed) or ``sum`` (the paper's code).
-    ``noise_std``: std of fresh Gaussian noise added to the perturbed input every iteration (seed: 0.2).
+    ``l1_reduction``: ``mean`` over the mask cells (jacobgil's) or ``sum`` (the paper's code).
+    ``noise_std``: std of fresh Gaussian noise added to the perturbed input every iteration (jacobgil's: 0.2).
     ``areas``: non-empty for extremal perturbation: one mask per area ``a`` (fraction of the image),
     the L1 term replaced by ``area_coeff * area_growth**t * mean (sort(m) - r_a)^2``; in the deletion
     game the model sees the image with the region ``m`` perturbed (``1 - m`` kept).
     """
 
-    game: Literal["delete", "preserve"] = "delete"
-    score: Literal["prob", "logit", "top5"] = "prob"
+    game: Game = "delete"
+    score: Score = "prob"
     l1_coeff: float = 0.01
-    l1_reduction: Literal["mean", "sum"] = "mean"
+    l1_reduction: Reduction = "mean"
     tv_coeff: float = 0.2
     tv_beta: float = 3.0
     noise_std: float = 0.0
@@ -84,20 +132,25 @@ class ObjectiveConfig:
     area_coeff: float = 300.0
     area_growth: float = 1.0035
 
+    @property
+    def masks_per_image(self) -> int:
+        """``K``: one mask per area for extremal perturbation, else one."""
+        return max(1, len(self.areas))
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "areas", tuple(float(a) for a in self.areas))  # JSON gives lists
         if any(not 0 < a < 1 for a in self.areas):
             raise ConfigError(f"objective.areas must lie strictly between 0 and 1, got {self.areas}")
-        _choice("objective.game", self.game, ("delete", "preserve"))
-        _choice("objective.score", self.score, ("prob", "logit", "top5"))
-        _choice("objective.l1_reduction", self.l1_reduction, ("mean", "sum"))
+        _choice("objective.game", self.game, Game)
+        _choice("objective.score", self.score, Score)
+        _choice("objective.l1_reduction", self.l1_reduction, Reduction)
         if min(self.l1_coeff, self.tv_coeff, self.noise_std) < 0 or self.tv_beta <= 0:
             raise ConfigError("objective coefficients and noise_std must be >= 0 and tv_beta > 0")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """The optimiser on the mask (clamped to [0, 1] after every step): Adam (seed, paper) or SGD
+    """The optimiser on the mask (clamped to [0, 1] after every step): Adam (jacobgil's, the paper's) or SGD
     with momentum (extremal perturbation; TorchRay also damps it: ``dampening`` = momentum, so each
     gradient enters the velocity at a tenth of its size after the first step).
 
@@ -112,14 +165,14 @@ class OptimConfig:
 
     iterations: int = 500
     lr: float = 0.1
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Optimizer = "adam"
     momentum: float = 0.9
     stop_window: int = 0
     stop_tol: float = 0.01
     dampening: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("optim.optimizer", self.optimizer, ("adam", "sgd"))
+        _choice("optim.optimizer", self.optimizer, Optimizer)
         if not 0 <= self.dampening < 1:
             raise ConfigError(f"optim.dampening must lie in [0, 1), got {self.dampening}")
         if self.iterations < 1 or self.lr <= 0:
@@ -137,31 +190,35 @@ class SolverConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
-        _choice("precision", self.precision, ("fp32", "bf16"))
+        _choice("precision", self.precision, Precision)
         if self.optim.stop_window and self.objective.areas and self.objective.area_growth != 1:
             raise ConfigError("optim.stop_window (early stopping) needs a fixed objective, but extremal "
                               "perturbation's area weight grows every iteration (objective.area_growth); "
                               "set optim.stop_window=0 or objective.area_growth=1")
 
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+def _choice(name: str, value: str, options: Any) -> None:
+    """Refuse ``value`` unless it is one of the ``Literal`` type ``options`` (the one place each
+    option set is written)."""
+    allowed = get_args(options)
     if value not in allowed:
         raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
-# The presets. DESIGN section 2 gives the numbers; each line says where it comes from.
+# The presets; each comment says where the numbers come from (docs/method.md compares them item by
+# item with the reference code).
 PRESETS: dict[str, SolverConfig] = {
     # jacobgil explain.py as its README describes it: average of Gaussian 11/5 and median 11 blur.
-    "seed": SolverConfig(
-        perturbation=PerturbationConfig(kind="seed-average"),
+    "jacobgil": SolverConfig(
+        perturbation=PerturbationConfig(kind="jacobgil-average"),
         objective=ObjectiveConfig(l1_coeff=0.01, tv_coeff=0.2, tv_beta=3.0, noise_std=0.2),
         optim=OptimConfig(iterations=500, lr=0.1),
     ),
     # What explain.py's code actually optimises against: the median blur alone.
-    "seed-code": SolverConfig(
+    "jacobgil-code": SolverConfig(
         perturbation=PerturbationConfig(kind="median", median_size=11),
         objective=ObjectiveConfig(l1_coeff=0.01, tv_coeff=0.2, tv_beta=3.0, noise_std=0.2),
         optim=OptimConfig(iterations=500, lr=0.1),
@@ -194,7 +251,7 @@ PRESETS: dict[str, SolverConfig] = {
                                   areas=(0.05, 0.1, 0.2), area_coeff=300.0, area_growth=1.0035),
         optim=OptimConfig(iterations=800, lr=0.01, optimizer="sgd", momentum=0.9, dampening=0.9),
     ),
-    # The seed's objective against a blur strong enough for modern models (DESIGN section 6), no noise.
+    # jacobgil's objective against a blur strong enough for modern models (docs/method.md), no noise.
     "blur": SolverConfig(
         perturbation=PerturbationConfig(kind="blur", sigma=10.0),
         objective=ObjectiveConfig(l1_coeff=0.01, tv_coeff=0.2, tv_beta=3.0, noise_std=0.0),
@@ -203,10 +260,13 @@ PRESETS: dict[str, SolverConfig] = {
 }
 
 DEFAULT_PRESET = "paper"
+_RENAMED_PRESETS = {"seed": "jacobgil", "seed-code": "jacobgil-code"}
 
 
 def preset(name: str) -> SolverConfig:
     """The preset called ``name``; raises ConfigError with close matches for an unknown one."""
+    if name in _RENAMED_PRESETS:
+        raise ConfigError(f"preset {name!r} is now called {_RENAMED_PRESETS[name]!r}")
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=2)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
@@ -294,8 +354,16 @@ _QUIET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Option values renamed since stores were written: read under their current names.
+_RENAMED = {("perturbation", "kind"): {"seed-average": "jacobgil-average"}}
+
+
 def from_dict(data: dict[str, Any]) -> SolverConfig:
-    """Inverse of :func:`to_dict`."""
+    """Inverse of :func:`to_dict` (also for configurations recorded under earlier option names)."""
+    data = {group: dict(values) if isinstance(values, dict) else values for group, values in data.items()}
+    for (group, name), renamed in _RENAMED.items():
+        value = data[group].get(name)
+        data[group][name] = renamed.get(value, value) if isinstance(value, str) else value
     return SolverConfig(
         perturbation=PerturbationConfig(**data["perturbation"]),
         mask=MaskConfig(**data["mask"]),

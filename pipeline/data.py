@@ -22,7 +22,7 @@ Decisions (all documented where they are made):
 * **16-bit** greyscale (PIL modes ``I;16*`` and ``I``) is scaled to 8 bit by ``round(v / 257)``
   (65535 -> 255, 32768 -> 128), because PIL's own ``convert`` clips every value above 255 to white.
   32-bit float images (mode ``F``) are taken as [0, 1] when all values lie there, else [0, 255].
-* **EXIF orientation is not applied**: ImageNet boxes and the seed both use the stored pixel frame.
+* **EXIF orientation is not applied**: ImageNet boxes and jacobgil's script both use the stored pixel frame.
 * **Colour profiles** (ICC) are ignored; CMYK is converted by PIL's formula.
 * **Huge images**: JPEGs are decoded at a reduced scale (libjpeg's DCT scaling, ``Image.draft``)
   when a target size is given, so a 10000 x 10000 JPEG decodes at 1250 x 1250. PIL's global
@@ -33,7 +33,7 @@ Decisions (all documented where they are made):
   on the size the header states, before any pixel is decoded, so a file whose header claims
   100,000 x 100,000 pixels is refused at once whatever its format; a JPEG's stated size is first
   divided by its draft scale (at most 8, so a 12,000 x 12,000 JPEG decodes at 1,500 x 1,500).
-* **Resizing** (:class:`ImageDataset`) is the seed's: straight to ``size`` without cropping or
+* **Resizing** (:class:`ImageDataset`) is jacobgil's: straight to ``size`` without cropping or
   keeping the aspect ratio, with PIL's bilinear filter on the uint8 image. PIL widens the filter
   when shrinking, so downscaling is antialiased (as torchvision's PIL path is). Images smaller than
   the target (even 5 x 5 px) are processed, resized up: the solver works at the target size anyway.

@@ -32,19 +32,19 @@ def folder(tmp_path_factory):
 def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
     root, boxes = folder
     out = tmp_path / "sweep"
-    args = ["sweep", str(root), "-p", "seed", "-p", "blur", "-n", "2", "--out", str(out), "--boxes", str(boxes),
+    args = ["sweep", str(root), "-p", "jacobgil", "-p", "blur", "-n", "2", "--out", str(out), "--boxes", str(boxes),
             "--workers", "0", "--step", "12544"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("seed", "blur"):
+    for name in ("jacobgil", "blur"):
         table = pd.read_parquet(out / name / "per_image.parquet")
         assert len(table) == 2 and table["insertion_auc"].notna().all()
         config = json.loads((out / name / "summary.json").read_text())
         assert config["settings"]["step"] == 12544
     comparison = pd.read_csv(out / "comparison.csv")
-    assert set(comparison["run"]) == {"seed", "blur"}
+    assert set(comparison["run"]) == {"jacobgil", "blur"}
     assert (out / "comparison.md").read_text().count("|") > 10
-    for page in (out / "report.html", out / "seed" / "report.html", out / "blur" / "report.html"):
+    for page in (out / "report.html", out / "jacobgil" / "report.html", out / "blur" / "report.html"):
         assert page.read_text().count('data-table="summary"') == 1  # the HTML reports (tests/test_report.py)
     # Resumed: nothing solved or evaluated again.
     again = runner.invoke(app, args)

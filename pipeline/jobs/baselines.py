@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models import Classifier
 from .run import RunConfig, RunSummary, batch_rows, run_store
-from ..solve.solver import counter_uniform
+from ..solve import counter_uniform
 
 __all__ = [
     "BASELINES",

@@ -1,4 +1,4 @@
-"""Explain one image: solve its mask and write the seed's four pictures."""
+"""Explain one image: solve its mask and write jacobgil's four pictures."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..config import SolverConfig
 from ..data import load_image
 from ..models import Classifier
 from ..report.render import pictures, save_pictures
-from ..solve.solver import Perturber, SolveResult, solve
+from ..solve import Perturber, SolveResult, solve
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
 from ..distributed import Shard
 from ..errors import ConfigError, DeviceMemoryError
 from ..models import Classifier
-from ..solve.solver import SolveResult, solve
+from ..solve import SolveResult, solve
 from ..store import STATUS_OK, STATUS_SKIPPED, MaskWriter
 
 EXTRA_COLUMNS = ("area", "tv")
@@ -105,7 +105,7 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
         ImageReadError: ``source`` is missing or holds no image.
         StoreError: ``out`` exists with another configuration (pass ``overwrite=True``).
     """
-    k = max(1, len(solver.objective.areas))
+    k = solver.objective.masks_per_image
     mask_shape = (k, solver.mask.size, solver.mask.size)
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
     if shard is not None and shard.sharded and not overwrite:
@@ -248,7 +248,7 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
     # it always had (so stores made before the option existed still resume).
     rows, ok = batch_rows(batch, records, run, EXTRA_COLUMNS + (("iterations",) if solver.optim.stop_window else ()))
     b = len(ok)
-    k = max(1, len(solver.objective.areas))
+    k = solver.objective.masks_per_image
     masks = torch.full((b, k, solver.mask.size, solver.mask.size), float("nan"))
     chosen = ok.nonzero()[:, 0]
     if len(chosen):
@@ -275,9 +275,9 @@ def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier:
                     run: RunConfig) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
     """Rows and masks of the loader's images through :func:`pipeline.solve.stream.solve_stream`, as they
     finish; unreadable (or, for ``--target label``, unlabelled) images are given out unsolved."""
-    from ..solve.stream import StreamBatch, solve_stream
+    from ..solve import StreamBatch, solve_stream
 
-    k = max(1, len(solver.objective.areas))
+    k = solver.objective.masks_per_image
     waiting: dict[int, dict[str, Any]] = {}  # dataset index -> its row, while its image is solved
     unsolved: list[dict[str, Any]] = []
 

@@ -476,7 +476,7 @@ def split_calibration(keys: Sequence[str], split: float | Collection[str], seed:
         keys: ``(N,)`` image identifiers, normally the per-image table's ``path`` column.
         split: a fraction in ``(0, 1)``: each image is a calibration image when a hash of
             ``(seed, key)`` falls below it, so an image's side depends on nothing but its own key
-            and the seed (two runs over the same images, or one with a few images more, put every
+            and jacobgil's script (two runs over the same images, or one with a few images more, put every
             shared image on the same side; the calibration share is the fraction only on
             average). Or a collection of image keys, paths or file stems: exactly those images.
         seed: varies the fractional split.

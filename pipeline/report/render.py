@@ -1,4 +1,4 @@
-"""Pictures of masks: the seed's heatmap, mask, cam and perturbed images.
+"""Pictures of masks: jacobgil's heatmap, mask, cam and perturbed images.
 
 Inputs are single images: RGB ``(3, H, W)`` in [0, 1], saliency/mask ``(1, H, W)`` in [0, 1];
 outputs are ``(H, W, 3)`` uint8 arrays ready for ``PIL.Image.fromarray``.
@@ -28,7 +28,7 @@ def heatmap(saliency: torch.Tensor) -> np.ndarray:
 
 def pictures(image: torch.Tensor, mask_up: torch.Tensor, saliency: torch.Tensor,
              perturbed: torch.Tensor) -> dict[str, np.ndarray]:
-    """The seed's four pictures as uint8 arrays.
+    """jacobgil's four pictures as uint8 arrays.
 
     Args:
         image: ``(3, H, W)`` RGB in [0, 1].

@@ -23,7 +23,7 @@ from .perturbations import gaussian_blur
 def upsample(masks: torch.Tensor, size: tuple[int, int], config: MaskConfig | None = None) -> torch.Tensor:
     """Map ``(B, K, h, w)`` mask parameters to ``(B, K, H, W)`` masks on the input.
 
-    ``bilinear`` uses ``align_corners=True`` (the seed); ``nearest-blur`` repeats cells then smooths
+    ``bilinear`` uses ``align_corners=True`` (jacobgil's); ``nearest-blur`` repeats cells then smooths
     with a Gaussian of ``smooth_sigma`` output pixels (the paper's code); ``smooth-max`` is
     extremal perturbation's smooth mask cropped to the input (:func:`generate`).
     """

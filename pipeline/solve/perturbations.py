@@ -15,56 +15,10 @@ Two shapes of operator:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-
-PerturbationKind = Literal["blur", "median", "seed-average", "constant", "noise", "modulated-blur"]
-"""``blur``: Gaussian blur (``sigma``); ``median``: median filter (``median_size``);
-``seed-average``: mean of the seed's 11/sigma-5 Gaussian and 11 median blur (its README);
-``constant``: the image's mean colour, or zero (= mean grey after normalisation);
-``noise``: i.i.d. Gaussian noise of std ``noise_std`` around the image;
-``modulated-blur``: the paper's per-pixel blur ``sigma0 * (1 - m)`` through a ``levels``-level pyramid."""
-
-KINDS = ("blur", "median", "seed-average", "constant", "noise", "modulated-blur")
-
-
-@dataclass(frozen=True)
-class PerturbationConfig:
-    """How pixels are perturbed. Sigmas and sizes are in pixels of the model input (224 px)."""
-
-    kind: PerturbationKind = "blur"
-    sigma: float = 10.0
-    kernel_size: int = 0  # 0: 2 * ceil(3 sigma) + 1, capped to fit the image
-    median_size: int = 11
-    constant: Literal["mean", "zero"] = "mean"
-    noise_std: float = 0.2
-    levels: int = 8
-    # TorchRay's blur (extremal perturbation's reference): kernel radius ceil(4 sigma), zero borders
-    # (zero is the mean colour of a normalised image), and its pyramid interpolation. The defaults
-    # are the seed's and the paper's: radius ceil(3 sigma), reflect borders, hat weights.
-    truncate: float = 3.0
-    padding: Literal["reflect", "zero"] = "reflect"
-    interpolation: Literal["hat", "floor"] = "hat"
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"perturbation.kind {self.kind!r} is unknown; choose one of {', '.join(KINDS)}")
-        if self.sigma <= 0 or self.levels < 2 or self.median_size < 1 or self.median_size % 2 == 0:
-            raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
-        if self.constant not in ("mean", "zero"):
-            raise ConfigError(f"perturbation.constant {self.constant!r} must be 'mean' or 'zero'")
-        if self.truncate <= 0:
-            raise ConfigError(f"perturbation.truncate must be > 0, got {self.truncate}")
-        if self.padding not in ("reflect", "zero"):
-            raise ConfigError(f"perturbation.padding {self.padding!r} must be 'reflect' or 'zero'")
-        if self.interpolation not in ("hat", "floor"):
-            raise ConfigError(f"perturbation.interpolation {self.interpolation!r} must be 'hat' or 'floor'")
-
+from ..config import PerturbationConfig
 
 def gaussian_blur(images: torch.Tensor, sigma: float, kernel_size: int = 0, truncate: float = 3.0,
                   padding: str = "reflect") -> torch.Tensor:
@@ -127,7 +81,7 @@ def substrate(images: torch.Tensor, config: PerturbationConfig, generator: torch
         return gaussian_blur(images, config.sigma, config.kernel_size, config.truncate, config.padding)
     if kind == "median":
         return median_blur(images, config.median_size)
-    if kind == "seed-average":
+    if kind == "jacobgil-average":
         return 0.5 * (gaussian_blur(images, 5.0, 11) + median_blur(images, 11))
     if kind == "constant":
         if config.constant == "zero":
@@ -165,6 +119,25 @@ class BlurPyramid:
         self.pyramid = torch.stack(
             [images] + [gaussian_blur(images, s, kernel_size, truncate, padding) for s in sigmas[1:]]
         )
+
+    @classmethod
+    def _of(cls, pyramid: torch.Tensor, interpolation: str) -> BlurPyramid:
+        """A pyramid of already blurred levels ``(L, B, 3, H, W)``."""
+        made = cls.__new__(cls)
+        made.levels, made.interpolation, made.pyramid = len(pyramid), interpolation, pyramid
+        return made
+
+    def subset(self, keep: torch.Tensor) -> BlurPyramid:
+        """The pyramid of the images ``keep`` ``(b,)`` (indices) only."""
+        return BlurPyramid._of(self.pyramid[:, keep], self.interpolation)
+
+    def repeated(self, k: int) -> BlurPyramid:
+        """Every image repeated ``k`` times (image-major)."""
+        return BlurPyramid._of(self.pyramid.repeat_interleave(k, dim=1), self.interpolation)
+
+    def scatter_(self, rows: torch.Tensor, other: BlurPyramid, other_rows: torch.Tensor) -> None:
+        """Replace the images ``rows`` ``(r,)`` by ``other``'s ``other_rows``, in place."""
+        self.pyramid.index_copy_(1, rows, other.pyramid[:, other_rows])
 
     def __call__(self, mask: torch.Tensor) -> torch.Tensor:
         """Perturb with per-pixel blur for an upsampled mask ``(B, 1, H, W)``; returns ``(B, 3, H, W)``."""

@@ -9,7 +9,7 @@ after that the slots shrink in powers of two, as ``solve``'s batch does.
 
 Every image follows the trajectory it would follow alone: its own iteration count keys its noise
 and jitter draws and its windows, and its own step count drives Adam's bias correction
-(:class:`_RowOptimizer`; on a CPU the masks equal a plain solve's bit for bit, see
+(:class:`RowOptimizer`; on a CPU the masks equal a plain solve's bit for bit, see
 tests/core/test_stream.py). Slots are refilled at window ends only, where the host reads which
 images stopped: the loop's only host synchronisation besides handing results out.
 """
@@ -23,8 +23,9 @@ import torch
 
 from ..config import OptimConfig, SolverConfig
 from ..models import Classifier
-from .solver import (SolveResult, _converged, _final_scores, _initial_masks, _objective, _p_perturbed, _Problem,
-                     _shrunk_rows)
+from .problem import Problem, final_scores, initial_masks, objective, p_perturbed
+from .solver import SolveResult
+from .stopping import WindowStop, shrunk_rows
 
 __all__ = ["StreamBatch", "solve_stream"]
 
@@ -40,7 +41,7 @@ class StreamBatch(NamedTuple):
     ids: torch.Tensor
 
 
-class _RowOptimizer:
+class RowOptimizer:
     """Adam (or SGD with momentum) on masks ``(S, K, h, w)`` where every row has its own step count,
     so a row restarted for a new image starts from a fresh state while the others carry on. The
     update is :class:`torch.optim.Adam`'s (``SGD``'s) one, with the step count per row."""
@@ -83,9 +84,9 @@ class _RowOptimizer:
         for state in (self.first, self.second, self.steps):
             state.index_fill_(0, rows, 0)
 
-    def subset(self, masks: torch.Tensor, keep: torch.Tensor) -> "_RowOptimizer":
+    def subset(self, masks: torch.Tensor, keep: torch.Tensor) -> "RowOptimizer":
         """An optimiser of ``masks`` (the rows ``keep`` of this one's) carrying those rows' state."""
-        optimizer = _RowOptimizer(masks, self.optim, self.betas, self.eps)
+        optimizer = RowOptimizer(masks, self.optim, self.betas, self.eps)
         optimizer.first, optimizer.second, optimizer.steps = self.first[keep], self.second[keep], self.steps[keep]
         return optimizer
 
@@ -93,8 +94,8 @@ class _RowOptimizer:
 class _Pending:
     """Prepared images waiting for a slot: the problems of the stream's batches, in order."""
 
-    def __init__(self, classifier: Classifier, batches: Iterator[StreamBatch], config: SolverConfig, k: int):
-        self.classifier, self.batches, self.config, self.k = classifier, batches, config, k
+    def __init__(self, classifier: Classifier, batches: Iterator[StreamBatch], config: SolverConfig):
+        self.classifier, self.batches, self.config = classifier, batches, config
         self.queue: deque = deque()  # [problem, ids, initial masks, p_perturbed, next row]
         self.exhausted = False
 
@@ -111,8 +112,8 @@ class _Pending:
         device = self.classifier.device
         images = batch.images.to(device, non_blocking=True).float()
         seeds = batch.seeds.to(device=device, dtype=torch.int64)
-        problem = _Problem(self.classifier, images, batch.targets, self.config, seeds)
-        self.queue.append([problem, batch.ids.to(device), _initial_masks(problem, self.k), _p_perturbed(problem), 0])
+        problem = Problem(self.classifier, images, batch.targets, self.config, seeds)
+        self.queue.append([problem, batch.ids.to(device), initial_masks(problem), p_perturbed(problem), 0])
         return True
 
     def take(self, count: int) -> list[tuple]:
@@ -137,51 +138,43 @@ class _Slots:
     image not yet given out; a stopped image keeps its slot (optimised on, its result frozen in
     ``final*``) until the next hand-out."""
 
-    def __init__(self, first: _Problem, slots: int, config: SolverConfig, k: int):
+    def __init__(self, first: Problem, slots: int, config: SolverConfig):
         device = first.x.device
         self.config = config
+        k = config.objective.masks_per_image
         # Placeholder rows (copies of the first images) that fill() overwrites.
         self.problem = first.subset(torch.arange(slots, device=device) % len(first.x))
         self.masks = torch.zeros(slots, k, config.mask.size, config.mask.size, device=device, requires_grad=True)
-        self.optimizer = _RowOptimizer(self.masks, config.optim)
+        self.optimizer = RowOptimizer(self.masks, config.optim)
         self.ids = torch.full((slots,), -1, dtype=torch.int64, device=device)
         self.p_perturbed = torch.zeros(slots, device=device)
-        self.done = torch.zeros(slots, dtype=torch.int64, device=device)  # iterations each image has run
+        self.stop = WindowStop(slots, config.optim.stop_window, config.optim.stop_tol, device)
         self.live = torch.zeros(slots, dtype=torch.bool, device=device)
         self.stopped = torch.zeros(slots, dtype=torch.bool, device=device)
         self.final = self.masks.detach().clone()
         self.final_loss = torch.zeros(slots, device=device)
         self.final_done = torch.zeros(slots, dtype=torch.int64, device=device)
-        self.window_sum = torch.zeros(slots, device=device)
-        self.previous = torch.full((slots,), float("nan"), device=device)  # last window's mean; NaN: none yet
 
     def step(self) -> None:
         """One iteration of every slot; images that stop now get their result frozen."""
         optim = self.config.optim
-        loss = _objective(self.problem, self.masks, self.done)
+        loss = objective(self.problem, self.masks, self.stop.done)
         grad, = torch.autograd.grad(loss.sum(), self.masks)
         self.optimizer.step(grad)
         with torch.no_grad():
             self.masks.clamp_(0, 1)
             loss = loss.detach()
-            self.done += 1
-            self.window_sum += loss
-            # Each image's window ends when its own count is a multiple of the window.
-            ended = self.done % optim.stop_window == 0
-            mean = self.window_sum / optim.stop_window
-            converged = ended & _converged(self.previous, mean, optim.stop_tol)
-            self.previous = torch.where(ended, mean, self.previous)
-            self.window_sum = torch.where(ended, torch.zeros_like(mean), self.window_sum)
-            stopping = self.live & ~self.stopped & (converged | (self.done >= optim.iterations))
+            converged = self.stop.update(loss)  # each image's windows count from its own first iteration
+            stopping = self.live & ~self.stopped & (converged | (self.stop.done >= optim.iterations))
             self.final = torch.where(stopping.view(-1, 1, 1, 1), self.masks, self.final)
             self.final_loss = torch.where(stopping, loss, self.final_loss)
-            self.final_done = torch.where(stopping, self.done, self.final_done)
+            self.final_done = torch.where(stopping, self.stop.done, self.final_done)
             self.stopped |= stopping
 
     def hand_out(self, leaving: torch.Tensor) -> tuple[torch.Tensor, SolveResult]:
         """The ids and results of the stopped images in the slots ``leaving`` ``(r,)``, which are
         then empty."""
-        p_final, area, tv = _final_scores(self.problem, self.final)  # all slots: the shape stays fixed
+        p_final, area, tv = final_scores(self.problem, self.final)  # all slots: the shape stays fixed
         problem = self.problem
         result = SolveResult(self.final[leaving], problem.targets[leaving], problem.p_original[leaving],
                              self.p_perturbed[leaving], p_final[leaving], self.final_loss[leaving], area[leaving],
@@ -204,8 +197,8 @@ class _Slots:
             self.p_perturbed.index_copy_(0, target, p_perturbed)
         filled = rows[:offset]
         self.optimizer.reset(filled)
-        for state, value in ((self.done, 0), (self.window_sum, 0), (self.live, True), (self.stopped, False),
-                             (self.previous, float("nan"))):
+        self.stop.reset(filled)
+        for state, value in ((self.live, True), (self.stopped, False)):
             state.index_fill_(0, filled, value)
         return offset
 
@@ -213,14 +206,14 @@ class _Slots:
         """Once no image is waiting, with ``remaining`` (> 0) live: cut the slots to a power of two
         as :func:`pipeline.solve.solver.solve` cuts its batch. Empty slots cost as much as full ones, and
         on a CPU a smaller batch is proportionally cheaper; powers of two keep the shapes few."""
-        keep = _shrunk_rows(self.live, remaining)
+        keep = shrunk_rows(self.live, remaining)
         if keep is None:
             return
         self.problem = self.problem.subset(keep)
         self.masks = self.masks.detach()[keep].requires_grad_(True)
         self.optimizer = self.optimizer.subset(self.masks, keep)
-        for name in ("ids", "p_perturbed", "done", "live", "stopped", "final", "final_loss", "final_done",
-                     "window_sum", "previous"):
+        self.stop.subset(keep)
+        for name in ("ids", "p_perturbed", "live", "stopped", "final", "final_loss", "final_done"):
             setattr(self, name, getattr(self, name)[keep])
 
 
@@ -238,11 +231,10 @@ def solve_stream(classifier: Classifier, batches: Iterable[StreamBatch], config:
     optim = config.optim
     if not optim.stop_window:
         raise ValueError("solve_stream needs early stopping (optim.stop_window > 0)")
-    k = max(1, len(config.objective.areas))
-    pending = _Pending(classifier, iter(batches), config, k)
+    pending = _Pending(classifier, iter(batches), config)
     if not pending.pull():
         return
-    state = _Slots(pending.queue[0][0], slots or len(pending.queue[0][0].x), config, k)
+    state = _Slots(pending.queue[0][0], slots or len(pending.queue[0][0].x), config)
     live = state.fill(torch.arange(len(state.live), device=classifier.device), pending)  # counted on the host
     # Slots are handed out and refilled every `check` iterations. An image that reaches
     # optim.iterations in mid-window (when it is no multiple of the window) waits for the next one.

@@ -63,5 +63,5 @@ def test_unknown_target_suggests_names(tmp_path):
 def test_models_and_presets_list():
     assert "efficientnet_lite0" in runner.invoke(app, ["models"]).output
     listing = runner.invoke(app, ["presets"]).output
-    for name in ("seed", "seed-code", "paper", "paper-loc", "extremal"):
+    for name in ("jacobgil", "jacobgil-code", "paper", "paper-loc", "extremal"):
         assert name in listing

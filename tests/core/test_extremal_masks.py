@@ -50,12 +50,12 @@ def test_generate_crops_the_margin_and_rejects_a_grid_too_small():
 
 
 def test_row_optimizer_damps_like_torch_sgd():
-    from pipeline.solve.stream import _RowOptimizer
+    from pipeline.solve.stream import RowOptimizer
 
     optim = OptimConfig(optimizer="sgd", lr=0.01, momentum=0.9, dampening=0.9)
     ours = torch.zeros(2, 1, 3, 3)
     theirs = ours.clone().requires_grad_(True)
-    rows = _RowOptimizer(ours, optim)
+    rows = RowOptimizer(ours, optim)
     sgd = torch.optim.SGD([theirs], lr=0.01, momentum=0.9, dampening=0.9)
     for t in range(4):
         grad = torch.randn(2, 1, 3, 3, generator=torch.Generator().manual_seed(t))

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.solve import masks as masklib
 from pipeline.config import override, preset
-from pipeline.solve.solver import solve
+from pipeline.solve import solve
 
 from .conftest import sample
 from pipeline.jobs.explain import to_input

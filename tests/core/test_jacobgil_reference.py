@@ -1,4 +1,4 @@
-"""The ``seed`` presets against an independent rewrite of the seed script's loop
+"""The ``jacobgil`` presets against an independent rewrite of jacobgil's script's loop
 (``benchmarks/jacobgil_reference.py``), on chelsea with the same noise draws.
 
 Adam steps by ``m / sqrt(v)``: where a cell's gradient is near zero, float rounding decides the
@@ -19,7 +19,7 @@ from jacobgil_reference import agreement, compare, gaussian_11, median_11, refer
 
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.solve.perturbations import gaussian_blur, median_blur  # noqa: E402
-from pipeline.solve.solver import solve  # noqa: E402
+from pipeline.solve import solve  # noqa: E402
 
 ITERATIONS = 3
 TOLERANCE = 2.5e-4  # mean absolute difference of the 28x28 masks
@@ -34,8 +34,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("preset_name", ["seed-code", "seed"])
-def test_seed_presets_match_the_reference_loop(classifier, chelsea, preset_name, one_thread):
+@pytest.mark.parametrize("preset_name", ["jacobgil-code", "jacobgil"])
+def test_jacobgil_presets_match_the_reference_loop(classifier, chelsea, preset_name, one_thread):
     row = compare(classifier, chelsea, preset_name, ITERATIONS, seed=0)
     assert row["target_ours"] == row["target_reference"] == 285
     assert row["mask_mean_reference"] < 0.95  # the masks moved: the comparison means something
@@ -44,7 +44,7 @@ def test_seed_presets_match_the_reference_loop(classifier, chelsea, preset_name,
 
 def test_a_changed_coefficient_is_caught(classifier, chelsea, one_thread):
     # The check can fail: the reference with half the TV weight lands outside the tolerance.
-    config = override(preset("seed-code"), [f"optim.iterations={ITERATIONS}"])
+    config = override(preset("jacobgil-code"), [f"optim.iterations={ITERATIONS}"])
     ours = solve(classifier, chelsea, config, seeds=torch.tensor([0])).masks[0, 0]
     other = reference_mask(classifier.module, chelsea, "median", ITERATIONS, solver_noise(0, (3, 224, 224)),
                            tv_coeff=0.1)["mask"]

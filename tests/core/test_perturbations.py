@@ -35,7 +35,7 @@ def test_median_blur_matches_scipy(images):
 
 def test_seed_average_is_the_mean_of_its_two_blurs(images):
     expected = 0.5 * (gaussian_blur(images, 5.0, 11) + median_blur(images, 11))
-    torch.testing.assert_close(substrate(images, PerturbationConfig(kind="seed-average")), expected)
+    torch.testing.assert_close(substrate(images, PerturbationConfig(kind="jacobgil-average")), expected)
 
 
 def test_blend_keeps_where_mask_is_one(images):

@@ -1,7 +1,8 @@
 import torch
 
 from pipeline.config import override, preset
-from pipeline.solve.solver import counter_normal, counter_uniform, shift, solve
+from pipeline.solve import counter_normal, counter_uniform, solve
+from pipeline.solve.problem import shift
 
 
 def test_blur_solve_deletes_the_cat(classifier, chelsea):
@@ -16,9 +17,9 @@ def test_blur_solve_deletes_the_cat(classifier, chelsea):
     assert float(result.masks.min()) >= 0 and float(result.masks.max()) <= 1
 
 
-def test_seed_blur_is_too_weak_for_this_model(classifier, chelsea):
-    # The seed's average blur leaves the cat recognisable: the diagnostic must show it.
-    config = override(preset("seed"), ["optim.iterations=1"])
+def test_jacobgil_blur_is_too_weak_for_this_model(classifier, chelsea):
+    # jacobgil's average blur leaves the cat recognisable: the diagnostic must show it.
+    config = override(preset("jacobgil"), ["optim.iterations=1"])
     result = solve(classifier, chelsea, config)
     assert float(result.p_perturbed[0]) > 0.3
 
@@ -31,8 +32,8 @@ def _same_alone_and_in_batch(classifier, images, config, index):
 
 
 def test_batch_independence_with_noise(classifier, eight_images):
-    # The seed preset draws fresh noise every iteration: per-image streams keep images independent.
-    _same_alone_and_in_batch(classifier, eight_images, override(preset("seed"), ["optim.iterations=4"]), 3)
+    # The jacobgil preset draws fresh noise every iteration: per-image streams keep images independent.
+    _same_alone_and_in_batch(classifier, eight_images, override(preset("jacobgil"), ["optim.iterations=4"]), 3)
 
 
 def test_batch_independence_with_jitter_and_random_init(classifier, eight_images):
@@ -99,19 +100,19 @@ def test_early_stopping_ends_the_solve_when_every_image_has_converged(classifier
 
 def test_problem_subset_scores_like_the_full_batch(classifier, eight_images):
     # The compacted problem of images [2, 0] gives their rows of the full objective, K masks each.
-    from pipeline.solve.solver import _objective, _Problem
+    from pipeline.solve.problem import Problem, objective
 
     config = override(preset("extremal"), ["objective.areas=[0.1, 0.3]", "objective.area_growth=1"])
-    problem = _Problem(classifier, eight_images[:3], None, config, torch.arange(3))
+    problem = Problem(classifier, eight_images[:3], None, config, torch.arange(3))
     masks = torch.rand(3, 2, 32, 32, generator=torch.Generator().manual_seed(0))
     keep = torch.tensor([2, 0])
     with torch.no_grad():
-        full = _objective(problem, masks, 7)
-        part = _objective(problem.subset(keep), masks[keep], 7)
+        full = objective(problem, masks, 7)
+        part = objective(problem.subset(keep), masks[keep], 7)
     torch.testing.assert_close(part, full[keep], atol=1e-4, rtol=1e-4)
 
 
-def test_early_stopping_needs_a_fixed_objective():
+def test_early_stopping_needs_a_fixedobjective():
     import pytest
 
     from pipeline.errors import ConfigError

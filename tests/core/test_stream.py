@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pipeline.config import override, preset
-from pipeline.solve.solver import solve
-from pipeline.solve.stream import StreamBatch, _RowOptimizer, solve_stream
+from pipeline.solve import solve
+from pipeline.solve.stream import StreamBatch, RowOptimizer, solve_stream
 
 
 def _batches(images, sizes):
@@ -90,7 +90,7 @@ def test_row_optimizer_steps_like_torch_and_restarts_rows(kind):
     start = torch.rand(2, 1, 4, 4)
     grads = [torch.randn(2, 1, 4, 4) for _ in range(5)]
     mine = start.clone()
-    rows = _RowOptimizer(mine, config)
+    rows = RowOptimizer(mine, config)
     reference = start.clone().requires_grad_(True)
     torch_optimizer = torch.optim.Adam([reference], lr=0.1) if kind == "adam" else \
         torch.optim.SGD([reference], lr=0.1, momentum=0.9)
