@@ -12,7 +12,7 @@ time. After every kill the store must open and read, every committed row must ho
 and columns, and no earlier row may have changed. Prints kills, failures and the first errors.
 
 With ``--merge-every 0`` the writer is built without that argument, so the same run measures
-older versions of :mod:`pipeline.store.store` (``git stash; git checkout <commit> -- pipeline/store.py``).
+older versions of :mod:`pipeline.store` (``git stash; git checkout <commit> -- pipeline/store``).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ ways, into fresh files on the same disk:
 
 * ``in-place``: the store's earlier writer, re-created here as the baseline: each batch resizes
   every dataset of one HDF5 file, writes it, sets ``rows`` and flushes. A kill can leave that
-  file unreadable (see :mod:`pipeline.store.store`);
-* ``parts``: :class:`pipeline.store.store.MaskWriter`: each batch is a small file renamed into
+  file unreadable (see docs/store.md);
+* ``parts``: :class:`pipeline.store.MaskWriter`: each batch is a small file renamed into
   ``<out>.parts/``, folded into the store every ``merge_every`` parts and at close.
 
 Per way: seconds for all appends, for the close, in all, milliseconds per batch, the store's
@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, machine, now, pick_device, table, write_csv  # noqa: E402
 
-from pipeline.store.store import COLUMNS, MaskStore, MaskWriter, _create_column, _create_mask_column  # noqa: E402
+from pipeline.store import COLUMNS, MaskStore, MaskWriter  # noqa: E402
+from pipeline.store.schema import create_column, create_mask_dataset  # noqa: E402
 
 CONFIG = {"benchmark": "store"}
 SHOWN = ["writer", "rows_per_batch", "batches", "append_s", "close_s", "total_s", "ms_per_batch",
@@ -63,10 +64,10 @@ class InPlaceWriter:
     def __init__(self, path: Path):
         self.file = h5py.File(path, "w")
         for name, dtype in COLUMNS.items():
-            _create_column(self.file, name, dtype)
+            create_column(self.file, name, dtype)
         for name in ("area", "tv"):
-            _create_column(self.file, name, np.float32)
-        _create_mask_column(self.file, (1, 28, 28))
+            create_column(self.file, name, np.float32)
+        create_mask_dataset(self.file, (1, 28, 28))
         self.file.attrs["rows"] = 0
         self.rows = 0
 

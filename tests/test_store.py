@@ -1,4 +1,4 @@
-"""The HDF5 mask store (pipeline.store.store): round trip, resume, refusal, crash safety, shards."""
+"""The HDF5 mask store (pipeline.store): round trip, resume, refusal, crash safety, shards."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store.store import (
+from pipeline.solve.masks import resize
+from pipeline.store import (
     COLUMNS,
     MaskStore,
     MaskWriter,
@@ -28,7 +29,6 @@ from pipeline.store.store import (
     run_key,
     shard_path,
     summary,
-    upsample,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,7 +111,7 @@ def test_round_trip_of_three_batches(tmp_path):
 
         up = F.interpolate(masks[:2], size=(224, 224), mode="bilinear", align_corners=True)
         assert torch.equal(store.masks_at([0, 1]), up)
-        assert torch.equal(upsample(masks[:2], (224, 224)), up)
+        assert torch.equal(resize(masks[:2], (224, 224)), up)
         assert store.masks_at([1], size=(50, 60)).shape == (1, 1, 50, 60)
         originals = store.masks_at([0, 8], size="original")
         assert [tuple(m.shape) for m in originals] == [(1, 100, 200), (1, 109, 209)]
@@ -268,37 +268,6 @@ def test_what_kills_leave_is_read_and_cleaned_on_reopen(tmp_path):
         assert store.columns[-1] == "tv" and "area" not in store.columns
 
 
-def _write_uncommitted(path: Path, rows: dict, masks: np.ndarray) -> None:
-    """Write a batch's columns into the store file without moving ``rows``: what a kill inside a
-    batch left with this package's earlier in-place writer."""
-    with h5py.File(path, "r+") as file:
-        for name, values in [*rows.items(), ("mask", masks)]:
-            if name not in file:
-                file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.float32)
-            dataset = file[name]
-            start = dataset.shape[0]
-            dataset.resize(start + len(values), axis=0)
-            if h5py.check_string_dtype(dataset.dtype) is None:
-                dataset[start:] = np.asarray(values)
-            else:
-                dataset[start:] = np.asarray(values, dtype=object)
-
-
-def test_store_killed_by_the_earlier_in_place_writer_resumes(tmp_path):
-    path = tmp_path / "masks.h5"
-    write(path, [batch([0, 1, 2])])
-    _write_uncommitted(path, *batch([3, 4]))
-    with MaskStore(path) as store:
-        assert len(store) == 3 and len(store.table()) == 3 and store.masks().shape[0] == 3
-    write(path, [batch([4, 3])])
-    with MaskStore(path) as store:
-        assert store.column("index").tolist() == [0, 1, 2, 4, 3]
-        assert store.column("path")[3] == "n02124075/img_4.JPEG"
-        assert torch.equal(store.masks([3])[0], torch.from_numpy(mask_of(4)).half().float())
-    with h5py.File(path, "r") as file:
-        assert {dataset.shape[0] for dataset in file.values()} == {5}
-
-
 def test_second_writer_is_refused_while_readers_see_committed_rows(tmp_path):
     path = tmp_path / "masks.h5"
     with MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val") as writer:
@@ -311,19 +280,6 @@ def test_second_writer_is_refused_while_readers_see_committed_rows(tmp_path):
     write(path, [batch([3])])  # the lock went with the first writer
     with MaskStore(path) as store:
         assert store.column("index").tolist() == [0, 1, 2, 3]
-
-
-def test_legacy_store_killed_in_its_first_batch_takes_the_parts_columns(tmp_path):
-    path = tmp_path / "first.h5"
-    write(path, [])
-    _write_uncommitted(path, *batch([0], extras=("area",)))  # rows stays 0
-    write(path, [batch([0], extras=("tv",))])
-    write(path, [batch([1], extras=("tv",))])  # resumes with the same extras
-    with MaskStore(path) as store:
-        assert store.columns[-1] == "tv" and "area" not in store.columns
-        assert store.table()["index"].tolist() == [0, 1]
-    with h5py.File(path, "r") as file:
-        assert "area" not in file
 
 
 def test_damaged_store_is_refused(tmp_path):
@@ -360,7 +316,7 @@ def test_interrupted_fold_never_folds_twice(tmp_path, monkeypatch):
 
 
 def test_full_disk_keeps_committed_rows_and_says_so(tmp_path, monkeypatch):
-    import pipeline.store.store as store_module
+    import pipeline.store.writer as writer_module
 
     path = tmp_path / "masks.h5"
     full = OSError(28, "No space left on device")
@@ -370,11 +326,11 @@ def test_full_disk_keeps_committed_rows_and_says_so(tmp_path, monkeypatch):
         def no_room(*args):
             raise full
 
-        monkeypatch.setattr(store_module.shutil, "copyfile", no_room)
+        monkeypatch.setattr(writer_module.shutil, "copyfile", no_room)
         with pytest.warns(UserWarning, match="cannot fold.*disk full"):
             writer.append(*batch([1]))  # committed; only the fold failed
         assert len(writer) == 2 and not path.with_name("masks.h5.tmp").exists()
-        monkeypatch.setattr(store_module, "_fsync", no_room)
+        monkeypatch.setattr(writer_module, "fsync", no_room)
         with pytest.raises(StoreError, match="cannot write a batch.*disk full.*2 rows committed"):
             writer.append(*batch([2]))
         assert len(writer) == 2 and not any(p.name.endswith(".tmp") for p in parts_dir(path).iterdir())
@@ -394,7 +350,7 @@ def test_lock_is_released_by_close_and_by_a_killed_writer_with_forked_children(t
     script = "\n".join([
         "import os, sys, time",
         f"sys.path.insert(0, {str(ROOT)!r})",
-        "from pipeline.store.store import MaskWriter",
+        "from pipeline.store import MaskWriter",
         f"writer = MaskWriter({str(path)!r}, {CONFIG!r}, 'tf_efficientnet_lite0', '/data/val')",
         "child = os.fork()",
         "if child == 0:",
@@ -451,7 +407,7 @@ def _kill_script() -> str:
         "import sys, time",
         "import numpy as np",
         f"sys.path.insert(0, {str(ROOT)!r})",
-        "from pipeline.store.store import MaskWriter",
+        "from pipeline.store import MaskWriter",
         f"CONFIG, SHAPE = {CONFIG!r}, {SHAPE!r}",
         inspect.getsource(mask_of),
         inspect.getsource(batch),

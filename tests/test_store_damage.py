@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import pipeline.store.store
+import pipeline.store.files
+import pipeline.store.writer
 from pipeline.cli import app
 from pipeline.errors import StoreError
 from pipeline.store.repair import repair_store
-from pipeline.store.store import MaskStore, MaskWriter, parts_dir, summary
+from pipeline.store import MaskStore, MaskWriter, parts_dir, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the rows and masks of tests/test_store.py
@@ -134,9 +135,9 @@ def test_fold_interrupted_at_each_step_loses_and_repeats_nothing(tmp_path, monke
             raise KeyboardInterrupt
         return real_unlink(self, *args, **kwargs)
 
-    patches = {"copy": (pipeline.store.store.shutil, "copyfile", stop_copy),
-               "append": (pipeline.store.store, "_append_columns", stop_append),
-               "rename": (pipeline.store.store.os, "replace", stop_rename),
+    patches = {"copy": (pipeline.store.writer.shutil, "copyfile", stop_copy),
+               "append": (pipeline.store.writer, "_append_columns", stop_append),
+               "rename": (pipeline.store.writer.os, "replace", stop_rename),
                "delete": (Path, "unlink", stop_delete)}
     w = writer(path, merge_every=3)
     w.append(*batch([2]))
@@ -189,7 +190,7 @@ def test_read_only_store_reads_and_refuses_writing_in_one_line(tmp_path, monkeyp
                 raise OSError(errno.EROFS, "Read-only file system", file)
             return real_open(file, flags, *args, **kwargs)
 
-        monkeypatch.setattr(pipeline.store.store.os, "open", read_only)
+        monkeypatch.setattr(pipeline.store.files.os, "open", read_only)
         assert sorted(committed(path)) == [0, 1, 2]
         assert summary(path)["done"] == 3
         with pytest.raises(StoreError, match="cannot be written here.*Read-only file system.*can still be read"):
@@ -203,7 +204,7 @@ WRITER = """
 import sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from pipeline.store.store import MaskWriter  # numpy and h5py only: starts in a fraction of a second
+from pipeline.store import MaskWriter  # numpy and h5py only: starts in a fraction of a second
 
 def batch(index):  # the rows and masks of tests/test_store.py's batch()
     n = len(index)

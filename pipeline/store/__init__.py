@@ -1,8 +1,17 @@
 """The HDF5 mask store: one row per image, appended batch by batch, safe to kill and resume
-(docs/store.md)."""
+(docs/store.md).
 
-from .store import (COLUMNS, STATUS_OK, STATUS_SKIPPED, MaskStore, MaskWriter, canonical_json, merge_shards,
-                    parts_dir, run_key, shard_path, summary)
+Modules: :mod:`.schema` (datasets, attributes, configuration identity), :mod:`.files` (locks,
+fsync, part files), :mod:`.writer` (:class:`MaskWriter`), :mod:`.reader` (:class:`MaskStore`),
+:mod:`.merge` (:func:`merge_shards`, :func:`summary`), :mod:`.shards` (sharded runs) and
+:mod:`.repair` (``perturb repair``).
+"""
 
-__all__ = ["COLUMNS", "STATUS_OK", "STATUS_SKIPPED", "MaskStore", "MaskWriter", "canonical_json", "merge_shards",
-           "parts_dir", "run_key", "shard_path", "summary"]
+from .files import parts_dir, shard_path
+from .merge import merge_shards, summary
+from .reader import MaskStore
+from .schema import COLUMNS, SCHEMA_VERSION, STATUS_OK, STATUS_SKIPPED, canonical_json, run_key
+from .writer import MaskWriter
+
+__all__ = ["COLUMNS", "SCHEMA_VERSION", "STATUS_OK", "STATUS_SKIPPED", "MaskStore", "MaskWriter", "canonical_json",
+           "merge_shards", "parts_dir", "run_key", "shard_path", "summary"]

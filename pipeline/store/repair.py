@@ -1,7 +1,7 @@
 """Recover the committed rows of a damaged mask store: ``perturb repair``.
 
 A store is its file plus the batches in ``<path>.parts/`` not yet folded into it
-(:mod:`pipeline.store.store`). The writer never leaves either damaged (a kill leaves whole files), so
+(docs/store.md). The writer never leaves either damaged (a kill leaves whole files), so
 damage comes from outside: a copy or transfer cut short, a disk error, a file and its ``.parts``
 folder copied at different moments. :func:`repair_store` keeps every row that can still be read
 whole (all of its columns and its mask):
@@ -31,7 +31,9 @@ import h5py
 import numpy as np
 
 from ..errors import StoreError
-from .store import COLUMNS, MaskWriter, _live_parts, _lock, _unlock, parts_dir
+from .files import live_parts, lock_store, parts_dir, unlock_store
+from .schema import COLUMNS, READ_DEFAULTS
+from .writer import MaskWriter
 
 __all__ = ["RepairReport", "repair_store"]
 
@@ -88,7 +90,7 @@ def repair_store(path: str | os.PathLike[str]) -> RepairReport:
     path = Path(path)
     if not path.is_file():
         raise StoreError(f"no mask store at {str(path)!r}; check the path")
-    lock = _lock(path)  # no writer may run meanwhile
+    lock = lock_store(path)  # no writer may run meanwhile
     try:
         report = RepairReport(path)
         backup = _backup_folder(path)
@@ -98,11 +100,11 @@ def repair_store(path: str | os.PathLike[str]) -> RepairReport:
             columns, masks = _readable_rows(file, report.rows_before)
         report.rows_from_file = len(columns["index"])
         merged = attrs.pop("parts_merged")
-        parts = _live_parts(path, merged)
+        parts = live_parts(path, merged)
         from_parts = _readable_parts(parts, report)
         _rebuild(path, backup, attrs, [(columns, masks), *from_parts], report)
     finally:
-        _unlock(path, lock)
+        unlock_store(path, lock)
     return report
 
 
@@ -133,8 +135,9 @@ def _store_attrs(file: h5py.File, path: Path) -> dict:
         attrs = dict(file.attrs)
         return {"config": json.loads(attrs["config"]), "model": str(attrs["model"]),
                 "source": attrs["source"], "mask_shape": tuple(int(v) for v in attrs["mask_shape"]),
-                "input_size": tuple(int(v) for v in attrs["input_size"]), "shard": str(attrs.get("shard", "")),
-                "rows": int(attrs["rows"]), "parts_merged": int(attrs.get("parts_merged", 0))}
+                "input_size": tuple(int(v) for v in attrs["input_size"]), "shard": str(attrs["shard"]),
+                "rows": int(attrs["rows"]),
+                "parts_merged": int(attrs.get("parts_merged", READ_DEFAULTS["parts_merged"]))}
     except (KeyError, OSError, ValueError) as error:
         raise StoreError(f"the attributes of {str(path)!r} (configuration, model, mask shape) cannot be "
                          f"read ({type(error).__name__}: {error}); no store can be rebuilt from it: run "

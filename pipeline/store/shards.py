@@ -14,7 +14,7 @@ another configuration is refused with one line. Each shard knows how many images
 (``len(range(r, images, N))``), so completeness is a count, and :func:`merge_run` refuses to
 merge while a shard is missing or unfinished, naming them.
 
-The merged store (:func:`pipeline.store.store.merge_shards`) holds the rows of all shards sorted by
+The merged store (:func:`pipeline.store.merge_shards`) holds the rows of all shards sorted by
 ``index`` (the order a one-process run without early stopping commits them), with the same
 configuration, model, source and mask shape as a one-process store of the same images. Once it
 is written, the shard folder is deleted.
@@ -32,7 +32,10 @@ from typing import Any, Mapping, Sequence
 
 from ..distributed import Shard, process_group_barrier, restart_count
 from ..errors import StoreError
-from .store import _HELD, MaskStore, _config_diff, canonical_json, merge_shards, parts_dir, run_key, shard_path
+from .files import HELD_LOCKS, parts_dir, shard_path
+from .merge import merge_shards
+from .reader import MaskStore
+from .schema import canonical_json, config_diff, run_key
 
 __all__ = ["PLAN_FILE", "ShardPlan", "ShardState", "ShardedRun", "shards_dir", "shard_store_path",
            "data_list_hash", "claim_file", "read_plan", "shard_states", "merge_run", "progress_lines"]
@@ -69,7 +72,7 @@ class ShardPlan:
         world: the number of shards ``N``.
         images: the number of images in the whole input list.
         data_hash: :func:`data_list_hash` of that list.
-        run_key: the store configuration's key (:func:`pipeline.store.store.run_key`).
+        run_key: the store configuration's key (:func:`pipeline.store.run_key`).
         config: that configuration.
         model: the model spec.
     """
@@ -144,7 +147,7 @@ def _check_plan(stored: ShardPlan, mine: ShardPlan, shard: Shard, where: Path) -
                          f"sharded run in {str(where)!r} was started on {stored.images} (hash "
                          f"{stored.data_hash}): give every shard the same data and --limit, {again}")
     if stored.run_key != mine.run_key or stored.model != mine.model:
-        diff = _config_diff(dict(stored.config), dict(mine.config))
+        diff = config_diff(dict(stored.config), dict(mine.config))
         raise StoreError(f"this process's configuration differs from the sharded run in {str(where)!r} "
                          f"(run_key {stored.run_key} vs {mine.run_key}; {diff}): give every shard the "
                          f"same options, {again}")
@@ -169,9 +172,9 @@ class ShardState:
 
 
 def _locked(store: Path) -> bool:
-    """Whether another process holds the writer lock of ``store`` (see :mod:`pipeline.store.store`)."""
+    """Whether another process holds the writer lock of ``store`` (see :func:`pipeline.store.files.lock_store`)."""
     lock = store.with_name(store.name + ".lock")
-    if os.path.realpath(lock) in _HELD:  # ours: probing would release it (POSIX locks are per process)
+    if os.path.realpath(lock) in HELD_LOCKS:  # ours: probing would release it (POSIX locks are per process)
         return True
     try:
         import fcntl
@@ -278,7 +281,7 @@ class ShardedRun:
 
     :meth:`prepare` checks the shard against the run's plan (writing the plan when first) and
     against an existing ``out``; :attr:`path`, :attr:`indices` and :attr:`attrs` are then what
-    this process's :class:`~pipeline.store.store.MaskWriter` writes; :meth:`finish` waits for the
+    this process's :class:`~pipeline.store.MaskWriter` writes; :meth:`finish` waits for the
     other ranks under torchrun and merges on rank 0.
     """
 
