@@ -1,7 +1,7 @@
 """The project's metrics against independent code: deletion/insertion against Quantus, the pointing
 game against TorchRay, one image at a time, on the same saliency maps.
 
-Deletion and insertion (``pipeline.evaluation.evaluate.causal_batch``, batched over images and steps) against
+Deletion and insertion (``pipeline.evaluation.causal_batch``, batched over images and steps) against
 Quantus 0.6's ``PixelFlipping``, configured to the project's protocol (DESIGN section 3.1):
 
 * score: the softmax probability of the store's target (``softmax=True``);
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import _common as common
     from pipeline.data import ImageDataset, ImageRecord
-    from pipeline.evaluation.evaluate import EvalConfig, causal_batch, store_saliency
+    from pipeline.evaluation import EvalConfig, causal_batch, store_saliency
     from pipeline.metrics import PointingGame, auc, load_boxes, pointing_game_hit, resize_heatmap
     from pipeline.models import load_model
     from pipeline.store import STATUS_OK, MaskStore

@@ -15,7 +15,7 @@ the zero substrate (mean grey), insertion from the blurred image (klen 11, sigma
   score is read back to the host every step.
 * ``batched``: :func:`pipeline.metrics.deletion.causal_curves` over all images at once, ``--chunk``
   inputs per forward, the model called on contiguous NCHW input exactly as
-  ``pipeline.evaluation.evaluate.causal_batch`` does.
+  ``pipeline.evaluation.causal_batch`` does.
 * ``batched-channels_last``: the same with the input converted to channels_last inside the
   forward (what the solver does), to see whether the metric path would gain from it; at the first
   ``--steps`` value only.

@@ -1,20 +1,27 @@
 """The ``perturb`` command line: parse, call one library function, render the result.
 
 Every command turns :class:`pipeline.errors.PipelineError` into one red line and exit code 1.
+Importing this module does not import torch (each command imports what it runs), so ``perturb
+--help`` answers at once. Options left unset are not passed on: the library's defaults apply
+(``RunConfig``, ``EvalConfig``), so they are written once. One module for all commands: each is a
+few lines of parsing around one library call, and reading them side by side keeps the option
+names consistent.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import signal
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
 from . import __version__
-from .config import DEFAULT_PRESET
+from .config import DEFAULT_PRESET, PRESETS
 from .errors import PipelineError
+from .options import BASELINE_ALIASES, BaselineName, Target, choices
 
 app = typer.Typer(
     name="perturb",
@@ -24,8 +31,22 @@ app = typer.Typer(
     add_completion=False,
 )
 
+# Typer lists an Enum's values in --help and refuses any other value.
+TargetChoice = enum.Enum("TargetChoice", {v: v for v in choices(Target)}, type=str)
+BaselineChoice = enum.Enum("BaselineChoice", {v: v for v in (*choices(BaselineName), *BASELINE_ALIASES)}, type=str)
+
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec; see `perturb models`.")]
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Solver preset; see `perturb presets`.")]
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Solver preset: {', '.join(PRESETS)}; see "
+                                        "`perturb presets`.")]
+TargetOpt = Annotated[TargetChoice, typer.Option("--target", help="The class explained: top1 (the model's "
+                                                 "prediction) or label (the folder's class).")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images processed together "
+                                                 "(default: 8).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Image-decoding processes, 0 = "
+                                                   "in this process (default: 2).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (sorted by path).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another "
+                                            "configuration.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset field, e.g. --set tv_coeff=0.05 (repeatable).")]
 IterOpt = Annotated[Optional[int], typer.Option("--iterations", "-n", help="Solver iterations (default: the preset's).")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available).")]
@@ -83,6 +104,12 @@ def _batch_size(text: str | int) -> int | str:
         raise PipelineError(f"--batch-size {text!r} must be a positive integer or 'auto'") from None
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user set (None: unset, so the library's default applies); Enums as values."""
+    return {name: value.value if isinstance(value, enum.Enum) else value
+            for name, value in options.items() if value is not None}
+
+
 def _solver_config(preset_name: str, assignments: list[str] | None, iterations: int | None):
     from .config import override, preset
 
@@ -95,7 +122,8 @@ def _solver_config(preset_name: str, assignments: list[str] | None, iterations: 
 def explain(
     image: Annotated[Path, typer.Argument(help="Image file to explain.")],
     model: ModelOpt = "efficientnet_lite0",
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Class index, wnid or name (default: top-1).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="The class explained: top1 (the "
+                                                  "prediction, default), or a class index, wnid or name.")] = None,
     preset: PresetOpt = DEFAULT_PRESET,
     iterations: IterOpt = None,
     set_: SetOpt = None,
@@ -108,7 +136,7 @@ def explain(
 
     config = _solver_config(preset, set_, iterations)
     classifier = load_model(model, device=_device(device))
-    index = None if target is None else classifier.vocabulary.resolve(target)
+    index = None if target in (None, "top1") else classifier.vocabulary.resolve(target)
     result = explain_image(image, classifier, config, out, target=index)
     r = result.result
     typer.echo(f"class        {int(r.targets[0])} {classifier.vocabulary.wnids[int(r.targets[0])]} {result.class_name}")
@@ -154,16 +182,18 @@ def masks(
     set_: SetOpt = None,
     batch_size: Annotated[str, typer.Option("--batch-size", "-b", help="Images solved together, or 'auto': "
                                             "what fits the GPU's free memory (up to 128); 8 on a CPU.")] = "auto",
-    workers: Annotated[int, typer.Option("--workers", "-w", help="DataLoader decoding processes.")] = 2,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (sorted by path).")] = None,
-    target: Annotated[str, typer.Option("--target", help="top1 (the prediction) or label (the folder's class).")] = "top1",
-    seed: Annotated[int, typer.Option("--seed", help="Offset of every image's random stream.")] = 0,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    target: TargetOpt = TargetChoice.top1,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Offset of every image's random stream "
+                                                "(default: 0).")] = None,
     device: DeviceOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another configuration.")] = False,
+    overwrite: OverwriteOpt = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the model: about 2x faster on a GPU "
                                            "after a compile of tens of seconds; slower on a CPU.")] = False,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Skip as 'too large' an image that would decode "
-                                            "to more pixels (JPEGs decode at up to 1/8 scale).")] = 250_000_000,
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", help="Skip as 'too large' an image that "
+                                                      "would decode to more pixels (JPEGs decode at up to 1/8 "
+                                                      "scale; default: 250,000,000).")] = None,
     shard_: ShardOpt = None,
 ) -> None:
     """Solve the masks of a whole folder in batches and store them in HDF5 (resumable).
@@ -175,8 +205,8 @@ def masks(
     from .jobs.run import RunConfig, run_masks
 
     config = _solver_config(preset, set_, iterations)
-    run = RunConfig(batch_size=_batch_size(batch_size), workers=workers, limit=limit, target=target, seed=seed,
-                    compile=compile_, max_pixels=max_pixels)
+    run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_,
+                    **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
     classifier = load_model(model, device=shard.device(_device(device)))
     summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard)
@@ -193,7 +223,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
     """
     import json
 
-    from .evaluation.diagnostics import perturbation_strength
+    from .evaluation import perturbation_strength
     from .names import display_name
     from .store.shards import progress_lines, read_plan
     from .store import MaskStore, summary
@@ -239,7 +269,7 @@ def merge(
     keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep <out>.shards/ after merging.")] = False,
 ) -> None:
     """Merge the shards of a sharded run (<out>.shards/) into OUT, once every shard is complete."""
-    from .evaluation.shards import is_sharded_report, merge_report
+    from .evaluation import is_sharded_report, merge_report
     from .store.shards import merge_run
 
     if is_sharded_report(out):
@@ -268,21 +298,23 @@ def export(
 
 
 BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Ground-truth boxes: a VOC XML folder or Kaggle LOC_val_solution.csv.")]
-StepOpt = Annotated[int, typer.Option("--step", help="Pixels per deletion/insertion step (RISE: 1792 at 224 px).")]
+StepOpt = Annotated[Optional[int], typer.Option("--step", help="Pixels per deletion/insertion step (default: "
+                                                "RISE's 1792 at 224 px).")]
 
 
-def _eval_config(step: int, batch_size: int, workers: int, alpha_split=None, alpha_split_seed: int = 0):
-    from .evaluation.evaluate import EvalConfig
+def _eval_config(step: int | None, batch_size: int | None, workers: int | None, alpha_split=None,
+                 alpha_split_seed: int = 0):
+    from .evaluation import EvalConfig
 
+    given = _given(step=step, batch_size=batch_size, workers=workers)
     if alpha_split is None:
-        return EvalConfig(step=step, batch_size=batch_size, workers=workers)
+        return EvalConfig(**given)
     from .metrics import CALIBRATION_ALPHAS
 
     # Every alpha of the grid is evaluated so that the calibration images can choose among them.
     grid = {f"{kind}_alphas": tuple(sorted(set(getattr(EvalConfig, f"{kind}_alphas")) | set(alphas)))
             for kind, alphas in CALIBRATION_ALPHAS.items()}
-    return EvalConfig(step=step, batch_size=batch_size, workers=workers, alpha_split=alpha_split,
-                      alpha_split_seed=alpha_split_seed, **grid)
+    return EvalConfig(alpha_split=alpha_split, alpha_split_seed=alpha_split_seed, **given, **grid)
 
 
 def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
@@ -305,24 +337,24 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
 @app.command()
 @_fail_cleanly
 def baseline(
-    name: Annotated[str, typer.Argument(help="centre, random, gradient or gradcam.")],
+    name: Annotated[BaselineChoice, typer.Argument(help="The baseline saliency method.")],
     data: Annotated[Path, typer.Argument(help="Image folder or file list, as for `perturb masks`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 8,
-    workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
-    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
-    target: Annotated[str, typer.Option("--target", help="top1 or label.")] = "top1",
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    target: TargetOpt = TargetChoice.top1,
     device: DeviceOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a baseline saliency method's maps in the mask-store format (for the same metrics)."""
     from .jobs.baselines import run_baseline
     from .models import load_model
     from .jobs.run import RunConfig
 
-    run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
-    summary = run_baseline(name, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
+    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    summary = run_baseline(name.value, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
     for line in summary.lines():
         typer.echo(line)
 
@@ -334,9 +366,9 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")],
     data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
     boxes: BoxesOpt = None,
-    step: StepOpt = 1792,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images evaluated together.")] = 8,
-    workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
+    step: StepOpt = None,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
     device: DeviceOpt = None,
     alpha_split: Annotated[Optional[str], typer.Option(
         "--alpha-split", help="The paper's protocol (needs --boxes): a fraction such as 0.5, or a text file "
@@ -350,7 +382,7 @@ def evaluate(
     Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .evaluation.evaluate import evaluate_store
+    from .evaluation import evaluate_store
     from .models import load_model
     from .store import MaskStore
 
@@ -360,7 +392,7 @@ def evaluate(
     shard = resolve_shard(shard_)
     classifier = load_model(spec, device=shard.device(_device(device)))
     if shard.sharded:
-        from .evaluation.shards import evaluate_sharded
+        from .evaluation import evaluate_sharded
 
         for line in evaluate_sharded(store, data, classifier, out, shard, boxes=boxes, config=config,
                                      progress=True):
@@ -409,11 +441,11 @@ def sweep(
     iterations: IterOpt = None,
     set_: SetOpt = None,
     boxes: BoxesOpt = None,
-    step: StepOpt = 1792,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b")] = 8,
-    workers: Annotated[int, typer.Option("--workers", "-w")] = 2,
-    limit: Annotated[Optional[int], typer.Option("--limit")] = None,
-    target: Annotated[str, typer.Option("--target", help="top1 or label.")] = "top1",
+    step: StepOpt = None,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    target: TargetOpt = TargetChoice.top1,
     device: DeviceOpt = None,
 ) -> None:
     """Solve, evaluate and compare several presets on the same images (resumable)."""
@@ -422,7 +454,7 @@ def sweep(
     from .jobs.sweep import run_sweep
 
     overrides = list(set_ or []) + ([f"optim.iterations={iterations}"] if iterations is not None else [])
-    run = RunConfig(batch_size=batch_size, workers=workers, limit=limit, target=target)
+    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     classifier = load_model(model, device=_device(device))
     result = run_sweep(data, out, classifier, preset_, overrides, run, boxes, _eval_config(step, batch_size, workers),
                        notify=typer.echo)
@@ -466,7 +498,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo images, store and pictures.")] = Path("results/demo"),
     iterations: Annotated[int, typer.Option("--iterations", "-n", help="Solver iterations.")] = 100,
     device: DeviceOpt = None,
-    step: StepOpt = 1792,
+    step: StepOpt = None,
 ) -> None:
     """Run the main job on images shipped with scikit-image, then inspect, export, evaluate and report."""
     from .jobs.demo import make_demo_boxes, make_demo_folder
@@ -474,12 +506,12 @@ def demo(
     images = make_demo_folder(out / "images")
     store = out / "masks.h5"
     masks(images, out=store, iterations=iterations, batch_size="4", workers=0, device=device,
-          model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target="top1", seed=0,
-          overwrite=False, compile_=False, max_pixels=250_000_000)
+          model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target=TargetChoice.top1,
+          seed=None, overwrite=False, compile_=False, max_pixels=None)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
     evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=step,
-             batch_size=8, workers=0, device=device)
+             batch_size=None, workers=0, device=device)
     typer.echo(f"open the report: {out / 'evaluation' / 'report.html'}")
 
 

@@ -11,12 +11,13 @@ import dataclasses
 import difflib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from .errors import ConfigError
+from .options import choice
 
-# The option sets, each written once: the dataclasses type their fields with these and validate
-# with typing.get_args, and the CLI lists them.
+# The option sets, each written once: the dataclasses type their fields with these, check values
+# with pipeline.options.choice, and the CLI lists them.
 MaskUpsample = Literal["bilinear", "nearest-blur", "smooth-max"]
 MaskInit = Literal["ones", "uniform", "circle"]
 Game = Literal["delete", "preserve"]
@@ -55,14 +56,14 @@ class PerturbationConfig:
     interpolation: Interpolation = "hat"
 
     def __post_init__(self) -> None:
-        _choice("perturbation.kind", self.kind, PerturbationKind)
+        choice("perturbation.kind", self.kind, PerturbationKind)
         if self.sigma <= 0 or self.levels < 2 or self.median_size < 1 or self.median_size % 2 == 0:
             raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
-        _choice("perturbation.constant", self.constant, Constant)
+        choice("perturbation.constant", self.constant, Constant)
         if self.truncate <= 0:
             raise ConfigError(f"perturbation.truncate must be > 0, got {self.truncate}")
-        _choice("perturbation.padding", self.padding, Padding)
-        _choice("perturbation.interpolation", self.interpolation, Interpolation)
+        choice("perturbation.padding", self.padding, Padding)
+        choice("perturbation.interpolation", self.interpolation, Interpolation)
 
 
 @dataclass(frozen=True)
@@ -94,8 +95,8 @@ class MaskConfig:
     flip: bool = False
 
     def __post_init__(self) -> None:
-        _choice("mask.upsample", self.upsample, MaskUpsample)
-        _choice("mask.init", self.init, MaskInit)
+        choice("mask.upsample", self.upsample, MaskUpsample)
+        choice("mask.init", self.init, MaskInit)
         if self.size < 2 or self.jitter < 0:
             raise ConfigError(f"mask.size must be >= 2 and mask.jitter >= 0, got {self.size} and {self.jitter}")
         if self.step < 1 or self.coldness <= 0 or self.smooth_sigma <= 0:
@@ -141,9 +142,9 @@ class ObjectiveConfig:
         object.__setattr__(self, "areas", tuple(float(a) for a in self.areas))  # JSON gives lists
         if any(not 0 < a < 1 for a in self.areas):
             raise ConfigError(f"objective.areas must lie strictly between 0 and 1, got {self.areas}")
-        _choice("objective.game", self.game, Game)
-        _choice("objective.score", self.score, Score)
-        _choice("objective.l1_reduction", self.l1_reduction, Reduction)
+        choice("objective.game", self.game, Game)
+        choice("objective.score", self.score, Score)
+        choice("objective.l1_reduction", self.l1_reduction, Reduction)
         if min(self.l1_coeff, self.tv_coeff, self.noise_std) < 0 or self.tv_beta <= 0:
             raise ConfigError("objective coefficients and noise_std must be >= 0 and tv_beta > 0")
 
@@ -172,7 +173,7 @@ class OptimConfig:
     dampening: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice("optim.optimizer", self.optimizer, Optimizer)
+        choice("optim.optimizer", self.optimizer, Optimizer)
         if not 0 <= self.dampening < 1:
             raise ConfigError(f"optim.dampening must lie in [0, 1), got {self.dampening}")
         if self.iterations < 1 or self.lr <= 0:
@@ -193,19 +194,11 @@ class SolverConfig:
     precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
-        _choice("precision", self.precision, Precision)
+        choice("precision", self.precision, Precision)
         if self.optim.stop_window and self.objective.areas and self.objective.area_growth != 1:
             raise ConfigError("optim.stop_window (early stopping) needs a fixed objective, but extremal "
                               "perturbation's area weight grows every iteration (objective.area_growth); "
                               "set optim.stop_window=0 or objective.area_growth=1")
-
-
-def _choice(name: str, value: str, options: Any) -> None:
-    """Refuse ``value`` unless it is one of the ``Literal`` type ``options`` (the one place each
-    option set is written)."""
-    allowed = get_args(options)
-    if value not in allowed:
-        raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
 # The presets; each comment says where the numbers come from (docs/method.md compares them item by

@@ -12,7 +12,7 @@ from torch import nn
 
 from pipeline.jobs.baselines import BASELINES, baseline_saliency, centre_gaussian, gradcam_layer, run_baseline
 from pipeline.errors import ConfigError
-from pipeline.evaluation.evaluate import EvalConfig, evaluate_store
+from pipeline.evaluation import EvalConfig, evaluate_store
 from pipeline.imagenet import ClassVocabulary
 from pipeline.models import Classifier, frozen, load_model
 from pipeline.jobs.run import RunConfig
@@ -51,6 +51,9 @@ def test_centre_baseline_peaks_at_the_centre():
     heat = baseline_saliency("centre", classifier, images(2, (15, 15)), torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert heat.shape == (2, 1, 15, 15)
     assert torch.equal(heat[0], heat[1]) and heat[0, 0, 7, 7] == 1.0 and heat.min() == 0.0
+    # the American spelling names the same baseline
+    spelled = baseline_saliency("center", classifier, images(2, (15, 15)), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    assert torch.equal(spelled, heat)
 
 
 def test_random_baseline_is_reproducible_per_image_across_batches():

@@ -21,7 +21,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from pipeline.config import MaskConfig, ObjectiveConfig, SolverConfig, to_dict
 from pipeline.errors import ConfigError
-from pipeline.evaluation.evaluate import EvalConfig, evaluate_store, store_saliency
+from pipeline.evaluation import EvalConfig, evaluate_store, store_saliency
 from pipeline.imagenet import ClassVocabulary
 from pipeline.solve.masks import saliency as solver_saliency
 from pipeline.models import Classifier, frozen

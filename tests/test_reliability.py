@@ -77,7 +77,7 @@ def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny):
     exported = runner.invoke(app, ["export", str(tmp_path / "m.h5"), "--out", str(tmp_path / "pics")])
     assert exported.exit_code == 0, exported.output
     assert (tmp_path / "pics" / (os.fsdecode(b"caf\xe9") + "_overlay.png")).is_file()
-    from pipeline.evaluation.evaluate import EvalConfig, evaluate_store
+    from pipeline.evaluation import EvalConfig, evaluate_store
 
     evaluated = evaluate_store(tmp_path / "m.h5", None, load_model(tiny), tmp_path / "eval",
                                config=EvalConfig(step=4096, workers=0, plots=False))

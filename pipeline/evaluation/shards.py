@@ -26,7 +26,10 @@ import pandas as pd
 
 from ..distributed import Shard, process_group_barrier, restart_count
 from ..errors import StoreError
-from .evaluate import (EvalConfig, _per_image, _write_plots, _write_tables, evaluate_store, summarise)
+from .evaluate import evaluate_store
+from .outputs import write_plots, write_tables
+from .settings import EvalConfig
+from .summary import per_image_table, summarise
 from ..metrics import ImageBoxes, PointingGame
 from ..models import Classifier
 from ..store.shards import PLAN_FILE, claim_file, shards_dir
@@ -158,7 +161,7 @@ def merge_report(report: str | Path, keep_shards: bool = False) -> Path:
                              f"{str(shards_dir(report))!r} and evaluate again")
         table = store.table()
         metrics, curves = _gather(folders, table, world)
-        per_image = _per_image(table, metrics)
+        per_image = per_image_table(table, metrics)
         with_boxes = plan["boxes"] is not None
         game = PointingGame()
         if with_boxes and "loc_status" in per_image:
@@ -169,9 +172,9 @@ def merge_report(report: str | Path, keep_shards: bool = False) -> Path:
         meta = {key: settings[key] for key in _META_KEYS}
         per_image, summary = summarise(per_image, game, config, meta, with_boxes)
         report.mkdir(parents=True, exist_ok=True)
-        _write_tables(report, per_image, summary, curves)
+        write_tables(report, per_image, summary, curves)
         if config.plots:
-            _write_plots(report, store, per_image, curves, Path(meta["data_root"]), config, with_boxes)
+            write_plots(report, store, per_image, curves, Path(meta["data_root"]), config, with_boxes)
     if not keep_shards:
         shutil.rmtree(shards_dir(report), ignore_errors=True)
     return report
@@ -179,7 +182,7 @@ def merge_report(report: str | Path, keep_shards: bool = False) -> Path:
 
 def _gather(folders: list[Path], table: pd.DataFrame, world: int) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
     """Each evaluated row's metrics (by store row position) and the curves in store order."""
-    store_columns = set(table.columns) | {"score_drop"}  # score_drop is recomputed by _per_image
+    store_columns = set(table.columns) | {"score_drop"}  # score_drop is recomputed by per_image_table
     position = {int(i): p for p, i in enumerate(table["index"])}
     metrics: dict[int, dict[str, Any]] = {}
     pieces: list[Any] = []

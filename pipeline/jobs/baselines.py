@@ -21,7 +21,7 @@ Every map is then min-max normalised per image to ``[0, 1]`` (a constant map bec
 Stores hold ``mask = 1 - saliency`` (1 = keep, 0 = perturbed, the solver's convention) as
 ``(1, H, W)`` at the input size, so reading back ``1 - mask`` needs no resampling. The store's
 configuration is ``{"baseline", "model", "target", "seed", "input_size"}`` (no ``"solver"`` key:
-that is how :func:`pipeline.evaluation.evaluate.store_saliency` tells a baseline store from a solver store).
+that is how :func:`pipeline.evaluation.store_saliency` tells a baseline store from a solver store).
 Rows follow :mod:`pipeline.jobs.run`: ``p_original`` is the probability of the target,
 ``p_perturbed``, ``p_final``, ``loss`` and ``tv`` are NaN (nothing is optimised), ``area`` is the
 mean of ``1 - mask``.
@@ -30,13 +30,14 @@ mean of ``1 - mask``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..options import BASELINE_ALIASES, BaselineName, choice, choices
 from ..models import Classifier
 from .run import RunConfig, RunSummary, batch_rows, run_store
 from ..solve import counter_uniform
@@ -51,17 +52,16 @@ __all__ = [
     "run_baseline",
 ]
 
-BaselineName = Literal["centre", "random", "gradient", "gradcam"]
-BASELINES: tuple[str, ...] = ("centre", "random", "gradient", "gradcam")
-"""The baseline names :func:`baseline_saliency` and :func:`run_baseline` accept."""
+BASELINES: tuple[str, ...] = choices(BaselineName)
+"""The baseline names :func:`baseline_saliency` and :func:`run_baseline` accept (and the aliases
+of :data:`pipeline.options.BASELINE_ALIASES`, e.g. ``center``)."""
 
 _RANDOM_STREAM = 3000  # counter stream of the random baseline, apart from the solver's streams
 
 
 def _check_name(name: str) -> str:
-    if name not in BASELINES:
-        raise ConfigError(f"baseline {name!r} is not one of {', '.join(BASELINES)}")
-    return name
+    """The baseline's canonical name (``center`` -> ``centre``); ConfigError for an unknown one."""
+    return choice("baseline", BASELINE_ALIASES.get(name, name), BaselineName)
 
 
 def baseline_saliency(name: str, classifier: Classifier, images01: torch.Tensor, targets: torch.Tensor,
@@ -81,7 +81,7 @@ def baseline_saliency(name: str, classifier: Classifier, images01: torch.Tensor,
         image; larger = more salient. A constant map (e.g. Grad-CAM all zero after the ReLU)
         becomes all zeros.
     """
-    _check_name(name)
+    name = _check_name(name)
     if images01.dim() != 4 or images01.shape[1] != 3:
         raise ConfigError(f"images01 must have shape (B, 3, H, W); got {tuple(images01.shape)}")
     batch = images01.shape[0]
@@ -193,6 +193,7 @@ def run_baseline(name: str, source: str | Path, out: str | Path, classifier: Cla
         ImageReadError: ``source`` is missing or holds no image.
         StoreError: ``out`` exists with another configuration (pass ``overwrite=True``).
     """
+    name = _check_name(name)
     config = baseline_config(name, classifier, run)
     mask_shape = (1, *classifier.input_size)
 

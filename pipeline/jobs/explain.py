@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..solve import masks as masklib
 from ..config import SolverConfig
-from ..data import load_image
+from ..data import read_input
 from ..models import Classifier
 from ..report.render import pictures, save_pictures
 from ..solve import Perturber, SolveResult, solve
@@ -26,12 +24,6 @@ class Explanation:
     files: list[Path]
 
 
-def to_input(array, size: tuple[int, int]) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB to a ``(1, 3, *size)`` float tensor in [0, 1], resized without cropping."""
-    image = torch.from_numpy(np.array(array)).permute(2, 0, 1).float().unsqueeze(0) / 255
-    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
-
 def explain_image(path: str | Path, classifier: Classifier, config: SolverConfig, out_dir: str | Path,
                   target: int | None = None) -> Explanation:
     """Solve the mask of the image at ``path`` and write heatmap/mask/cam/perturbated PNGs to ``out_dir``.
@@ -39,7 +31,7 @@ def explain_image(path: str | Path, classifier: Classifier, config: SolverConfig
     Raises:
         ImageReadError: when the file is missing or not a readable image.
     """
-    image = to_input(load_image(path), classifier.input_size).to(classifier.device)
+    image = read_input(path, tuple(classifier.input_size))[0][None].to(classifier.device)
     targets = None if target is None else torch.tensor([target])
     result = solve(classifier, image, config, targets=targets)
     size = classifier.input_size

@@ -20,6 +20,7 @@ from ..config import SolverConfig, to_dict
 from ..data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
 from ..distributed import Shard
 from ..errors import ConfigError, DeviceMemoryError
+from ..options import Target, choice
 from ..models import Classifier
 from ..solve import SolveResult, solve
 from ..store import STATUS_OK, STATUS_SKIPPED, MaskWriter
@@ -49,15 +50,14 @@ class RunConfig:
     batch_size: int | Literal["auto"] = 8
     workers: int = 2
     limit: int | None = None
-    target: Literal["top1", "label"] = "top1"
+    target: Target = "top1"
     seed: int = 0
     progress: bool = True
     compile: bool = False
     max_pixels: int = MAX_DECODED_PIXELS
 
     def __post_init__(self) -> None:
-        if self.target not in ("top1", "label"):
-            raise ConfigError(f"--target {self.target!r} must be 'top1' or 'label'")
+        choice("target", self.target, Target)
         batch_ok = self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)
         if not batch_ok or self.workers < 0 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"--batch-size must be 'auto' or >= 1 (got {self.batch_size!r}), --workers >= 0 "

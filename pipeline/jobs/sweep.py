@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..config import override, preset
 from ..errors import ConfigError
-from ..evaluation.evaluate import EvalConfig, evaluate_store
+from ..evaluation import EvalConfig, evaluate_store
 from ..models import Classifier
 from .run import RunConfig, RunSummary, run_masks
 from ..store import MaskStore

@@ -26,6 +26,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
 from pipeline.errors import ConfigError
+from pipeline.options import choice
 
 __all__ = [
     "CausalMode",
@@ -153,7 +154,7 @@ def causal_curves(
         ``(B, n + 1)`` float32 on ``images.device``, ``n = ceil(H * W / step)``: the target's
         softmax probability (softmax taken in float32) after ``0, step, ..., H * W`` pixels moved.
     """
-    mode = _parse_mode(mode)
+    mode = choice("mode", mode, CausalMode)
     for name, value in (("step", step), ("chunk", chunk)):
         if not _is_int(value) or value < 1:
             raise ConfigError(f"{name} must be an integer >= 1; got {value!r}")
@@ -177,15 +178,6 @@ def causal_curves(
             probs = torch.softmax(forward(inputs).float(), dim=1)
             scores.append(probs.gather(1, targets[img_idx, None])[:, 0])
         return torch.cat(scores).view(b, n_points)
-
-
-def _parse_mode(mode: CausalMode | str) -> CausalMode:
-    """Return ``mode`` as a :class:`CausalMode`; raise :class:`ConfigError` naming the choices."""
-    try:
-        return CausalMode(mode)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in CausalMode)
-        raise ConfigError(f"mode must be one of {allowed}; got {mode!r}") from None
 
 
 def auc(curves: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 """One self-contained HTML page per evaluation or comparison (``perturb report``).
 
 :func:`write_report` reads one or more run folders written by
-:func:`pipeline.evaluation.evaluate.evaluate_store` and writes a single HTML file that works offline with
+:func:`pipeline.evaluation.evaluate_store` and writes a single HTML file that works offline with
 nothing beside it: plots and gallery pictures are embedded as ``data:`` URIs, the style sheet and
 the table-sorting script are inline. The page holds
 
@@ -68,7 +68,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
     """The HTML of the report on ``run_dirs`` (the first is the reference of paired differences).
 
     Args:
-        run_dirs: :func:`pipeline.evaluation.evaluate.evaluate_store` output folders, named by folder name.
+        run_dirs: :func:`pipeline.evaluation.evaluate_store` output folders, named by folder name.
         out: where the page will be written (links to the tables are relative to it).
         config: what the page shows.
         vocabulary: class names; None = ImageNet-1k's when every class index fits it.

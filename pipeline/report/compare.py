@@ -1,6 +1,6 @@
 """Compare evaluated runs side by side, with bootstrap intervals and paired differences.
 
-Each run is an output folder of :func:`pipeline.evaluation.evaluate.evaluate_store` (``per_image.parquet``,
+Each run is an output folder of :func:`pipeline.evaluation.evaluate_store` (``per_image.parquet``,
 ``summary.json`` and ``curves.npz``), named by the folder's name. :func:`compare_runs` writes one
 table (``comparison.csv``, ``comparison.md``) and ``curves.png`` (the mean curves of every run
 overlaid).
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..evaluation.evaluate import AUC_COLUMNS, curves_figure, metric_direction
+from ..evaluation import AUC_COLUMNS, curves_figure, metric_direction
 from ..names import markdown_code, markdown_text
 
 __all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_row", "RANK_METRIC"]
@@ -134,7 +134,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
     """Compare evaluated runs; write ``comparison.csv``, ``comparison.md`` and ``curves.png`` to ``out``.
 
     Args:
-        run_dirs: :func:`pipeline.evaluation.evaluate.evaluate_store` output folders; the first is the
+        run_dirs: :func:`pipeline.evaluation.evaluate_store` output folders; the first is the
             reference for paired differences. Runs are named by folder name (must be unique).
         out: output folder, created if missing.
         n_boot: bootstrap resamples per interval, ``>= 1``.

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..data import load_image
 from ..errors import StoreError
-from ..evaluation.evaluate import store_saliency
+from ..evaluation import store_saliency
 from .render import heatmap, save_pictures, to_uint8
 from ..store import MaskStore
 

@@ -18,22 +18,13 @@ from PIL import Image
 
 from ..data import ImageDataset, ImageRecord
 from ..errors import PipelineError
-from ..evaluation.evaluate import CURVES
+from ..evaluation import CURVES, new_figure, plot_curves
 
 __all__ = ["data_uri", "curves_png", "localisation_png", "Thumbnails"]
 
 
 def data_uri(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
-
-
-def _figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(rows, cols, squeeze=False)
 
 
 def _png(fig: Any, dpi: int = 80) -> str:
@@ -43,32 +34,13 @@ def _png(fig: Any, dpi: int = 80) -> str:
 
 
 def curves_png(runs: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Mean deletion/insertion curves of each run with a pointwise 95% band (mean +- 1.96 standard
-    errors over images), one panel per curve kind; None when no run has curves.
+    """:func:`pipeline.evaluation.plot_curves` of the runs that have curves; None when none has.
 
     Args:
-        runs: run name -> ``curves.npz`` content (``fraction`` ``(P,)``, curves ``(N, P)``).
+        runs: run name -> ``curves.npz`` content (``fraction`` ``(P,)``, curves ``(N, P)``), or None.
     """
     runs = {name: c for name, c in runs.items() if c is not None and any(len(c[k]) for k in CURVES)}
-    if not runs:
-        return None
-    fig, axes = _figure(1, len(CURVES), (4.0 * len(CURVES), 3.3))
-    for ax, kind in zip(axes[0], CURVES):
-        for name, curves in runs.items():
-            values = np.asarray(curves[kind], dtype=np.float64)
-            if not len(values):
-                continue
-            mean = values.mean(0)
-            half = 1.96 * values.std(0, ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0 * mean
-            line, = ax.plot(curves["fraction"], mean, label=f"{name} (n={len(values)})")
-            ax.fill_between(curves["fraction"], mean - half, mean + half, color=line.get_color(), alpha=0.15,
-                            linewidth=0)
-        better = "lower" if kind.startswith("deletion") else "higher"
-        ax.set(title=f"{kind} ({better} area is better)", xlabel="fraction of pixels moved",
-               ylabel="mean p(target)", xlim=(0, 1), ylim=(0, 1))
-        ax.title.set_fontsize(10)
-        ax.legend(fontsize=7)
-    return _png(fig)
+    return _png(plot_curves(runs)) if runs else None
 
 
 def localisation_png(tables: Mapping[str, pd.DataFrame]) -> str | None:
@@ -78,7 +50,7 @@ def localisation_png(tables: Mapping[str, pd.DataFrame]) -> str | None:
     if not tables:
         return None
     methods = list(dict.fromkeys(m for t in tables.values() for m in t["method"]))
-    fig, axes = _figure(1, len(methods), (3.6 * len(methods), 3.0))
+    fig, axes = new_figure(1, len(methods), (3.6 * len(methods), 3.0))
     for ax, method in zip(axes[0], methods):
         for name, table in tables.items():
             for kind, rows in table[table["method"] == method].groupby("kind", sort=False):
@@ -126,7 +98,7 @@ class Thumbnails:
         return {str(p): self._cache[str(p)] for p in paths}
 
     def _draw(self, paths: list[str]) -> dict[str, str | None]:
-        from ..evaluation.evaluate import store_saliency
+        from ..evaluation import store_saliency
         from .render import heatmap
         from ..store import MaskStore
 

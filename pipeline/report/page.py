@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .compare import RANK_METRIC
-from ..evaluation.diagnostics import WEAK_RATIO
-from ..evaluation.evaluate import metric_direction
+from ..evaluation import WEAK_RATIO
+from ..evaluation import metric_direction
 from ..imagenet import ClassVocabulary
 from .figures import Thumbnails, curves_png, localisation_png
 from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell

@@ -1,6 +1,6 @@
 """The numbers of a report: every table the page shows, computed from the run folders' files.
 
-A run folder is an output of :func:`pipeline.evaluation.evaluate.evaluate_store` (``per_image.parquet``,
+A run folder is an output of :func:`pipeline.evaluation.evaluate_store` (``per_image.parquet``,
 ``summary.json``, ``curves.npz``). Nothing here re-evaluates an image: means, counts and
 per-class figures are read off ``per_image.parquet`` (the same rows as ``per_image.csv``), and the
 95% intervals and paired differences are those of :func:`pipeline.report.compare.compare_runs` (the same
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row
-from ..evaluation.diagnostics import WEAK_RATIO, StrengthReport, perturbation_strength
+from ..evaluation import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
-from ..evaluation.evaluate import AUC_COLUMNS
+from ..evaluation import AUC_COLUMNS
 from ..imagenet import ClassVocabulary
 
 __all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
@@ -221,7 +221,7 @@ def localisation_table(run: RunData, intervals: pd.DataFrame) -> pd.DataFrame:
 
 
 def flagged_images(run: RunData) -> tuple[StrengthReport, pd.DataFrame]:
-    """The diagnostic of :func:`pipeline.evaluation.diagnostics.perturbation_strength` and the images it
+    """The diagnostic of :func:`pipeline.evaluation.perturbation_strength` and the images it
     flags (``p_perturbed >= WEAK_RATIO * p_original``), highest ratio first.
 
     Returns:
@@ -258,7 +258,7 @@ def gallery_picks(run: RunData, metric: str, count: int, seed: int) -> dict[str,
     has = table[np.isfinite(values.to_numpy(np.float64))]
     if not len(has):
         return {}
-    from ..evaluation.evaluate import metric_direction
+    from ..evaluation import metric_direction
 
     ordered = has.sort_values(metric, kind="stable", ascending=metric_direction(metric) != "higher")
     by_path = has.sort_values("path", kind="stable")

@@ -187,14 +187,14 @@ class _Slots:
         """Put the next images of the stream into the empty slots ``rows`` (as many as there are);
         returns how many were filled."""
         offset = 0
-        for source, source_rows, ids, masks, p_perturbed in pending.take(len(rows)):
+        for source, source_rows, ids, masks, p_zero in pending.take(len(rows)):
             target = rows[offset:offset + len(source_rows)]
             offset += len(source_rows)
             self.problem.scatter_(target, source, source_rows)
             with torch.no_grad():
                 self.masks.index_copy_(0, target, masks)
             self.ids.index_copy_(0, target, ids)
-            self.p_perturbed.index_copy_(0, target, p_perturbed)
+            self.p_perturbed.index_copy_(0, target, p_zero)
         filled = rows[:offset]
         self.optimizer.reset(filled)
         self.stop.reset(filled)

@@ -5,7 +5,7 @@ import pytest
 import skimage.data
 import torch
 
-from pipeline.jobs.explain import to_input
+from pipeline.data import to_input
 from pipeline.models import load_model
 
 
@@ -24,10 +24,10 @@ def sample(name: str) -> np.ndarray:
 @pytest.fixture(scope="session")
 def chelsea():
     """scikit-image's chelsea (an Egyptian cat, ImageNet class 285) as (1, 3, 224, 224) in [0, 1]."""
-    return to_input(sample("chelsea"), (224, 224))
+    return to_input(sample("chelsea"), (224, 224))[None]
 
 
 @pytest.fixture(scope="session")
 def eight_images(chelsea):
     names = ["coffee", "astronaut", "rocket", "chelsea", "immunohistochemistry", "colorwheel", "coins", "hubble_deep_field"]
-    return torch.cat([to_input(sample(n), (224, 224)) for n in names])
+    return torch.stack([to_input(sample(n), (224, 224)) for n in names])

@@ -11,7 +11,7 @@ from pipeline.config import override, preset
 from pipeline.solve import solve
 
 from .conftest import sample
-from pipeline.jobs.explain import to_input
+from pipeline.data import to_input
 
 extremal = pytest.importorskip("torchray.attribution.extremal_perturbation")
 
@@ -23,7 +23,7 @@ TOLERANCE = 2e-3
 @pytest.fixture(scope="module")
 def pair():
     """chelsea and coffee at 224, (2, 3, 224, 224) in [0, 1]."""
-    return torch.cat([to_input(sample(name), (224, 224)) for name in ("chelsea", "coffee")])
+    return torch.stack([to_input(sample(name), (224, 224)) for name in ("chelsea", "coffee")])
 
 
 def test_extremal_preset_gives_torchrays_masks(classifier, pair):
