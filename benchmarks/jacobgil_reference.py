@@ -1,7 +1,7 @@
 """jacobgil's per-image loop, rewritten on its own, and the ``jacobgil`` presets checked against it.
 
 jacobgil/pytorch-explain-black-box (``explain.py``) explains one image at a time. Its loop, as
-DESIGN section 2.1 describes it, is rewritten here from that description in plain torch: nothing
+docs/method.md describes it, is rewritten here from that description in plain torch: nothing
 is imported from that repository or from ``pipeline``'s solver, masks or perturbations, so the
 comparison below checks the project's batched solver against an independent statement of the same
 algorithm:

@@ -2,7 +2,7 @@
 game against TorchRay, one image at a time, on the same saliency maps.
 
 Deletion and insertion (``pipeline.evaluation.causal_batch``, batched over images and steps) against
-Quantus 0.6's ``PixelFlipping``, configured to the project's protocol (DESIGN section 3.1):
+Quantus 0.6's ``PixelFlipping``, configured to the project's protocol (docs/metrics.md):
 
 * score: the softmax probability of the store's target (``softmax=True``);
 * ``features_in_step = 3 * step``: Quantus counts each colour channel as a feature, and the map is

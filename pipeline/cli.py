@@ -44,6 +44,8 @@ BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Ima
                                                  "(default: 8).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Image-decoding processes, 0 = "
                                                    "in this process (default: 2).")]
+DataArg = Annotated[Path, typer.Argument(help="Images: an ImageNet-style folder root/<wnid>/..., a flat folder, "
+                                        "or a text file of paths.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (sorted by path).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another "
                                             "configuration.")]
@@ -174,7 +176,7 @@ def presets() -> None:
 @app.command()
 @_fail_cleanly
 def masks(
-    data: Annotated[Path, typer.Argument(help="ImageNet-style folder root/<wnid>/..., a flat folder, or a text file of paths.")],
+    data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("masks.h5"),
     model: ModelOpt = "efficientnet_lite0",
     preset: PresetOpt = DEFAULT_PRESET,
@@ -338,7 +340,7 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
 @_fail_cleanly
 def baseline(
     name: Annotated[BaselineChoice, typer.Argument(help="The baseline saliency method.")],
-    data: Annotated[Path, typer.Argument(help="Image folder or file list, as for `perturb masks`.")],
+    data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
     batch_size: BatchOpt = None,
@@ -434,7 +436,7 @@ def compare(
 @app.command()
 @_fail_cleanly
 def sweep(
-    data: Annotated[Path, typer.Argument(help="Image folder or file list.")],
+    data: DataArg,
     preset_: Annotated[list[str], typer.Option("--preset", "-p", help="A variant to run (repeatable); the first is the reference.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder: one sub-folder per preset and the comparison.")] = Path("results/sweep"),
     model: ModelOpt = "efficientnet_lite0",

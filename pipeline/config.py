@@ -86,12 +86,14 @@ class MaskConfig:
     """
 
     size: int = 28
+    # how the grid maps to the input
     upsample: MaskUpsample = "bilinear"
     smooth_sigma: float = 5.0
-    init: MaskInit = "ones"
-    jitter: int = 0
     step: int = 7
     coldness: float = 20.0
+    # where the optimisation starts, and the input's random shifts
+    init: MaskInit = "ones"
+    jitter: int = 0
     flip: bool = False
 
     def __post_init__(self) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The acceptance runs behind the README's tables, on the development data (not shipped).
+# The acceptance runs behind results/README.md's tables, on the development data (not shipped).
 # CPU-sized by default: 16 images, 100 iterations. On a GPU: LIMIT=100 ITERATIONS= (each preset's
 # own length) BATCH=64. P is the perturb command; OUT the results folder.
 set -euo pipefail

@@ -1,7 +1,7 @@
 """Run-level diagnostics read off a store's per-image table.
 
 The main one is *perturbation strength*: a mask can only delete what its perturbation removes. If
-the fully perturbed image still scores high (DESIGN section 6: jacobgil's blur keeps
+the fully perturbed image still scores high (docs/method.md: jacobgil's blur keeps
 EfficientNet-Lite0's cat at p = 0.48 of 0.77), the solver cannot succeed however long it runs.
 """
 

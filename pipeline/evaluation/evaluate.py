@@ -2,7 +2,7 @@
 
 :func:`evaluate_store` reads a store written by :func:`pipeline.jobs.run.run_masks` or
 :func:`pipeline.jobs.baselines.run_baseline`, re-reads its images, and writes a per-image table, a
-summary, the full curves and plots to an output folder. The protocols are DESIGN sections 3.1-3.3;
+summary, the full curves and plots to an output folder. The protocols are in docs/metrics.md;
 every choice is also recorded in ``summary.json`` (``settings``).
 
 **Saliency** (:func:`store_saliency`): a solver store's masks go through

@@ -30,7 +30,7 @@ class EvalConfig:
         batch_size: images read and evaluated together.
         workers: image-decoding processes (0 = in this process).
         blur_kernel, blur_sigma: the blur substrate (RISE: 11, 5).
-        value_alphas, energy_alphas, mean_alphas: thresholds per method (DESIGN 3.2; the paper's
+        value_alphas, energy_alphas, mean_alphas: thresholds per method (docs/metrics.md; the paper's
             0.10 / 0.95 / 0.5 are included by default, with a few more to show sensitivity).
         box_kinds: ``tight`` (the authors' code) and/or ``component`` (largest connected component).
         tolerance: pointing-game tolerance in original-frame pixels (Zhang et al.: 15).

@@ -1,4 +1,4 @@
-"""Ground-truth boxes in the original image's pixel frame (DESIGN section 4).
+"""Ground-truth boxes in the original image's pixel frame (docs/metrics.md).
 
 Two sources: a folder of ImageNet / PASCAL VOC XML files (``bbox/<stem>.xml``) and Kaggle's
 ``LOC_val_solution.csv``. Both give ``(xmin, ymin, xmax, ymax)`` in the original image's pixels;

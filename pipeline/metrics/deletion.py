@@ -11,7 +11,7 @@ The protocol follows ``eclique/RISE`` ``evaluation.py`` (``CausalMetric``):
   target class after ``0, step, 2 * step, ...`` pixels were moved (the last step may be partial);
 * the area under the curve is the trapezoid rule on ``[0, 1]`` (:func:`auc`).
 
-Substrates (DESIGN section 3.1): deletion uses :func:`zero_substrate` (mean grey), insertion uses
+Substrates (RISE's protocol, docs/metrics.md): deletion uses :func:`zero_substrate` (mean grey), insertion uses
 :func:`blur_substrate`. Everything here is a pure function of tensors; nothing is printed.
 """
 

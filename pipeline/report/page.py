@@ -21,6 +21,7 @@ from ..evaluation import WEAK_RATIO
 from ..evaluation import metric_direction
 from ..imagenet import ClassVocabulary
 from .figures import Thumbnails, curves_png, localisation_png
+from .provenance import flatten, plain, provenance_section, store_path
 from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell
 from .tables import (
     GALLERY_METRICS,
@@ -31,7 +32,6 @@ from .tables import (
     flagged_images,
     gallery_picks,
     localisation_table,
-    preset_of,
     ranking,
     verdict,
 )
@@ -45,11 +45,11 @@ def build_page(runs: Sequence[RunData], intervals: pd.DataFrame, out_path: Path,
                extra_files: Sequence[Path] = ()) -> str:
     """The report's HTML (see :func:`pipeline.report.build_report`)."""
     multi = len(runs) > 1
-    thumbs = {run.name: Thumbnails(_store_path(run), data_root or run.settings.get("data_root"), config.thumb)
+    thumbs = {run.name: Thumbnails(store_path(run), data_root or run.settings.get("data_root"), config.thumb)
               for run in runs}
     loc = {run.name: localisation_table(run, intervals) for run in runs}
     parts = [
-        ("provenance", "Provenance", _provenance(runs)),
+        ("provenance", "Provenance", provenance_section(runs)),
         ("summary", "Summary", _summary(runs, intervals, config)),
     ]
     if multi:
@@ -85,11 +85,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _mtime(path: Path) -> str:
-    stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc)
-    return stamp.isoformat(timespec="seconds")
-
-
 def _footer() -> str:
     from .. import __version__
 
@@ -106,139 +101,12 @@ def _footer() -> str:
             "no script or style sheet from elsewhere. Click a column header to sort a table.")
 
 
-def _store_path(run: RunData) -> Path | None:
-    """The run's mask store: next to its report files when there (a moved folder), else the
-    path recorded at evaluation."""
-    recorded = run.settings.get("store")
-    if recorded:
-        beside = run.folder / Path(str(recorded)).name
-        if beside.is_file():
-            return beside
-        return Path(str(recorded))
-    beside = run.folder / "masks.h5"
-    return beside if beside.is_file() else None
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and not value and not prefix:
-        return {}
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    if value is None:
-        return "–"
-    return str(value)
-
-
 def _run_heading(run: RunData, multi: bool) -> str:
     return f"<h3>{esc(run.name)}</h3>" if multi else ""
 
 
 def _img(uri: str | None, alt: str) -> str:
     return f'<img class="plot" src="{uri}" alt="{esc(alt)}">' if uri else '<p class="note">(nothing to plot)</p>'
-
-
-# --------------------------------------------------------------------------------------------
-# provenance
-
-
-def _store_facts(run: RunData) -> dict[str, Any]:
-    path = _store_path(run)
-    facts: dict[str, Any] = {"store.path": str(path) if path else None}
-    if path is None or not path.is_file():
-        facts["store.note"] = "mask store not found (galleries show no pictures)"
-        return facts
-    from ..errors import PipelineError
-    from ..store import MaskStore
-
-    try:
-        with MaskStore(path) as store:
-            attrs = store.attrs
-    except PipelineError as error:
-        facts["store.note"] = f"cannot read: {error}"
-        return facts
-    for key in ("created", "run_key", "source", "shard", "schema_version"):
-        if key in attrs:
-            facts[f"store.{key}"] = attrs[key]
-    versions = attrs.get("versions")
-    if isinstance(versions, dict):
-        facts.update({f"versions.{k}": v for k, v in versions.items()})
-    return facts
-
-
-def _provenance_rows(run: RunData) -> dict[str, Any]:
-    settings = dict(run.settings)
-    store_config = settings.pop("store_config", {}) or {}
-    rows: dict[str, Any] = {
-        "run folder": str(run.folder),
-        "model": settings.pop("model", store_config.get("model")),
-        "method / preset": preset_of(store_config) or "–",
-        "target": store_config.get("target"),
-        "data source (images)": settings.pop("data_root", None),
-        "boxes": settings.pop("boxes", None),
-        "per_image.parquet file time": _mtime(run.folder / "per_image.parquet"),
-    }
-    rows.update(_store_facts(run))
-    rows.update({f"counts.{k}": v for k, v in _flatten(run.summary.get("counts") or {}).items()})
-    rows.update({f"config.{k}": v for k, v in _flatten(store_config).items()})
-    rows.update({f"evaluation.{k}": v for k, v in _flatten(settings).items()})
-    return rows
-
-
-_HEADLINE = ("run folder", "model", "method / preset", "target", "data source (images)", "boxes",
-             "per_image.parquet file time", "store.path", "store.created", "store.run_key", "store.note")
-
-
-def _image_counts(run: RunData) -> dict[str, int]:
-    """Rows, ok, evaluated and every reason an image was skipped, read off the per-image table."""
-    table = run.table
-    counts = {"rows in the store": len(table), "ok in the store": int((table["status"] == "ok").sum()),
-              "evaluated": int((table["eval_status"] == "ok").sum())}
-    skipped = table[table["status"] != "ok"]
-    for reason, n in skipped["reason"].fillna("").astype(str).replace("", "(no reason)").value_counts().items():
-        counts[f"skipped in the store: {reason}"] = int(n)
-    other = table[(table["status"] == "ok") & (table["eval_status"] != "ok")]
-    for status, n in other["eval_status"].astype(str).value_counts().items():
-        counts[f"not evaluated: {status}"] = int(n)
-    if "loc_status" in table:
-        evaluated = table[table["eval_status"] == "ok"]
-        for status, n in evaluated["loc_status"].fillna("(none)").astype(str).value_counts().items():
-            counts[f"localisation: {status}"] = int(n)
-    return counts
-
-
-def _provenance(runs: Sequence[RunData]) -> str:
-    headers = ["entry", *[run.name for run in runs]]
-    counts = {run.name: _image_counts(run) for run in runs}
-    images = Table("images", headers, "Images per run: counts and reasons for skipping (from per_image)")
-    for key in dict.fromkeys(k for c in counts.values() for k in c):
-        images.add([text_cell(key), *[num_cell(counts[run.name].get(key, 0), col=run.name, digits=0)
-                                      for run in runs]], key=key)
-    facts = {run.name: _provenance_rows(run) for run in runs}
-    keys = list(dict.fromkeys(k for f in facts.values() for k in f))
-    main = Table("provenance", headers, "What each run was made from and with")
-    full = Table("settings", headers, "Every setting, flattened (rows whose values differ between runs are "
-                 "marked)")
-    for key in keys:
-        values = [_plain(facts[run.name].get(key)) for run in runs]
-        table = main if key in _HEADLINE or key.startswith("versions.") else full
-        table.add([text_cell(key)] + [text_cell(v, "path" if len(v) > 40 else "") for v in values], key=key)
-        if len(runs) > 1 and len(set(values)) > 1:
-            table.rows[-1] = table.rows[-1].replace("<tr ", '<tr class="differs" ', 1)
-    configs = "".join(
-        f"<details><summary>Full configuration of {esc(run.name)} (JSON)</summary>"
-        f"<pre>{esc(json.dumps(run.settings.get('store_config', {}), indent=2, sort_keys=True))}</pre></details>"
-        for run in runs)
-    return (main.html() + images.html() + f"<details><summary>All settings ({len(full.rows)} rows)</summary>"
-            f"{full.html()}</details>" + configs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,8 +407,8 @@ def _extra_entries(runs: Sequence[RunData]) -> str:
         return ""
     table = Table("extra", ["run", "entry", "value"])
     for name, entries in rows.items():
-        for key, value in _flatten(entries).items():
+        for key, value in flatten(entries).items():
             table.add([text_cell(name), text_cell(key),
                        num_cell(value, key) if isinstance(value, (int, float)) and not isinstance(value, bool)
-                       else text_cell(_plain(value), "path")], run=name, key=key)
+                       else text_cell(plain(value), "path")], run=name, key=key)
     return table.html()

@@ -2,7 +2,7 @@
 
 With early stopping, :func:`pipeline.solve.solver.solve` keeps a batch until its slowest image stops, and
 shrinks it in power-of-two steps; on a GPU that cost time, as every new batch shape costs seconds
-of planning (README, Performance). :func:`solve_stream` instead keeps ``S`` slots busy: when an
+of planning (benchmarks/README.md, `early_stop.py`). :func:`solve_stream` instead keeps ``S`` slots busy: when an
 image stops (its window mean stopped improving, or it ran ``optim.iterations``) its result is given
 out and the next image of the stream takes its slot. The batch keeps its shape while images wait;
 after that the slots shrink in powers of two, as ``solve``'s batch does.

@@ -1,7 +1,9 @@
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.store import MaskStore
 
 from .conftest import sample
 
@@ -20,6 +22,26 @@ def test_explain_writes_the_four_pictures_and_reports(tmp_path):
     assert "Egyptian cat" in result.output
     for line in ("p original", "p perturbed", "p final"):
         assert line in result.output
+
+
+def test_explain_and_masks_give_one_image_the_same_input(tmp_path):
+    # Both commands read a file through pipeline.data.read_input (JPEG draft decoding, then one
+    # resize), so the model sees the same pixels: the same probability before any perturbation.
+    folder = tmp_path / "images" / "n02124075"
+    folder.mkdir(parents=True)
+    image = folder / "chelsea.jpg"
+    big = Image.fromarray(sample("chelsea")).resize((1804, 1200))  # large enough for draft decoding
+    big.save(image, quality=90)
+    explained = runner.invoke(app, ["explain", str(image), "-n", "1", "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert explained.exit_code == 0, explained.output
+    p_explain = float(next(line for line in explained.output.splitlines() if line.startswith("p original")).split()[2])
+    store = tmp_path / "m.h5"
+    solved = runner.invoke(app, ["masks", str(tmp_path / "images"), "--out", str(store), "-n", "1", "--workers", "0",
+                                 "--device", "cpu"])
+    assert solved.exit_code == 0, solved.output
+    with MaskStore(store) as opened:
+        p_masks = float(opened.column("p_original")[0])
+    assert p_explain == pytest.approx(p_masks, abs=1e-4)
 
 
 def test_explain_with_named_target(tmp_path):

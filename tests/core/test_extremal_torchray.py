@@ -10,8 +10,7 @@ from pipeline.solve import masks as masklib
 from pipeline.config import override, preset
 from pipeline.solve import solve
 
-from .conftest import sample
-from pipeline.data import to_input
+from .conftest import sample_input
 
 extremal = pytest.importorskip("torchray.attribution.extremal_perturbation")
 
@@ -23,7 +22,7 @@ TOLERANCE = 2e-3
 @pytest.fixture(scope="module")
 def pair():
     """chelsea and coffee at 224, (2, 3, 224, 224) in [0, 1]."""
-    return torch.stack([to_input(sample(name), (224, 224)) for name in ("chelsea", "coffee")])
+    return torch.stack([sample_input(name) for name in ("chelsea", "coffee")])
 
 
 def test_extremal_preset_gives_torchrays_masks(classifier, pair):

@@ -6,7 +6,7 @@ from pipeline.solve.problem import shift
 
 
 def test_blur_solve_deletes_the_cat(classifier, chelsea):
-    # DESIGN 6: against a sigma-10 blur without noise the cat can be deleted (0.77 -> 0.003 in 200 its).
+    # docs/method.md: against a sigma-10 blur without noise the cat can be deleted (0.77 -> 0.003 in 200 its).
     config = override(preset("blur"), ["optim.iterations=100"])
     result = solve(classifier, chelsea, config)
     assert int(result.targets[0]) == 285  # Egyptian cat

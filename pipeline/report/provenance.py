@@ -1,0 +1,141 @@
+"""The report's provenance section: for each run, where its numbers come from (run folder, model,
+method, data, store and its configuration, files and their times) and how many images it counts."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+
+from .markup import Table, esc, num_cell, text_cell
+from .tables import RunData, preset_of
+
+
+def mtime(path: Path) -> str:
+    stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc)
+    return stamp.isoformat(timespec="seconds")
+
+
+def store_path(run: RunData) -> Path | None:
+    """The run's mask store: next to its report files when there (a moved folder), else the
+    path recorded at evaluation."""
+    recorded = run.settings.get("store")
+    if recorded:
+        beside = run.folder / Path(str(recorded)).name
+        if beside.is_file():
+            return beside
+        return Path(str(recorded))
+    beside = run.folder / "masks.h5"
+    return beside if beside.is_file() else None
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and not value and not prefix:
+        return {}
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def plain(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def _store_facts(run: RunData) -> dict[str, Any]:
+    path = store_path(run)
+    facts: dict[str, Any] = {"store.path": str(path) if path else None}
+    if path is None or not path.is_file():
+        facts["store.note"] = "mask store not found (galleries show no pictures)"
+        return facts
+    from ..errors import PipelineError
+    from ..store import MaskStore
+
+    try:
+        with MaskStore(path) as store:
+            attrs = store.attrs
+    except PipelineError as error:
+        facts["store.note"] = f"cannot read: {error}"
+        return facts
+    for key in ("created", "run_key", "source", "shard", "schema_version"):
+        if key in attrs:
+            facts[f"store.{key}"] = attrs[key]
+    versions = attrs.get("versions")
+    if isinstance(versions, dict):
+        facts.update({f"versions.{k}": v for k, v in versions.items()})
+    return facts
+
+
+def _provenance_rows(run: RunData) -> dict[str, Any]:
+    settings = dict(run.settings)
+    store_config = settings.pop("store_config", {}) or {}
+    rows: dict[str, Any] = {
+        "run folder": str(run.folder),
+        "model": settings.pop("model", store_config.get("model")),
+        "method / preset": preset_of(store_config) or "–",
+        "target": store_config.get("target"),
+        "data source (images)": settings.pop("data_root", None),
+        "boxes": settings.pop("boxes", None),
+        "per_image.parquet file time": mtime(run.folder / "per_image.parquet"),
+    }
+    rows.update(_store_facts(run))
+    rows.update({f"counts.{k}": v for k, v in flatten(run.summary.get("counts") or {}).items()})
+    rows.update({f"config.{k}": v for k, v in flatten(store_config).items()})
+    rows.update({f"evaluation.{k}": v for k, v in flatten(settings).items()})
+    return rows
+
+
+_HEADLINE = ("run folder", "model", "method / preset", "target", "data source (images)", "boxes",
+             "per_image.parquet file time", "store.path", "store.created", "store.run_key", "store.note")
+
+
+def _image_counts(run: RunData) -> dict[str, int]:
+    """Rows, ok, evaluated and every reason an image was skipped, read off the per-image table."""
+    table = run.table
+    counts = {"rows in the store": len(table), "ok in the store": int((table["status"] == "ok").sum()),
+              "evaluated": int((table["eval_status"] == "ok").sum())}
+    skipped = table[table["status"] != "ok"]
+    for reason, n in skipped["reason"].fillna("").astype(str).replace("", "(no reason)").value_counts().items():
+        counts[f"skipped in the store: {reason}"] = int(n)
+    other = table[(table["status"] == "ok") & (table["eval_status"] != "ok")]
+    for status, n in other["eval_status"].astype(str).value_counts().items():
+        counts[f"not evaluated: {status}"] = int(n)
+    if "loc_status" in table:
+        evaluated = table[table["eval_status"] == "ok"]
+        for status, n in evaluated["loc_status"].fillna("(none)").astype(str).value_counts().items():
+            counts[f"localisation: {status}"] = int(n)
+    return counts
+
+
+def provenance_section(runs: Sequence[RunData]) -> str:
+    headers = ["entry", *[run.name for run in runs]]
+    counts = {run.name: _image_counts(run) for run in runs}
+    images = Table("images", headers, "Images per run: counts and reasons for skipping (from per_image)")
+    for key in dict.fromkeys(k for c in counts.values() for k in c):
+        images.add([text_cell(key), *[num_cell(counts[run.name].get(key, 0), col=run.name, digits=0)
+                                      for run in runs]], key=key)
+    facts = {run.name: _provenance_rows(run) for run in runs}
+    keys = list(dict.fromkeys(k for f in facts.values() for k in f))
+    main = Table("provenance", headers, "What each run was made from and with")
+    full = Table("settings", headers, "Every setting, flattened (rows whose values differ between runs are "
+                 "marked)")
+    for key in keys:
+        values = [plain(facts[run.name].get(key)) for run in runs]
+        table = main if key in _HEADLINE or key.startswith("versions.") else full
+        table.add([text_cell(key)] + [text_cell(v, "path" if len(v) > 40 else "") for v in values], key=key)
+        if len(runs) > 1 and len(set(values)) > 1:
+            table.rows[-1] = table.rows[-1].replace("<tr ", '<tr class="differs" ', 1)
+    configs = "".join(
+        f"<details><summary>Full configuration of {esc(run.name)} (JSON)</summary>"
+        f"<pre>{esc(json.dumps(run.settings.get('store_config', {}), indent=2, sort_keys=True))}</pre></details>"
+        for run in runs)
+    return (main.html() + images.html() + f"<details><summary>All settings ({len(full.rows)} rows)</summary>"
+            f"{full.html()}</details>" + configs)
