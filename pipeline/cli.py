@@ -167,7 +167,7 @@ def presets() -> None:
         p, o, m, opt = config.perturbation, config.objective, config.mask, config.optim
         areas = f" areas={list(o.areas)}" if o.areas else ""
         typer.echo(
-            f"{name:10s} {p.kind:15s} game={o.game} score={o.score} l1={o.l1_coeff}({o.l1_reduction}) "
+            f"{name:13s} {p.kind:16s} game={o.game} score={o.score} l1={o.l1_coeff}({o.l1_reduction}) "
             f"tv={o.tv_coeff}^{o.tv_beta} noise={o.noise_std} mask={m.size}/{m.upsample}/{m.init} "
             f"jitter={m.jitter} {opt.optimizer} lr={opt.lr} it={opt.iterations}{areas}"
         )

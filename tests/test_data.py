@@ -12,7 +12,7 @@ import skimage.data
 import torch
 from PIL import Image
 
-from pipeline import data
+from pipeline.data import decode
 from pipeline.data import ImageDataset, ImageRecord, decode_image, discover, load_image, make_loader
 from pipeline.errors import ConfigError, ImageReadError
 
@@ -253,7 +253,7 @@ def test_huge_jpeg_decodes_at_reduced_scale_without_bomb_errors(zoo, zoo_items):
 
 
 def test_more_decoded_pixels_than_the_limit_is_too_large(zoo, monkeypatch):
-    monkeypatch.setattr(data, "MAX_DECODED_PIXELS", 1000)
+    monkeypatch.setattr(decode, "MAX_DECODED_PIXELS", 1000)  # the module that reads it
     with pytest.raises(ImageReadError, match="MAX_DECODED_PIXELS") as caught:
         decode_image(zoo / "huge.jpg", draft_size=(448, 448))
     assert caught.value.reason == "too large"

@@ -141,7 +141,7 @@ def _label(
     """Attach labels from the parent folder name of each relpath (-1 when none or unknown)."""
     needs_labels = any("/" in relpath for _, relpath in pairs)
     if needs_labels and vocabulary is None:
-        from .imagenet import imagenet_vocabulary  # timm import, only when folders need labels
+        from ..imagenet import imagenet_vocabulary  # timm import, only when folders need labels
 
         vocabulary = imagenet_vocabulary()
     index = vocabulary.index_of_wnid if needs_labels and vocabulary is not None else {}

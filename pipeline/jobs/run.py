@@ -275,7 +275,7 @@ def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier:
                     run: RunConfig) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
     """Rows and masks of the loader's images through :func:`pipeline.solve.stream.solve_stream`, as they
     finish; unreadable (or, for ``--target label``, unlabelled) images are given out unsolved."""
-    from ..solve import StreamBatch, solve_stream
+    from ..solve.stream import StreamBatch, solve_stream
 
     k = solver.objective.masks_per_image
     waiting: dict[int, dict[str, Any]] = {}  # dataset index -> its row, while its image is solved
