@@ -228,6 +228,7 @@ def causal_batch(classifier: Classifier, images01: torch.Tensor, saliency: torch
     return {name: causal_curves(forward, x, saliency, targets, substrate, mode, config.step, config.chunk)
             for name, (substrate, mode) in plan.items()}
 
+
 def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, ImageBoxes],
                   classifier: Classifier, config: EvalConfig, game: PointingGame) -> dict[str, Any]:
     """Localisation columns of one image: heat ``(H, W)`` at input size -> the original frame."""
