@@ -24,6 +24,7 @@ Game = Literal["delete", "preserve"]
 Score = Literal["prob", "logit", "top5"]
 Reduction = Literal["mean", "sum"]
 Optimizer = Literal["adam", "sgd"]
+Schedule = Literal["constant", "cosine"]
 Precision = Literal["fp32", "bf16"]
 Constant = Literal["mean", "zero"]
 Padding = Literal["reflect", "zero"]
@@ -157,6 +158,10 @@ class OptimConfig:
     with momentum (extremal perturbation; TorchRay also damps it: ``dampening`` = momentum, so each
     gradient enters the velocity at a tenth of its size after the first step).
 
+    ``schedule``: ``constant`` (``lr`` throughout) or ``cosine``: iteration ``t`` of ``T =
+    iterations`` steps with ``lr * (1 + cos(pi t / T)) / 2``, large first steps that shrink to
+    nothing by the last (:func:`pipeline.solve.solver.lr_scale`).
+
     Early stopping, per image (off when ``stop_window`` is 0): the objective is averaged over
     windows of ``stop_window`` iterations, and an image stops at the end of a window whose mean
     improved on the previous window's by at most ``stop_tol * max(|previous mean|, 1e-3)``; it
@@ -173,9 +178,11 @@ class OptimConfig:
     stop_window: int = 0
     stop_tol: float = 0.01
     dampening: float = 0.0
+    schedule: Schedule = "constant"
 
     def __post_init__(self) -> None:
         choice("optim.optimizer", self.optimizer, Optimizer)
+        choice("optim.schedule", self.schedule, Schedule)
         if not 0 <= self.dampening < 1:
             raise ConfigError(f"optim.dampening must lie in [0, 1), got {self.dampening}")
         if self.iterations < 1 or self.lr <= 0:
@@ -345,7 +352,7 @@ def to_dict(config: SolverConfig) -> dict[str, Any]:
 _QUIET_DEFAULTS: dict[str, dict[str, Any]] = {
     "perturbation": {"truncate": 3.0, "padding": "reflect", "interpolation": "hat"},
     "mask": {"flip": False},
-    "optim": {"dampening": 0.0},
+    "optim": {"dampening": 0.0, "schedule": "constant"},
 }
 
 

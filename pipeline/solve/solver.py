@@ -15,6 +15,7 @@ streams :mod:`pipeline.solve.random`; the early-stopping rule :mod:`pipeline.sol
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -105,6 +106,9 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
     last_loss = torch.zeros(batch, device=device)
     for iteration in range(optim.iterations):
         loss = objective(active, masks, iteration)
+        if optim.schedule != "constant":
+            for group in optimizer.param_groups:
+                group["lr"] = optim.lr * lr_scale(iteration, optim)
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()  # a sum, so each image's gradient is independent of the batch size
         optimizer.step()
@@ -138,6 +142,17 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
     p_final, area, tv = final_scores(problem, final)
     return SolveResult(final, problem.targets, problem.p_original, p_perturbed(problem), p_final, last_loss, area,
                        tv, iterations)
+
+
+def lr_scale(step: int | torch.Tensor, optim: OptimConfig) -> float | torch.Tensor:
+    """The factor on ``optim.lr`` at (0-based) ``step``: 1 for the constant schedule; for the cosine
+    one ``(1 + cos(pi step / T)) / 2`` with ``T = optim.iterations``. ``step`` is an int, or a
+    float64 tensor of per-row counts (:class:`pipeline.solve.stream.RowOptimizer`)."""
+    if optim.schedule == "constant":
+        return 1.0
+    if torch.is_tensor(step):
+        return (1 + torch.cos(step * (math.pi / optim.iterations))) / 2
+    return (1 + math.cos(step * (math.pi / optim.iterations))) / 2
 
 
 def make_optimizer(masks: torch.Tensor, optim: OptimConfig) -> torch.optim.Optimizer:

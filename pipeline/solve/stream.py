@@ -24,7 +24,7 @@ import torch
 from ..config import OptimConfig, SolverConfig
 from ..models import Classifier
 from .problem import Problem, final_scores, initial_masks, objective, p_perturbed
-from .solver import SolveResult
+from .solver import SolveResult, lr_scale
 from .stopping import WindowStop, shrunk_rows
 
 __all__ = ["StreamBatch", "solve_stream"]
@@ -57,21 +57,23 @@ class RowOptimizer:
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor) -> None:
-        lr = self.optim.lr
+        shape = (-1,) + (1,) * (self.masks.dim() - 1)
+        scale = lr_scale(self.steps, self.optim)  # each row at its own step of the schedule (1.0: constant)
+        self.steps += 1
         if self.optim.optimizer == "sgd":  # a zero buffer makes the first step plain SGD, as torch's
             if self.optim.dampening:  # torch damps every step but a row's first, which copies the gradient
-                self.steps += 1
-                first_step = (self.steps == 1).view((-1,) + (1,) * (self.masks.dim() - 1))
+                first_step = (self.steps == 1).view(shape)
                 self.first.mul_(self.optim.momentum).add_(grad, alpha=1 - self.optim.dampening)
                 self.first = torch.where(first_step, grad, self.first)
             else:
                 self.first.mul_(self.optim.momentum).add_(grad)
-            self.masks.add_(self.first, alpha=-lr)
+            if torch.is_tensor(scale):
+                self.masks.sub_((self.optim.lr * scale).float().view(shape) * self.first)
+            else:
+                self.masks.add_(self.first, alpha=-self.optim.lr)
             return
         beta1, beta2 = self.betas
-        self.steps += 1
-        shape = (-1,) + (1,) * (self.masks.dim() - 1)
-        step_size = (lr / (1 - beta1 ** self.steps)).float().view(shape)
+        step_size = (self.optim.lr * scale / (1 - beta1 ** self.steps)).float().view(shape)
         correction2_sqrt = (1 - beta2 ** self.steps).sqrt().float().view(shape)
         self.first.lerp_(grad, 1 - beta1)
         self.second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

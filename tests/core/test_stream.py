@@ -1,5 +1,7 @@
 """Continuous batching: slots refilled as images stop give each image its solo result."""
 
+import math
+
 import pytest
 import torch
 
@@ -45,12 +47,14 @@ def test_streamed_images_follow_their_own_trajectories(classifier, eight_images)
         assert int(results[i]["target"]) == int(reference.targets[0])
 
 
-def test_stream_without_waiting_images_shrinks_like_solve(classifier, eight_images):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_stream_without_waiting_images_shrinks_like_solve(classifier, eight_images, schedule):
     # One batch of 3 in 3 slots: nothing waits, so the stream shrinks its slots as images stop, to
     # the powers of two solve() cuts its batch to, at the same iterations. So every image gets
     # exactly what solve() with early stopping gives it.
     images, seeds = eight_images[[3, 0, 2]], torch.tensor([10, 11, 12])
-    config = override(preset("paper"), ["optim.iterations=40", "optim.stop_window=10", "optim.stop_tol=0.2"])
+    config = override(preset("paper"), ["optim.iterations=40", "optim.stop_window=10", "optim.stop_tol=0.2",
+                                        f"optim.schedule={schedule}"])
     reference = solve(classifier, images, config, seeds=seeds)
     assert len(set(reference.iterations.tolist())) > 1  # images stop at different times: it shrinks
     got = {}
@@ -82,32 +86,43 @@ def test_stream_with_several_masks_per_image(classifier, eight_images):
         torch.testing.assert_close(results[i][2], reference.p_final[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
 @pytest.mark.parametrize("kind", ["adam", "sgd"])
-def test_row_optimizer_steps_like_torch_and_restarts_rows(kind):
-    # Rows 0 and 1 run 3 steps; then row 1 restarts and must follow a fresh optimizer again.
+def test_row_optimizer_steps_like_torch_and_restarts_rows(kind, schedule):
+    # Rows 0 and 1 run 3 steps; then row 1 restarts and must follow a fresh optimizer again (its
+    # schedule restarting too). The torch reference sets each step's lr by hand: 0.1 (1 + cos(pi t / 5)) / 2.
     torch.manual_seed(0)
-    config = override(preset("paper"), [f"optim.optimizer={kind}", "optim.lr=0.1", "optim.momentum=0.9"]).optim
+    config = override(preset("paper"), [f"optim.optimizer={kind}", "optim.lr=0.1", "optim.momentum=0.9",
+                                        f"optim.schedule={schedule}", "optim.iterations=5"]).optim
     start = torch.rand(2, 1, 4, 4)
     grads = [torch.randn(2, 1, 4, 4) for _ in range(5)]
     mine = start.clone()
     rows = RowOptimizer(mine, config)
     reference = start.clone().requires_grad_(True)
-    torch_optimizer = torch.optim.Adam([reference], lr=0.1) if kind == "adam" else \
-        torch.optim.SGD([reference], lr=0.1, momentum=0.9)
-    for grad in grads[:3]:
+
+    def torch_optimizer_of(tensor):
+        return torch.optim.Adam([tensor], lr=0.1) if kind == "adam" else torch.optim.SGD([tensor], lr=0.1, momentum=0.9)
+
+    def step(optimizer, t):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.1 * ((1 + math.cos(math.pi * t / 5)) / 2 if schedule == "cosine" else 1.0)
+        optimizer.step()
+
+    torch_optimizer = torch_optimizer_of(reference)
+    for t, grad in enumerate(grads[:3]):
         rows.step(grad)
         reference.grad = grad.clone()
-        torch_optimizer.step()
+        step(torch_optimizer, t)
     torch.testing.assert_close(mine, reference.detach(), atol=1e-6, rtol=1e-6)
     rows.reset(torch.tensor([1]))
     fresh = mine[1:].clone().requires_grad_(True)
-    fresh_optimizer = torch.optim.Adam([fresh], lr=0.1) if kind == "adam" else torch.optim.SGD([fresh], lr=0.1, momentum=0.9)
-    for grad in grads[3:]:
+    fresh_optimizer = torch_optimizer_of(fresh)
+    for t, grad in enumerate(grads[3:]):
         rows.step(grad)
         reference.grad = grad.clone()
-        torch_optimizer.step()
+        step(torch_optimizer, 3 + t)
         fresh.grad = grad[1:].clone()
-        fresh_optimizer.step()
+        step(fresh_optimizer, t)
     torch.testing.assert_close(mine[0], reference.detach()[0], atol=1e-6, rtol=1e-6)  # row 0 carried on
     torch.testing.assert_close(mine[1:], fresh.detach(), atol=1e-6, rtol=1e-6)  # row 1 started afresh
 
