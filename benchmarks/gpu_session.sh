@@ -61,15 +61,17 @@ if [ -n "${QUICK:-}" ]; then
   F="--iterations 2 --warmup 1 --per-image-images 1 --batch-sizes 2 --models efficientnet_lite0"
   T="--images 3 --batch 3 --iterations 4 --early-stop 2,0.1 --presets blur"; B=fp32
   E="--images 4 --batch 2 --iterations 4 --early-stop 2,0.1 --preset blur"
+  U="--images 2 --batch 2 --variant reference=paper:optim.iterations=2 --variant cosine-1=paper:optim.iterations=1,optim.schedule=cosine"
 else
   S="--repeats 2 --batch-sizes 1 32 64 128 256 --fold"
   Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01 --quality-variants bf16 fp32-rebatched fp32-folded fp32-stop"
   M="--images 64 --loop-images 8 --chunk 32 128"
-  I="--images 100 --batch 100 --presets blur seed paper --iterations 25 50 100 200 300 500 --early-stop 25,0.01 25,0.003"
+  I="--images 100 --batch 100 --presets blur jacobgil paper --iterations 25 50 100 200 300 500 --early-stop 25,0.01 25,0.003"
   R="--limit 100"; C="--batch-sizes 128"; A="LIMIT=100 ITERATIONS= BATCH=64"
   F="--batch-sizes 256 --models torchvision:resnet50 torchvision:vgg19"
   T="--images 100 --batch 100 --presets paper --iterations 300 --early-stop 25,0.01"; B=bf16
   E="--images 100 --batch 32"
+  U="--images 100 --batch 100"
 fi
 
 step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(torch.__version__, torch.version.cuda, timm.__version__, torch.cuda.is_available())'; $PY -c 'from pipeline.models import load_model; load_model(\"efficientnet_lite0\"); print(\"lite0 weights ok\")'"
@@ -83,7 +85,7 @@ TAIL=20 step compile 120 $PY benchmarks/solver.py --device "$DEVICE" --models ef
   --out results/benchmarks/compile
 # Follow-ups of the first session (2026-11-26): early stopping with batch halving, torch.compile
 # quality, the paper preset's iteration curve, and the dataset run with both.
-TAIL=20 step iterations2 80 $PY benchmarks/iterations.py --device "$DEVICE" ${I/blur seed paper/paper} \
+TAIL=20 step iterations2 80 $PY benchmarks/iterations.py --device "$DEVICE" ${I/blur jacobgil paper/paper} \
   --early-stop 25,0.01 --out results/benchmarks/followup
 TAIL=30 step quality2 110 $PY benchmarks/solver.py --device "$DEVICE" --quality-only $Q --quality-presets paper \
   --quality-variants bf16 bf16-compiled fp32-stop --out results/benchmarks/followup
@@ -104,6 +106,8 @@ step run3 150 bash -c "for c in '' --compile; do rm -f /tmp/gpu-run3.h5; echo \"
 # Next: early stopping with refilled slots (pipeline.solve.stream) against fixed iterations and the
 # per-batch version, in a dataset run.
 TAIL=12 step earlystop 200 $PY benchmarks/early_stop.py --device "$DEVICE" $E
+# Issue 14: iteration budgets of the paper preset against 300 iterations, on all 100 images.
+TAIL=12 step budget 300 $PY benchmarks/iteration_budget.py --device "$DEVICE" $U
 step acceptance 400 env $A DATA="$DATA" OUT_DIR=results/acceptance-gpu P="$PY -m pipeline" bash scripts/acceptance.sh
 echo "done in $(( $(date +%s) - START ))s"
 pack

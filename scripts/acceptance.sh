@@ -13,7 +13,7 @@ P=${P:-.venv/bin/perturb}
 iterations=${ITERATIONS:+--iterations $ITERATIONS}
 
 # Issue: perturbation variants side by side (solve, evaluate, compare in one resumable command).
-$P sweep "$DATA/val" -p seed -p seed-code -p paper -p extremal $iterations --limit "$LIMIT" \
+$P sweep "$DATA/val" -p jacobgil -p jacobgil-code -p paper -p extremal $iterations --limit "$LIMIT" \
    --boxes "$DATA/bbox" --out "$OUT/sweep" --workers 1 --batch-size "$BATCH"
 
 # Issue: the mask method against the saliency baselines, on the same images.
