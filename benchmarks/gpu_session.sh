@@ -30,7 +30,7 @@ DATA=$(for d in shared/data/imagenet-val-100 ../shared/data/imagenet-val-100; do
 
 pack() {
   [ -z "${OUT:-}" ] && return 0
-  tar czf "$OUT/gpu-results.tgz" results/benchmarks logs/gpu 2>/dev/null
+  tar czf "$OUT/gpu-results.tgz" results/benchmarks results/peers logs/gpu 2>/dev/null
   # Baseline stores (224 x 224 maps) and gallery PNGs are large; both can be remade from the rest.
   [ -d results/acceptance-gpu ] && tar czf "$OUT/gpu-acceptance.tgz" --exclude='*/baselines/*/masks.h5' \
     --exclude='*/gallery_*.png' results/acceptance-gpu 2>/dev/null
@@ -62,6 +62,7 @@ if [ -n "${QUICK:-}" ]; then
   T="--images 3 --batch 3 --iterations 4 --early-stop 2,0.1 --presets blur"; B=fp32
   E="--images 4 --batch 2 --iterations 4 --early-stop 2,0.1 --preset blur"
   U="--images 2 --batch 2 --variant reference=paper:optim.iterations=2 --variant cosine-1=paper:optim.iterations=1,optim.schedule=cosine"
+  PR="--images 1 --iterations 2"
 else
   S="--repeats 2 --batch-sizes 1 32 64 128 256 --fold"
   Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01 --quality-variants bf16 fp32-rebatched fp32-folded fp32-stop"
@@ -72,6 +73,7 @@ else
   T="--images 100 --batch 100 --presets paper --iterations 300 --early-stop 25,0.01"; B=bf16
   E="--images 100 --batch 32"
   U="--images 100 --batch 100"
+  PR="--images 16 --iterations 800"
 fi
 
 step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(torch.__version__, torch.version.cuda, timm.__version__, torch.cuda.is_available())'; $PY -c 'from pipeline.models import load_model; load_model(\"efficientnet_lite0\"); print(\"lite0 weights ok\")'"
@@ -108,6 +110,9 @@ step run3 150 bash -c "for c in '' --compile; do rm -f /tmp/gpu-run3.h5; echo \"
 TAIL=12 step earlystop 200 $PY benchmarks/early_stop.py --device "$DEVICE" $E
 # Issue 14: iteration budgets of the paper preset against 300 iterations, on all 100 images.
 TAIL=12 step budget 300 $PY benchmarks/iteration_budget.py --device "$DEVICE" $U
+# Issue 13: the extremal preset against TorchRay, 800 iterations on 16 images (masks cached per image
+# under results/peers/cache/, so a cut-short run resumes); alone: STEPS="peers" bash benchmarks/gpu_session.sh
+TAIL=30 step peers 900 bash -c "for m in ours torchray-even torchray-odd; do $PY benchmarks/peers.py run \$m --device $DEVICE $PR || exit 1; done; $PY benchmarks/peers.py judge $PR && $PY benchmarks/peers.py speed --device $DEVICE --iterations 20 --images 4"
 step acceptance 400 env $A DATA="$DATA" OUT_DIR=results/acceptance-gpu P="$PY -m pipeline" bash scripts/acceptance.sh
 echo "done in $(( $(date +%s) - START ))s"
 pack

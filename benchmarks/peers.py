@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, load_average, load_images, machine, now, table, write_csv  # noqa: E402
+from _common import REPO, clock, load_average, load_images, machine, now, pick_device, table, write_csv  # noqa: E402
 
 from pipeline.config import override, preset  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
@@ -95,10 +94,12 @@ def _setup(args) -> tuple:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    classifier = load_model("efficientnet_lite0")
+    device = pick_device(getattr(args, "device", "cpu"))  # judge reads cached masks on the CPU
+    classifier = load_model("efficientnet_lite0", device=device)
     images, _, source = load_images(args.images, classifier.input_size, require_real=True)
     if not len(images):
         sys.exit(f"error: the development set is missing ({source})")
+    images = images.to(device)
     with torch.no_grad():
         targets = classifier(classifier.normalize(images)).argmax(1)
     return classifier, images, targets, source
@@ -114,10 +115,10 @@ def cmd_run(args) -> None:
         todo = [i for i in range(len(images)) if not (folder / f"{i:03d}.npz").exists()]
         if not todo:
             return
-        index = torch.tensor(todo)
-        start = time.perf_counter()
+        index = torch.tensor(todo, device=images.device)
+        start = clock(images.device)
         masks = ours_masks(classifier, images[index], targets[index], args.iterations, args.set)
-        seconds = time.perf_counter() - start
+        seconds = clock(images.device) - start
         for row, i in enumerate(todo):
             _save(folder / f"{i:03d}.npz", masks[row], int(targets[i]), seconds / len(todo), args)
         print(f"  {len(todo)} images in {seconds:.0f} s (batched); load {load_average()}", flush=True)
@@ -126,10 +127,10 @@ def cmd_run(args) -> None:
         path = folder / f"{i:03d}.npz"
         if path.exists():
             continue
-        start = time.perf_counter()
+        start = clock(images.device)
         x = classifier.normalize(images[i : i + 1])
         masks = torchray_masks(classifier, x, int(targets[i]), args.iterations, args.method == "torchray-odd")
-        seconds = time.perf_counter() - start
+        seconds = clock(images.device) - start
         _save(path, masks[:, 0], int(targets[i]), seconds, args)
         print(f"  image {i}: {seconds:.0f} s, load {load_average()}", flush=True)
 
@@ -243,15 +244,16 @@ def cmd_speed(args) -> None:
     classifier, images, targets, source = _setup(args)
     x = classifier.normalize(images)
     timings: dict[str, list[float]] = {"torchray": [], "ours": []}
+    device = images.device
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start = clock(device)
         for i in range(len(images)):
             torchray_masks(classifier, x[i : i + 1], int(targets[i]), args.iterations, False)
-        timings["torchray"].append(time.perf_counter() - start)
-        start = time.perf_counter()
+        timings["torchray"].append(clock(device) - start)
+        start = clock(device)
         ours_masks(classifier, images, targets, args.iterations)
-        timings["ours"].append(time.perf_counter() - start)
-    info = machine(torch.device("cpu"))
+        timings["ours"].append(clock(device) - start)
+    info = machine(device)
     masks = len(images) * len(AREAS)
     rows = [{"method": m, "images": len(images), "iterations": args.iterations, "seconds": min(t),
              "masks_per_s_at_800": masks / (min(t) * 800 / args.iterations), "load": load_average(),
@@ -279,6 +281,8 @@ def main() -> None:
         p.add_argument("--images", type=int, default=images)
         p.add_argument("--iterations", type=int, default=iterations)
         p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    for p in (run, speed):
+        p.add_argument("--device", default="cpu", help="cpu or cuda (the judge runs on the CPU)")
     args = parser.parse_args()
     {"run": cmd_run, "judge": cmd_judge, "speed": cmd_speed}[args.command](args)
 
