@@ -17,7 +17,7 @@ Per variant: the means, the mean iterations, and the paired mean difference from
 with its standard error. A variant has the reference's quality when each AUC is within 0.005 of
 the reference's and ``p_final`` and ``area`` are no worse than the reference's by more than the
 run-to-run spread. Writes ``results/benchmarks/iteration-budget-<device>.csv`` (summary) and
-``...-per-image.csv``.
+``...-per-image.csv`` (``--out`` changes the stem).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--out", default="iteration-budget", help="CSV name stem under results/benchmarks/")
     parser.add_argument("--variant", action="append", default=None,
                         help="NAME=PRESET[:KEY=VALUE,...], repeatable; the first is the reference")
     args = parser.parse_args()
@@ -134,8 +135,8 @@ def main() -> None:
                 verdict.append(worse <= spread.get(metric, 0.0))
         row["same_quality"] = all(verdict) if name != reference_name else ""
         summary.append(row)
-    write_csv(RESULTS / f"iteration-budget-{device.type}.csv", summary)
-    write_csv(RESULTS / f"iteration-budget-{device.type}-per-image.csv", per_image)
+    write_csv(RESULTS / f"{args.out}-{device.type}.csv", summary)
+    write_csv(RESULTS / f"{args.out}-{device.type}-per-image.csv", per_image)
     columns = ["variant", "mean_iterations", "solve_seconds", *[f"diff_{m}" for m in METRICS], "same_quality"]
     print(f"{info['machine']}, {source}; differences are variant - {reference_name} (paired means)")
     print(table(summary, columns))
