@@ -9,9 +9,13 @@ from typing import Any, Literal, get_args
 from .errors import ConfigError
 
 
+def _is_enum(options: Any) -> bool:
+    return isinstance(options, type) and issubclass(options, enum.Enum)
+
+
 def choices(options: Any) -> tuple[str, ...]:
     """The values of an option set: a ``Literal`` type or a ``str`` ``Enum`` class."""
-    if isinstance(options, type) and issubclass(options, enum.Enum):
+    if _is_enum(options):
         return tuple(member.value for member in options)
     return get_args(options)
 
@@ -26,7 +30,7 @@ def choice(name: str, value: Any, options: Any) -> Any:
     if isinstance(value, enum.Enum):
         value = value.value
     if value in allowed:
-        return options(value) if isinstance(options, type) and issubclass(options, enum.Enum) else value
+        return options(value) if _is_enum(options) else value
     raise ConfigError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
 
 

@@ -8,7 +8,6 @@ import torch
 
 from ..config import from_dict
 from ..solve import masks as masklib
-from ..solve.masks import resize
 from ..store import MaskStore
 
 
@@ -31,4 +30,4 @@ def store_saliency(store: MaskStore, rows: Any, size: Sequence[int]) -> torch.Te
     if "solver" in store.config:
         solver = from_dict(store.config["solver"])
         return masklib.saliency(masks, solver.objective.game, size, solver.mask)
-    return (1 - resize(masks, size)).mean(dim=1, keepdim=True)
+    return masklib.saliency(masks, "delete", size)  # a baseline stores 1 - saliency, bilinear

@@ -213,4 +213,4 @@ def resize(masks, size: tuple[int, int]) -> torch.Tensor:
     height, width = (int(v) for v in size)
     if height < 1 or width < 1:
         raise ConfigError(f"resize() needs a positive (H, W), got {tuple(size)}")
-    return F.interpolate(tensor.float(), size=(height, width), mode="bilinear", align_corners=True)
+    return upsample(tensor.float(), (height, width))  # the bilinear mapping, as for a solver's masks
