@@ -18,11 +18,23 @@ with its standard error. A variant has the reference's quality when each AUC is 
 the reference's and ``p_final`` and ``area`` are no worse than the reference's by more than the
 run-to-run spread. Writes ``results/benchmarks/iteration-budget-<device>.csv`` (summary) and
 ``...-per-image.csv`` (``--out`` changes the stem).
+
+``--curve 25,50,100`` adds the reference cut at those iteration counts (variants
+``reference@25`` ...), all from the reference's one solve (:func:`iterations.solve_with_snapshots`):
+quality against iterations at the cost of one run plus the scoring of each cut.
+
+Per-image rows are reused: a row of the per-image CSV being written (and of any ``--reuse`` file)
+whose ``config`` digest (the variant's full configuration, its seed offset and the device type)
+and image index match is taken instead of solving that image again, so a new variant costs only
+its own solves and a longer run only its new images.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -33,12 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, clock, load_average, load_images, machine, now, pick_device, table, write_csv  # noqa: E402
 
-from pipeline.config import override, preset  # noqa: E402
+from pipeline.config import override, preset, to_dict  # noqa: E402
 from pipeline.evaluation import EvalConfig, causal_batch  # noqa: E402
 from pipeline.metrics import auc  # noqa: E402
 from pipeline.models import load_model  # noqa: E402
 from pipeline.solve import masks as masklib  # noqa: E402
 from pipeline.solve import solve  # noqa: E402
+from pipeline.solve.problem import Problem, final_scores  # noqa: E402
+
+from iterations import solve_with_snapshots  # noqa: E402
 
 DEFAULT_VARIANTS = [
     "reference=paper",
@@ -58,26 +73,78 @@ def parse_variant(text: str):
     return name, override(preset(preset_name), [s for s in sets.split(",") if s])
 
 
-def run_variant(classifier, images: torch.Tensor, config, seeds: torch.Tensor, batch: int, eval_config: EvalConfig):
-    """Per-image rows of one variant, solved ``batch`` images at a time."""
-    rows, device = [], classifier.device
-    for start in range(0, len(images), batch):
-        part = slice(start, start + batch)
-        began = clock(device)
-        result = solve(classifier, images[part], config, seeds=seeds[part])
-        seconds = clock(device) - began
-        heat = masklib.saliency(result.masks, config.objective.game, tuple(images.shape[-2:]), config.mask)
-        with torch.no_grad():
-            curves = causal_batch(classifier, images[part], heat, result.targets, eval_config)
-        aucs = {name: auc(values.double()).cpu() for name, values in curves.items()}
-        for i in range(len(result.targets)):
-            rows.append({"image": start + i, "target": int(result.targets[i]),
-                         "iterations": int(result.iterations[i]), "p_final": float(result.p_final[i]),
-                         "area": float(result.area[i]), "deletion_auc_blur": float(aucs["deletion_blur"][i]),
-                         "deletion_auc_zero": float(aucs["deletion_zero"][i]),
-                         "insertion_auc": float(aucs["insertion"][i]),
-                         "solve_seconds": seconds / len(result.targets)})
-    return rows
+def digest(config, offset: int, device: torch.device) -> str:
+    """A short key of what makes a per-image row: the full configuration, seed offset and device type."""
+    text = json.dumps({"config": to_dict(config), "seed_offset": offset, "device": device.type}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def load_cache(paths: list[Path]) -> dict[tuple[str, int], dict]:
+    """Earlier per-image rows by ``(config digest, image index)``, numbers parsed."""
+    cache = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        with path.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row.get("config"):
+                    parsed = {k: (v if k in ("variant", "config") else float(v)) for k, v in row.items()}
+                    parsed["image"], parsed["target"] = int(parsed["image"]), int(parsed["target"])
+                    parsed["iterations"] = int(parsed["iterations"])
+                    cache[(row["config"], parsed["image"])] = parsed
+    return cache
+
+
+def run_variant(classifier, images: torch.Tensor, config, seeds: torch.Tensor, batch: int, eval_config: EvalConfig,
+                key: str, cache: dict):
+    """Per-image rows of one variant, solved ``batch`` images at a time (rows in ``cache`` reused)."""
+    todo = [i for i in range(len(images)) if (key, i) not in cache]
+    for start in range(0, len(todo), batch):
+        index = torch.tensor(todo[start : start + batch])
+        began = clock(classifier.device)
+        result = solve(classifier, images[index], config, seeds=seeds[index])
+        seconds = clock(classifier.device) - began
+        store_rows(cache, key, classifier, images[index], index, config, eval_config, result.masks, result.targets,
+                   result.iterations, result.p_final, result.area, seconds)
+    return [{k: v for k, v in cache[(key, i)].items() if k != "variant"} for i in range(len(images))]
+
+
+def run_curve(classifier, images: torch.Tensor, config, seeds: torch.Tensor, batch: int, eval_config: EvalConfig,
+              keys: dict[int, str], cache: dict):
+    """Per-image rows of ``config`` cut at each iteration count of ``keys`` (count -> digest), all
+    from one solve per batch of the largest count: without a schedule, warm-up or early stopping
+    the first ``t`` iterations of a solve are a ``t``-iteration solve (:mod:`iterations`)."""
+    optim, objective = config.optim, config.objective
+    if optim.schedule != "constant" or optim.stop_window or objective.l1_start != 1:
+        raise SystemExit("--curve needs a reference without schedule, L1 warm-up or early stopping")
+    device, counts = classifier.device, sorted(keys)
+    todo = [i for i in range(len(images)) if any((keys[n], i) not in cache for n in counts)]
+    for start in range(0, len(todo), batch):
+        index = torch.tensor(todo[start : start + batch])
+        result, snapshots = solve_with_snapshots(classifier, images[index], config, counts, seeds[index])
+        problem = Problem(classifier, images[index], result.targets, config, seeds[index].to(device))
+        for n in counts:
+            masks = snapshots[n]["masks"]
+            p_final, area, _ = final_scores(problem, masks)
+            store_rows(cache, keys[n], classifier, images[index], index, config, eval_config, masks, result.targets,
+                       torch.full_like(result.iterations, n), p_final, area, snapshots[n]["seconds"])
+    return {n: [{k: v for k, v in cache[(keys[n], i)].items() if k != "variant"} for i in range(len(images))]
+            for n in counts}
+
+
+def store_rows(cache: dict, key: str, classifier, images: torch.Tensor, index: torch.Tensor, config,
+               eval_config: EvalConfig, masks, targets, iterations, p_final, area, seconds: float) -> None:
+    """Score masks ``(b, K, h, w)`` of the images ``index`` (deletion and insertion AUCs) into ``cache``."""
+    heat = masklib.saliency(masks, config.objective.game, tuple(images.shape[-2:]), config.mask)
+    with torch.no_grad():
+        curves = causal_batch(classifier, images, heat, targets, eval_config)
+    aucs = {name: auc(values.double()).cpu() for name, values in curves.items()}
+    for i in range(len(targets)):
+        cache[(key, int(index[i]))] = {
+            "image": int(index[i]), "target": int(targets[i]), "iterations": int(iterations[i]),
+            "p_final": float(p_final[i]), "area": float(area[i]),
+            "deletion_auc_blur": float(aucs["deletion_blur"][i]), "deletion_auc_zero": float(aucs["deletion_zero"][i]),
+            "insertion_auc": float(aucs["insertion"][i]), "solve_seconds": seconds / len(targets), "config": key}
 
 
 def paired(rows: list[dict], reference: list[dict], metric: str) -> tuple[float, float]:
@@ -96,6 +163,11 @@ def main() -> None:
     parser.add_argument("--out", default="iteration-budget", help="CSV name stem under results/benchmarks/")
     parser.add_argument("--variant", action="append", default=None,
                         help="NAME=PRESET[:KEY=VALUE,...], repeatable; the first is the reference")
+    parser.add_argument("--curve", default="",
+                        help="iteration counts (25,50,...): the reference cut at each, from its one solve, "
+                             "as variants NAME@COUNT")
+    parser.add_argument("--reuse", type=Path, action="append", default=[],
+                        help="per-image CSV of an earlier run whose matching rows are reused (repeatable)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -107,13 +179,25 @@ def main() -> None:
     variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
     eval_config = EvalConfig()
     info, started = machine(device), now()
+    per_image_path = RESULTS / f"{args.out}-{device.type}-per-image.csv"
+    cache = load_cache([*args.reuse, per_image_path])
     per_image, results = [], {}
     for name, config in variants:
         offset = 1000 if name.endswith("-seed2") else 0
-        rows = run_variant(classifier, images, config, seeds + offset, args.batch, eval_config)
+        key = digest(config, offset, device)
+        cuts = {}
+        if args.curve and name == variants[0][0]:  # the reference's own length is the curve's last cut
+            counts = {int(n) for n in args.curve.split(",")} | {config.optim.iterations}
+            keys = {n: digest(override(config, [f"optim.iterations={n}"]), offset, device) for n in counts}
+            cuts = run_curve(classifier, images, config, seeds + offset, args.batch, eval_config, keys, cache)
+        rows = run_variant(classifier, images, config, seeds + offset, args.batch, eval_config, key, cache)
         results[name] = rows
         per_image += [{"variant": name, **row} for row in rows]
         print(f"{name}: {sum(r['solve_seconds'] for r in rows):.0f} s", flush=True)
+        for n, cut in cuts.items():
+            if n != config.optim.iterations:
+                results[f"{name}@{n}"] = cut
+                per_image += [{"variant": f"{name}@{n}", **row} for row in cut]
     reference_name = variants[0][0]
     reference = results[reference_name]
     spread = {m: abs(paired(results[n], reference, m)[0]) for n in results if n.endswith("-seed2") for m in METRICS}
@@ -136,7 +220,7 @@ def main() -> None:
         row["same_quality"] = all(verdict) if name != reference_name else ""
         summary.append(row)
     write_csv(RESULTS / f"{args.out}-{device.type}.csv", summary)
-    write_csv(RESULTS / f"{args.out}-{device.type}-per-image.csv", per_image)
+    write_csv(per_image_path, per_image)
     columns = ["variant", "mean_iterations", "solve_seconds", *[f"diff_{m}" for m in METRICS], "same_quality"]
     print(f"{info['machine']}, {source}; differences are variant - {reference_name} (paired means)")
     print(table(summary, columns))

@@ -19,7 +19,7 @@ from .options import choice
 # The option sets, each written once: the dataclasses type their fields with these, check values
 # with pipeline.options.choice, and the CLI lists them.
 MaskUpsample = Literal["bilinear", "nearest-blur", "smooth-max"]
-MaskInit = Literal["ones", "uniform", "circle"]
+MaskInit = Literal["ones", "uniform", "circle", "gradient"]
 Game = Literal["delete", "preserve"]
 Score = Literal["prob", "logit", "top5"]
 Reduction = Literal["mean", "sum"]
@@ -81,7 +81,9 @@ class MaskConfig:
     (:func:`pipeline.solve.masks.generate`). ``size * step`` must cover the input; TorchRay's grid is
     ``ceil(H / step)``.
     ``init``: ``ones`` (keep everything; jacobgil's, TorchRay's), ``uniform`` (random in [0, 1]; the
-    paper), ``circle`` (the paper's smallest centred blurred circle that deletes the score).
+    paper), ``circle`` (the paper's smallest centred blurred circle that deletes the score),
+    ``gradient`` (a warm start from the input gradient of the score, pooled to the grid and scaled
+    to [0, 1] by its maximum: ``1 - s`` in the deletion game, ``s`` in the preservation game).
     ``jitter``: largest random shift tau of the input, in pixels, drawn each iteration (paper: 4).
     ``flip``: flip the model's input horizontally on even iterations (TorchRay's jitter).
     """
@@ -120,6 +122,8 @@ class ObjectiveConfig:
     probabilities of the original image's top-5 classes; the paper's localisation setting).
     ``l1_reduction``: ``mean`` over the mask cells (jacobgil's) or ``sum`` (the paper's code).
     ``noise_std``: std of fresh Gaussian noise added to the perturbed input every iteration (jacobgil's: 0.2).
+    ``l1_start``, ``l1_decay``: the L1 weight starts at ``l1_start * l1_coeff`` and falls linearly to
+    ``l1_coeff`` over the first ``l1_decay`` iterations (``l1_start`` 1: the weight is constant).
     ``areas``: non-empty for extremal perturbation: one mask per area ``a`` (fraction of the image),
     the L1 term replaced by ``area_coeff * area_growth**t * mean (sort(m) - r_a)^2``; in the deletion
     game the model sees the image with the region ``m`` perturbed (``1 - m`` kept).
@@ -132,6 +136,8 @@ class ObjectiveConfig:
     tv_coeff: float = 0.2
     tv_beta: float = 3.0
     noise_std: float = 0.0
+    l1_start: float = 1.0
+    l1_decay: int = 50
     areas: tuple[float, ...] = ()
     area_coeff: float = 300.0
     area_growth: float = 1.0035
@@ -150,6 +156,9 @@ class ObjectiveConfig:
         choice("objective.l1_reduction", self.l1_reduction, Reduction)
         if min(self.l1_coeff, self.tv_coeff, self.noise_std) < 0 or self.tv_beta <= 0:
             raise ConfigError("objective coefficients and noise_std must be >= 0 and tv_beta > 0")
+        if self.l1_start < 1 or self.l1_decay < 1:
+            raise ConfigError(f"objective.l1_start must be >= 1 and objective.l1_decay >= 1, got "
+                              f"{self.l1_start}, {self.l1_decay}")
 
 
 @dataclass(frozen=True)
@@ -352,6 +361,7 @@ def to_dict(config: SolverConfig) -> dict[str, Any]:
 _QUIET_DEFAULTS: dict[str, dict[str, Any]] = {
     "perturbation": {"truncate": 3.0, "padding": "reflect", "interpolation": "hat"},
     "mask": {"flip": False},
+    "objective": {"l1_start": 1.0, "l1_decay": 50},
     "optim": {"dampening": 0.0, "schedule": "constant"},
 }
 

@@ -155,6 +155,8 @@ def initial_masks(problem: Problem) -> torch.Tensor:
         return counter_uniform(problem.seeds, 2000, (k, size, size))
     if config.init == "circle":
         return circle_init(problem, size).expand(batch, k, size, size).clone()
+    if config.init == "gradient":
+        return gradient_init(problem, size).expand(batch, k, size, size).clone()
     return torch.ones(batch, k, size, size, device=problem.x.device)
 
 
@@ -176,6 +178,34 @@ def circle_init(problem: Problem, size: int, steps: int = 12) -> torch.Tensor:
     return circles[choice]
 
 
+def gradient_init(problem: Problem, size: int) -> torch.Tensor:
+    """A warm start ``(B, 1, h, w)`` from the gradient of the score on the unperturbed input: its
+    largest absolute value over the colour channels, averaged over each mask cell and divided by
+    the image's largest cell, gives ``s`` in [0, 1]; the mask is ``1 - s`` in the deletion game
+    (the cells the score is most sensitive to start deleted), ``s`` in the preservation game.
+    One forward and backward pass of the batch."""
+    with torch.enable_grad():
+        x = problem.x.detach().requires_grad_(True)
+        score = problem.score(problem.logits(x), problem.targets)
+        (grad,) = torch.autograd.grad(score.sum(), x)
+    cells = torch.nn.functional.adaptive_avg_pool2d(grad.abs().amax(1, keepdim=True), size)
+    s = cells / cells.flatten(1).amax(1).clamp_min(torch.finfo(cells.dtype).tiny).view(-1, 1, 1, 1)
+    return s if problem.config.objective.game == "preserve" else 1 - s
+
+
+def l1_weight(objective_config, iteration: int | torch.Tensor) -> float | torch.Tensor:
+    """The L1 weight at ``iteration`` (an int, or ``(B,)`` per-image counts): ``l1_coeff`` times a
+    factor falling linearly from ``l1_start`` to 1 over the first ``l1_decay`` iterations."""
+    boost = objective_config.l1_start - 1
+    if not boost:
+        return objective_config.l1_coeff
+    if torch.is_tensor(iteration):
+        left = (1 - iteration.double() / objective_config.l1_decay).clamp_min(0).float()
+    else:
+        left = max(0.0, 1 - iteration / objective_config.l1_decay)
+    return objective_config.l1_coeff * (1 + boost * left)
+
+
 def regulariser(problem: Problem, masks: torch.Tensor, masks_full: torch.Tensor,
                  iteration: int | torch.Tensor) -> torch.Tensor:
     """``masks_full``: the generated masks the area constraint counts (:func:`pipeline.solve.masks.generate`)."""
@@ -185,7 +215,7 @@ def regulariser(problem: Problem, masks: torch.Tensor, masks_full: torch.Tensor,
         areas = torch.tensor(objective.areas, device=masks.device, dtype=torch.float64)  # exact counts
         weight = objective.area_coeff * objective.area_growth**iteration
         return reg + weight * masklib.area_penalty(masks_full, areas)
-    return reg + objective.l1_coeff * masklib.sparsity(masks, objective)
+    return reg + l1_weight(objective, iteration) * masklib.sparsity(masks, objective)
 
 
 def objective(problem: Problem, masks: torch.Tensor, iteration: int | torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 
 from pipeline.config import override, preset
 from pipeline.solve import solve
+from pipeline.solve.problem import Problem, objective
 from pipeline.solve.stream import StreamBatch, RowOptimizer, solve_stream
 
 
@@ -64,6 +65,24 @@ def test_stream_without_waiting_images_shrinks_like_solve(classifier, eight_imag
         assert int(got[i][1]) == int(reference.iterations[i])
         torch.testing.assert_close(got[i][0], reference.masks[i], atol=1e-5, rtol=0)
         torch.testing.assert_close(got[i][2], reference.p_final[i], atol=1e-5, rtol=0)
+
+
+def test_slots_at_different_iterations_get_their_own_objective(classifier, eight_images):
+    # The stream's slots are at different iterations: the objective takes per-image counts, and
+    # each image's loss (jitter draw, L1 warm-up weight) must be what its own count gives it alone.
+    config = override(preset("paper"), ["objective.l1_start=4", "objective.l1_decay=20"])
+    problem = Problem(classifier, eight_images[:2], None, config, torch.tensor([5, 6]))
+    masks = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        together = objective(problem, masks, torch.tensor([0, 13]))
+        alone = [objective(problem.subset(torch.tensor([i])), masks[i : i + 1], t) for i, t in ((0, 0), (1, 13))]
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    # Without jitter only the L1 weight depends on the count: 4x at 0, (1 + 3 * 7 / 20)x at 13.
+    still = Problem(classifier, eight_images[:1], None, override(config, ["mask.jitter=0"]), torch.tensor([5]))
+    with torch.no_grad():
+        change = objective(still, masks[:1], 0) - objective(still, masks[:1], 13)
+    expected = (4 - (1 + 3 * 7 / 20)) * 1e-4 * (1 - masks[0]).sum()
+    torch.testing.assert_close(change[0], expected, atol=1e-6, rtol=1e-4)
 
 
 def test_stream_with_several_masks_per_image(classifier, eight_images):
