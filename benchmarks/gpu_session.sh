@@ -12,7 +12,8 @@
 # QUICK=1 shrinks every step to a smoke test (for trying the script on a CPU with DEVICE=cpu).
 # STEPS="quality iterations" runs only the steps named (env solver quality metrics iterations run
 # compile acceptance; the follow-ups quality2 iterations2 run2; and the third session's roofline
-# stop run3 autotune; earlystop, not yet run on a GPU).
+# stop run3 autotune; earlystop, not yet run on a GPU; issue 14's budget budget-extremal dataset-time;
+# issue 13's peers).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -61,8 +62,10 @@ if [ -n "${QUICK:-}" ]; then
   F="--iterations 2 --warmup 1 --per-image-images 1 --batch-sizes 2 --models efficientnet_lite0"
   T="--images 3 --batch 3 --iterations 4 --early-stop 2,0.1 --presets blur"; B=fp32
   E="--images 4 --batch 2 --iterations 4 --early-stop 2,0.1 --preset blur"
-  U="--images 2 --batch 2 --variant reference=paper:optim.iterations=2 --variant cosine-1=paper:optim.iterations=1,optim.schedule=cosine"
+  U="--images 2 --batch 2 --curve 1 --variant reference=paper:optim.iterations=2 --variant fast=paper-fast:optim.iterations=1"
+  UX="--images 2 --batch 2 --curve 1 --variant reference=extremal:optim.iterations=2"
   PR="--images 1 --iterations 2"
+  DT="--images 2 --batch 2 --variant paper=paper:optim.iterations=2 --variant paper-fast=paper-fast:optim.iterations=1"
 else
   S="--repeats 2 --batch-sizes 1 32 64 128 256 --fold"
   Q="--quality-images 100 --quality-batch 100 --quality-presets blur paper --quality-stop 25,0.01 --quality-variants bf16 fp32-rebatched fp32-folded fp32-stop"
@@ -72,8 +75,10 @@ else
   F="--batch-sizes 256 --models torchvision:resnet50 torchvision:vgg19"
   T="--images 100 --batch 100 --presets paper --iterations 300 --early-stop 25,0.01"; B=bf16
   E="--images 100 --batch 32"
-  U="--images 100 --batch 100"
+  U="--images 100 --batch 100 --curve 25,50,75,100,150,200 --variant reference=paper --variant reference-seed2=paper --variant paper-fast=paper-fast --variant paper-fast-seed2=paper-fast"
+  UX="--images 100 --batch 50 --curve 100,200,400 --variant reference=extremal --variant reference-seed2=extremal"
   PR="--images 16 --iterations 800"
+  DT="--images 100 --batch 32 --variant paper=paper --variant paper-fast=paper-fast"
 fi
 
 step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(torch.__version__, torch.version.cuda, timm.__version__, torch.cuda.is_available())'; $PY -c 'from pipeline.models import load_model; load_model(\"efficientnet_lite0\"); print(\"lite0 weights ok\")'"
@@ -108,8 +113,11 @@ step run3 150 bash -c "for c in '' --compile; do rm -f /tmp/gpu-run3.h5; echo \"
 # Next: early stopping with refilled slots (pipeline.solve.stream) against fixed iterations and the
 # per-batch version, in a dataset run.
 TAIL=12 step earlystop 200 $PY benchmarks/early_stop.py --device "$DEVICE" $E
-# Issue 14: iteration budgets of the paper preset against 300 iterations, on all 100 images.
+# Issue 14: quality against iterations on all 100 images: paper cut at 25 to 300 iterations and
+# paper-fast against it; extremal cut at 100 to 800 (its target: 200). Then the dataset-run time.
 TAIL=12 step budget 300 $PY benchmarks/iteration_budget.py --device "$DEVICE" $U
+TAIL=12 step budget-extremal 500 $PY benchmarks/iteration_budget.py --device "$DEVICE" --out iteration-budget-extremal $UX
+TAIL=12 step dataset-time 300 $PY benchmarks/dataset_time.py --device "$DEVICE" $DT
 # Issue 13: the extremal preset against TorchRay, 800 iterations on 16 images (masks cached per image
 # under results/peers/cache/, so a cut-short run resumes); alone: STEPS="peers" bash benchmarks/gpu_session.sh
 TAIL=30 step peers 900 bash -c "for m in ours torchray-even torchray-odd; do $PY benchmarks/peers.py run \$m --device $DEVICE $PR || exit 1; done; $PY benchmarks/peers.py judge $PR && $PY benchmarks/peers.py speed --device $DEVICE --iterations 20 --images 4"

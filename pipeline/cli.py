@@ -498,7 +498,7 @@ def report(
 @_fail_cleanly
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo images, store and pictures.")] = Path("results/demo"),
-    iterations: Annotated[int, typer.Option("--iterations", "-n", help="Solver iterations.")] = 100,
+    iterations: IterOpt = None,
     device: DeviceOpt = None,
     step: StepOpt = None,
 ) -> None:

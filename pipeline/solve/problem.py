@@ -155,8 +155,6 @@ def initial_masks(problem: Problem) -> torch.Tensor:
         return counter_uniform(problem.seeds, 2000, (k, size, size))
     if config.init == "circle":
         return circle_init(problem, size).expand(batch, k, size, size).clone()
-    if config.init == "gradient":
-        return gradient_init(problem, size).expand(batch, k, size, size).clone()
     return torch.ones(batch, k, size, size, device=problem.x.device)
 
 
@@ -176,21 +174,6 @@ def circle_init(problem: Problem, size: int, steps: int = 12) -> torch.Tensor:
         # First radius that deletes; argmax of a bool row finds it, and the last radius if none does.
         choice = torch.where(deleted.any(1), deleted.float().argmax(1), torch.full_like(problem.targets, steps - 1))
     return circles[choice]
-
-
-def gradient_init(problem: Problem, size: int) -> torch.Tensor:
-    """A warm start ``(B, 1, h, w)`` from the gradient of the score on the unperturbed input: its
-    largest absolute value over the colour channels, averaged over each mask cell and divided by
-    the image's largest cell, gives ``s`` in [0, 1]; the mask is ``1 - s`` in the deletion game
-    (the cells the score is most sensitive to start deleted), ``s`` in the preservation game.
-    One forward and backward pass of the batch."""
-    with torch.enable_grad():
-        x = problem.x.detach().requires_grad_(True)
-        score = problem.score(problem.logits(x), problem.targets)
-        (grad,) = torch.autograd.grad(score.sum(), x)
-    cells = torch.nn.functional.adaptive_avg_pool2d(grad.abs().amax(1, keepdim=True), size)
-    s = cells / cells.flatten(1).amax(1).clamp_min(torch.finfo(cells.dtype).tiny).view(-1, 1, 1, 1)
-    return s if problem.config.objective.game == "preserve" else 1 - s
 
 
 def l1_weight(objective_config, iteration: int | torch.Tensor) -> float | torch.Tensor:
