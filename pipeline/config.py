@@ -219,6 +219,14 @@ class SolverConfig:
 
 # The presets; each comment says where the numbers come from (docs/method.md compares them item by
 # item with the reference code).
+# Fong & Vedaldi section 4 / ruthcfong/perturb_explanations defaults (the `paper` preset).
+_PAPER = SolverConfig(
+    perturbation=PerturbationConfig(kind="modulated-blur", sigma=10.0, levels=8),
+    mask=MaskConfig(size=28, upsample="nearest-blur", smooth_sigma=5.0, init="uniform", jitter=4),
+    objective=ObjectiveConfig(l1_coeff=1e-4, l1_reduction="sum", tv_coeff=1e-2, tv_beta=3.0),
+    optim=OptimConfig(iterations=300, lr=0.1),
+)
+
 PRESETS: dict[str, SolverConfig] = {
     # jacobgil explain.py as its README describes it: average of Gaussian 11/5 and median 11 blur.
     "jacobgil": SolverConfig(
@@ -232,22 +240,12 @@ PRESETS: dict[str, SolverConfig] = {
         objective=ObjectiveConfig(l1_coeff=0.01, tv_coeff=0.2, tv_beta=3.0, noise_std=0.2),
         optim=OptimConfig(iterations=500, lr=0.1),
     ),
-    # Fong & Vedaldi section 4 / ruthcfong/perturb_explanations defaults.
-    "paper": SolverConfig(
-        perturbation=PerturbationConfig(kind="modulated-blur", sigma=10.0, levels=8),
-        mask=MaskConfig(size=28, upsample="nearest-blur", smooth_sigma=5.0, init="uniform", jitter=4),
-        objective=ObjectiveConfig(l1_coeff=1e-4, l1_reduction="sum", tv_coeff=1e-2, tv_beta=3.0),
-        optim=OptimConfig(iterations=300, lr=0.1),
-    ),
+    "paper": _PAPER,
     # The paper's objective in a quarter of its iterations: the L1 weight starts at 4x and falls
     # to the paper's over the 75 iterations (docs/method.md, "Fewer iterations").
-    "paper-fast": SolverConfig(
-        perturbation=PerturbationConfig(kind="modulated-blur", sigma=10.0, levels=8),
-        mask=MaskConfig(size=28, upsample="nearest-blur", smooth_sigma=5.0, init="uniform", jitter=4),
-        objective=ObjectiveConfig(l1_coeff=1e-4, l1_reduction="sum", tv_coeff=1e-2, tv_beta=3.0, l1_start=4.0,
-                                  l1_decay=75),
-        optim=OptimConfig(iterations=75, lr=0.1),
-    ),
+    "paper-fast": dataclasses.replace(
+        _PAPER, objective=dataclasses.replace(_PAPER.objective, l1_start=4.0, l1_decay=75),
+        optim=dataclasses.replace(_PAPER.optim, iterations=75)),
     # The paper's localisation runs (Table 1): lambda1 1e-3, beta 2, top-5 probability sum.
     "paper-loc": SolverConfig(
         perturbation=PerturbationConfig(kind="modulated-blur", sigma=10.0, levels=8),
