@@ -97,11 +97,11 @@ def command_seconds(data: Path, out: Path, processes: int, images: int, iteratio
 
 
 def merge_seconds(folder: Path, shards: int, rows: int) -> float:
-    """Seconds for :func:`pipeline.store.shards.merge_run` of ``shards`` complete synthetic shards."""
+    """Seconds for :func:`pipeline.jobs.shards.merge_run` of ``shards`` complete synthetic shards."""
     import numpy as np
 
     from pipeline.distributed import Shard
-    from pipeline.store.shards import ShardedRun, merge_run
+    from pipeline.jobs.shards import MaskShard, merge_run
     from pipeline.store import COLUMNS, MaskWriter
 
     out = folder / "merge.h5"
@@ -109,7 +109,7 @@ def merge_seconds(folder: Path, shards: int, rows: int) -> float:
     config = {"synthetic": True}
     generator = np.random.default_rng(0)
     for rank in range(shards):
-        job = ShardedRun.prepare(out, Shard(rank, shards, None, "--shard"), relpaths, config, "synthetic", False)
+        job = MaskShard.prepare(out, Shard(rank, shards, None, "--shard"), relpaths, config, "synthetic", False)
         with MaskWriter(job.path.with_name(out.name), config, "synthetic", folder, (1, 28, 28),
                         shard=(rank, shards), attrs=job.attrs) as writer:
             mine = np.asarray(job.indices)

@@ -36,7 +36,7 @@ _API: dict[str, str] = {
     "run_baseline": "pipeline.jobs.baselines", "run_sweep": "pipeline.jobs.sweep",
     "explain_image": "pipeline.jobs.explain",
     # the store
-    "MaskStore": "pipeline.store", "MaskWriter": "pipeline.store", "merge_run": "pipeline.store.shards",
+    "MaskStore": "pipeline.store", "MaskWriter": "pipeline.store", "merge_run": "pipeline.jobs.shards",
     "repair_store": "pipeline.store.repair",
     # images
     "discover": "pipeline.data", "read_input": "pipeline.data",

@@ -223,34 +223,10 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
 
     For a sharded run not merged yet, the progress of each shard.
     """
-    import json
+    from .jobs.inspect import inspect_lines
 
-    from .evaluation import perturbation_strength
-    from .names import display_name
-    from .store.shards import progress_lines, read_plan
-    from .store import MaskStore, summary
-
-    if read_plan(store) is not None:
-        for line in progress_lines(store):
-            typer.echo(line)
-        if not store.is_file():
-            return
-    with MaskStore(store) as opened:
-        info = summary(opened)
-        strength = perturbation_strength(opened.table())
-    typer.echo(f"store      {display_name(str(store))}")
-    typer.echo(f"model      {info['model']}")
-    typer.echo(f"source     {display_name(info['source'])}")
-    typer.echo(f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)")
-    for reason, count in info["skipped_by_reason"].items():
-        typer.echo(f"  skipped  {count} {reason}")
-    if info["pending_parts"]:
-        typer.echo(f"unfolded   {info['pending_parts']} batches in {store}.parts/ (a run that "
-                   "stopped, or is still running; they are counted above, and the run folds them in)")
-    for name, value in info["means"].items():
-        typer.echo(f"mean {name:12s} {value:.4f}")
-    typer.echo(strength.line())
-    typer.echo("config     " + json.dumps(info["config"], sort_keys=True))
+    for line in inspect_lines(store):
+        typer.echo(line)
 
 
 @app.command()
@@ -266,21 +242,15 @@ def repair(store: Annotated[Path, typer.Argument(help="HDF5 mask store that read
 @app.command()
 @_fail_cleanly
 def merge(
-    out: Annotated[Path, typer.Argument(help="The --out of a sharded `perturb masks` (or `perturb evaluate`) run.")],
+    out: Annotated[Path, typer.Argument(help="The --out of a sharded `perturb masks`, `baseline` or `evaluate` run.")],
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT if it exists.")] = False,
     keep_shards: Annotated[bool, typer.Option("--keep-shards", help="Keep <out>.shards/ after merging.")] = False,
 ) -> None:
     """Merge the shards of a sharded run (<out>.shards/) into OUT, once every shard is complete."""
-    from .evaluation import is_sharded_report, merge_report
-    from .store.shards import merge_run
+    from .jobs.shards import merge_run
 
-    if is_sharded_report(out):
-        merged = merge_report(out, keep_shards=keep_shards)
-        typer.echo(f"merged into {merged}")
-        _write_report([merged], merged / "report.html")
-        return
-    merged = merge_run(out, overwrite=overwrite, keep_shards=keep_shards)
-    typer.echo(f"merged into {merged}")
+    for line in merge_run(out, overwrite=overwrite, keep_shards=keep_shards).lines():
+        typer.echo(line)
 
 
 @app.command()
@@ -302,21 +272,6 @@ def export(
 BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Ground-truth boxes: a VOC XML folder or Kaggle LOC_val_solution.csv.")]
 StepOpt = Annotated[Optional[int], typer.Option("--step", help="Pixels per deletion/insertion step (default: "
                                                 "RISE's 1792 at 224 px).")]
-
-
-def _eval_config(step: int | None, batch_size: int | None, workers: int | None, alpha_split=None,
-                 alpha_split_seed: int = 0):
-    from .evaluation import EvalConfig
-
-    given = _given(step=step, batch_size=batch_size, workers=workers)
-    if alpha_split is None:
-        return EvalConfig(**given)
-    from .metrics import CALIBRATION_ALPHAS
-
-    # Every alpha of the grid is evaluated so that the calibration images can choose among them.
-    grid = {f"{kind}_alphas": tuple(sorted(set(getattr(EvalConfig, f"{kind}_alphas")) | set(alphas)))
-            for kind, alphas in CALIBRATION_ALPHAS.items()}
-    return EvalConfig(alpha_split=alpha_split, alpha_split_seed=alpha_split_seed, **given, **grid)
 
 
 def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
@@ -349,14 +304,21 @@ def baseline(
     target: TargetOpt = TargetChoice.top1,
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
+    shard_: ShardOpt = None,
 ) -> None:
-    """Write a baseline saliency method's maps in the mask-store format (for the same metrics)."""
+    """Write a baseline saliency method's maps in the mask-store format (for the same metrics).
+
+    Under torchrun or a Slurm array each process computes its shard; see `perturb merge`.
+    """
+    from .distributed import resolve_shard
     from .jobs.baselines import run_baseline
     from .models import load_model
     from .jobs.run import RunConfig
 
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
-    summary = run_baseline(name.value, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
+    shard = resolve_shard(shard_)
+    classifier = load_model(model, device=shard.device(_device(device)))
+    summary = run_baseline(name.value, data, out, classifier, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
 
@@ -384,38 +346,18 @@ def evaluate(
     Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .evaluation import evaluate_store
-    from .models import load_model
-    from .store import MaskStore
+    from .evaluation import EvalConfig
+    from .jobs.evaluate import evaluate_run
 
-    config = _eval_config(step, batch_size, workers, _alpha_split(alpha_split), alpha_split_seed)
-    with MaskStore(store) as opened:
-        spec = opened.model
+    config = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
+                                         **_given(step=step, batch_size=batch_size, workers=workers))
     shard = resolve_shard(shard_)
-    classifier = load_model(spec, device=shard.device(_device(device)))
-    if shard.sharded:
-        from .evaluation import evaluate_sharded
-
-        for line in evaluate_sharded(store, data, classifier, out, shard, boxes=boxes, config=config,
-                                     progress=True):
-            typer.echo(line)
-        if shard.rank == 0 and (out / "summary.json").is_file():  # rank 0 merged the shards (torchrun)
-            _write_report([out], out / "report.html", vocabulary=classifier.vocabulary, data_root=data)
-        return
-    result = evaluate_store(store, data, classifier, out, boxes=boxes, config=config, progress=True)
-    for name, stats in result.summary["metrics"].items():
-        if stats.get("mean") is not None and not (alpha_split and name.startswith("loc_")):
-            typer.echo(f"{name:36s} {stats['mean']:.4f} +- {stats['sem'] or 0:.4f} (n={stats['count']})")
-    held_out = result.summary.get("localization_split")
-    if held_out and "error" in held_out:
-        typer.secho(f"held-out alpha not computed: {held_out['error']}", fg=typer.colors.YELLOW, err=True)
-    elif held_out:
-        typer.echo(f"held-out alpha: chosen on {held_out['n_calibration']} images, error on {held_out['n_test']}")
-        for choice in held_out["choices"]:
-            typer.echo(f"  {choice['method']:6s} {choice['box_kind']:9s} alpha {choice['alpha']:<5g} "
-                       f"error {100 * choice['test_error']:.1f}% (calibration {100 * choice['calibration_error']:.1f}%)")
-    typer.echo(f"wrote {out}")
-    _write_report([out], out / "report.html", vocabulary=classifier.vocabulary, data_root=data)
+    evaluated = evaluate_run(store, out, data=data, boxes=boxes, config=config, shard=shard,
+                             device=shard.device(_device(device)))
+    for warning in evaluated.warnings:
+        typer.secho(warning, fg=typer.colors.YELLOW, err=True)
+    for line in evaluated.lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -451,30 +393,26 @@ def sweep(
     device: DeviceOpt = None,
 ) -> None:
     """Solve, evaluate and compare several presets on the same images (resumable)."""
+    from .evaluation import EvalConfig
     from .models import load_model
     from .jobs.run import RunConfig
     from .jobs.sweep import run_sweep
 
-    overrides = list(set_ or []) + ([f"optim.iterations={iterations}"] if iterations is not None else [])
+    variants = [(name, _solver_config(name, set_, iterations)) for name in preset_]  # fail before solving
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
     classifier = load_model(model, device=_device(device))
-    result = run_sweep(data, out, classifier, preset_, overrides, run, boxes, _eval_config(step, batch_size, workers),
-                       notify=typer.echo)
-    typer.echo((result.out / "comparison.md").read_text())
-    for name in preset_:
-        _write_report([out / name], out / name / "report.html", vocabulary=classifier.vocabulary)
-    _write_report([out / name for name in preset_], out / "report.html", comparison=result.comparison,
-                  vocabulary=classifier.vocabulary)
+    result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
+    for line in result.lines():
+        typer.echo(line)
 
 
 def _write_report(runs: list[Path], out: Path, n_boot: int = 2000, gallery: int = 4, **options) -> Path:
     """Write the HTML report of ``runs`` to ``out`` and say where it is."""
-    from .report import ReportConfig, comparison_files, write_report
+    from .jobs.reports import report_line, write_run_report
 
-    if "comparison" in options or len(runs) > 1:
-        options.setdefault("extra_files", comparison_files(out.parent, [Path(r).name for r in runs]))
-    path = write_report(runs, out, ReportConfig(n_boot=n_boot, gallery=gallery), **options)
-    typer.echo(f"report {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    path = write_run_report(runs, out, n_boot=n_boot, gallery=gallery, **options)
+    typer.echo(report_line(path))
     return path
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.distributed import Shard, resolve_shard
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store.shards import read_plan, shard_store_path, shards_dir
+from pipeline.jobs.shards import MaskShard, read_plan, shards_dir
 from pipeline.store import MaskStore
 
 runner = CliRunner()
@@ -161,7 +161,7 @@ def test_shard_by_hand_and_slurm_array_task_then_merge(folder, half_run, referen
     result = runner.invoke(app, ["masks", str(folder), "--out", str(half_run), *SOLVE])
     assert result.exit_code == 0, result.output
     assert "3 solved now" in result.output and "perturb merge" in result.output
-    with MaskStore(shard_store_path(half_run, 1, 2)) as store:
+    with MaskStore(MaskShard.shard_path(half_run, 1, 2)) as store:
         assert sorted(store.column("index")) == [1, 3, 5]  # index % 2 == 1
     merged = runner.invoke(app, ["merge", str(half_run)])
     assert merged.exit_code == 0, merged.output
@@ -217,7 +217,7 @@ def test_torchrun_with_a_killed_rank_equals_one_process(folder, reference, tmp_p
     process = subprocess.Popen(_torchrun(folder, out, "--max-restarts", "1"), env=_worker_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, killed = time.time() + 300, None
-    shard = shard_store_path(out, 1, 2)
+    shard = MaskShard.shard_path(out, 1, 2)
     while killed is None and time.time() < deadline and process.poll() is None:
         worker = _worker_pid(process.pid, 1)
         if worker is not None and _rows(shard) >= 1:  # shard 1 has committed a batch, solves the next

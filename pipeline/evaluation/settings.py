@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..metrics import RISE_STEP, BoxKind
+from ..metrics import CALIBRATION_ALPHAS, RISE_STEP, BoxKind
 from ..options import choices
 
 
@@ -85,6 +85,20 @@ class EvalConfig:
         _require("box_kinds", kinds, f"a non-empty subset of {choices(BoxKind)}",
                  bool(kinds) and set(kinds) <= set(choices(BoxKind)))
         object.__setattr__(self, "box_kinds", kinds)
+
+    @classmethod
+    def with_alpha_split(cls, alpha_split: float | tuple[str, ...] | None, alpha_split_seed: int = 0,
+                         **fields: Any) -> EvalConfig:
+        """The settings ``fields`` for the paper's held-out protocol with ``alpha_split`` (None: off,
+        just ``EvalConfig(**fields)``): every alpha of the calibration grid
+        (:data:`pipeline.metrics.CALIBRATION_ALPHAS`) joins each method's alphas, so that the
+        calibration images can choose among them."""
+        if alpha_split is None:
+            return cls(**fields)
+        grid = {f"{kind}_alphas": tuple(sorted(set(fields.pop(f"{kind}_alphas", getattr(cls, f"{kind}_alphas")))
+                                               | set(alphas)))
+                for kind, alphas in CALIBRATION_ALPHAS.items()}
+        return cls(alpha_split=alpha_split, alpha_split_seed=alpha_split_seed, **fields, **grid)
 
     @property
     def thresholds(self) -> list[tuple[str, float]]:

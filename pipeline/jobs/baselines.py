@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributed import Shard
 from ..errors import ConfigError
 from ..options import BASELINE_ALIASES, BaselineName, choice, choices
 from ..models import Classifier
@@ -182,11 +183,12 @@ def baseline_config(name: str, classifier: Classifier, run: RunConfig) -> dict[s
 
 
 def run_baseline(name: str, source: str | Path, out: str | Path, classifier: Classifier,
-                 run: RunConfig = RunConfig(), overwrite: bool = False) -> RunSummary:
+                 run: RunConfig = RunConfig(), overwrite: bool = False, shard: Shard | None = None) -> RunSummary:
     """Write baseline ``name``'s saliency for every image under ``source`` into the store ``out``.
 
-    Same discovery, batching, skipping and resuming as :func:`pipeline.jobs.run.run_masks`; masks are
-    ``1 - saliency`` of shape ``(1, H, W)`` at the classifier's input size.
+    Same discovery, batching, skipping, resuming and sharding (``shard``) as
+    :func:`pipeline.jobs.run.run_masks`; masks are ``1 - saliency`` of shape ``(1, H, W)`` at the
+    classifier's input size.
 
     Raises:
         ConfigError: unknown ``name``.
@@ -201,7 +203,7 @@ def run_baseline(name: str, source: str | Path, out: str | Path, classifier: Cla
         return _baseline_batch(name, batch, records, classifier, run)
 
     return run_store(source, out, classifier, config, mask_shape, run, batch_fn,
-                     overwrite=overwrite, desc=name)
+                     overwrite=overwrite, desc=name, shard=shard)
 
 
 def _baseline_batch(name: str, batch: dict[str, Any], records: list, classifier: Classifier,

@@ -24,6 +24,7 @@ from ..options import Target, choice
 from ..models import Classifier
 from ..solve import SolveResult, solve
 from ..store import STATUS_OK, STATUS_SKIPPED, MaskWriter
+from .shards import MaskShard
 
 EXTRA_COLUMNS = ("area", "tv")
 """Per-image solver statistics stored beside the schema's columns."""
@@ -108,13 +109,10 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     k = solver.objective.masks_per_image
     mask_shape = (k, solver.mask.size, solver.mask.size)
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
-    if shard is not None and shard.sharded and not overwrite:
-        # Refuse a shard that does not belong to its run now, not after folding and compiling.
-        from ..store.shards import ShardedRun
-
-        records = discover(source, classifier.vocabulary, limit=run.limit)
-        if ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite).merged:
-            return RunSummary(Path(out), len(records), resumed=len(records), notes=["already merged"])
+    # A shard that does not belong to its run is refused now, not after folding and compiling.
+    job = _StoreJob.open(source, out, classifier, config, run, overwrite, shard)
+    if job.shard is not None and job.shard.merged:
+        return job.already_merged()
     classifier = classifier.folded()  # BatchNorm into the convolutions: the same function, faster
     if run.batch_size == "auto":  # probed uncompiled: compiling the probe's shapes would be wasted
         run = dataclasses.replace(run, batch_size=auto_batch_size(classifier, solver))
@@ -131,8 +129,8 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
 
     # With early stopping, images stream through slots that are refilled as images stop
     # (pipeline.solve.stream): the batch stays full and keeps its shape.
-    return run_store(source, out, classifier, config, mask_shape, run, solve_batch, overwrite=overwrite,
-                     desc="masks", stream_fn=solve_streamed if solver.optim.stop_window else None, shard=shard)
+    return job.fill(classifier, mask_shape, run, solve_batch, "masks",
+                    solve_streamed if solver.optim.stop_window else None)
 
 
 BatchFn = Callable[[dict[str, Any], list], tuple[dict[str, Any], "torch.Tensor | None"]]
@@ -156,7 +154,7 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
 
     With a ``shard`` of ``N > 1`` (:mod:`pipeline.distributed`) the images are those with
     ``index % N == shard.rank``, keeping their index (hence their seed), and the store is this
-    shard's in ``<out>.shards/`` (:class:`pipeline.store.shards.ShardedRun`); under torchrun rank 0
+    shard's in ``<out>.shards/`` (:class:`pipeline.jobs.shards.MaskShard`); under torchrun rank 0
     then merges every shard into ``out``, elsewhere ``perturb merge`` does.
 
     Raises:
@@ -164,21 +162,51 @@ def run_store(source: str | Path, out: str | Path, classifier: Classifier, confi
         StoreError: ``out`` exists with another configuration (pass ``overwrite=True``), or the
             shard disagrees with the other shards of its run.
     """
-    records = discover(source, classifier.vocabulary, limit=run.limit)
-    root = Path(source) if Path(source).is_dir() else Path(source).parent
-    if shard is None or not shard.sharded:
-        return _fill_store(records, out, range(len(records)), classifier, config, mask_shape, root, run,
-                           batch_fn, stream_fn, overwrite, desc)
-    from ..store.shards import ShardedRun
+    job = _StoreJob.open(source, out, classifier, config, run, overwrite, shard)
+    if job.shard is not None and job.shard.merged:
+        return job.already_merged()
+    return job.fill(classifier, mask_shape, run, batch_fn, desc, stream_fn)
 
-    job = ShardedRun.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite)
-    if job.merged:
-        return RunSummary(Path(out), len(records), resumed=len(records), notes=["already merged"])
-    summary = _fill_store(records, out, job.indices, classifier, config, mask_shape, root, run, batch_fn,
-                          stream_fn, job.overwrite, f"{desc} {shard.rank}/{shard.world}",
-                          shard=(shard.rank, shard.world), attrs=job.attrs)
-    summary.notes.extend(job.finish())
-    return summary
+
+@dataclass(frozen=True)
+class _StoreJob:
+    """What one process writes into a store: every image under ``source``, or its shard's."""
+
+    records: list
+    root: Path
+    out: Path
+    config: dict[str, Any]
+    overwrite: bool
+    shard: MaskShard | None  # None: one process writes ``out`` itself
+
+    @classmethod
+    def open(cls, source: str | Path, out: str | Path, classifier: Classifier, config: dict[str, Any],
+             run: RunConfig, overwrite: bool, shard: Shard | None) -> _StoreJob:
+        """Discover the images, and for a shard check it against its run (:meth:`MaskShard.prepare`)."""
+        records = discover(source, classifier.vocabulary, limit=run.limit)
+        root = Path(source) if Path(source).is_dir() else Path(source).parent
+        if shard is None or not shard.sharded:
+            return cls(records, root, Path(out), config, overwrite, None)
+        job = MaskShard.prepare(out, shard, [r.relpath for r in records], config, classifier.spec, overwrite)
+        return cls(records, root, Path(out), config, job.overwrite, job)
+
+    def already_merged(self) -> RunSummary:
+        return RunSummary(self.out, len(self.records), resumed=len(self.records), notes=["already merged"])
+
+    def fill(self, classifier: Classifier, mask_shape: tuple[int, int, int], run: RunConfig, batch_fn: BatchFn,
+             desc: str, stream_fn: StreamFn | None) -> RunSummary:
+        """Solve the images not yet in the store and append them; a shard then finishes
+        (:meth:`pipeline.jobs.shards.ShardedJob.finish`: merged, or what is left)."""
+        if self.shard is None:
+            return _fill_store(self.records, self.out, range(len(self.records)), classifier, self.config,
+                               mask_shape, self.root, run, batch_fn, stream_fn, self.overwrite, desc)
+        job = self.shard
+        summary = _fill_store(self.records, job.writer_path, job.indices, classifier, self.config, mask_shape,
+                              self.root, run, batch_fn, stream_fn, self.overwrite,
+                              f"{desc} {job.shard.rank}/{job.shard.world}", shard=(job.shard.rank, job.shard.world),
+                              attrs=job.attrs)
+        summary.notes.extend(job.finish())
+        return summary
 
 
 def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifier: Classifier,
@@ -186,11 +214,7 @@ def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifi
                 batch_fn: BatchFn, stream_fn: StreamFn | None, overwrite: bool, desc: str,
                 shard: tuple[int, int] | None = None, attrs: dict[str, str] | None = None) -> RunSummary:
     """Solve the images ``indices`` of ``records`` not yet in the store and append them
-    (``shard``: write :func:`pipeline.store.shards.shard_store_path` for ``out``)."""
-    if shard is not None:
-        from ..store.shards import shards_dir
-
-        out = shards_dir(out) / Path(out).name  # MaskWriter adds .shard-r-of-n
+    (``shard``: the writer writes ``<out stem>.shard-r-of-n.h5``)."""
     with MaskWriter(out, config, classifier.spec, root.resolve(), mask_shape, overwrite=overwrite,
                     input_size=classifier.input_size, shard=shard, attrs=attrs) as writer:
         done = writer.done_indices()
@@ -201,6 +225,8 @@ def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifi
             return summary
         # "auto" is resolved by callers that know their memory needs (run_masks); others get CPU_BATCH.
         batch_size = CPU_BATCH if run.batch_size == "auto" else run.batch_size
+        if CPU_PADDING and classifier.device.type == "cpu":
+            batch_fn = _padded(batch_fn, run, batch_size)
         dataset = ImageDataset(records, classifier.input_size, max_pixels=run.max_pixels)
         loader = make_loader(dataset, batch_size, run.workers, indices=todo)
         with tqdm(total=len(mine), initial=summary.resumed, unit="img", disable=not run.progress,
@@ -215,6 +241,32 @@ def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifi
     return summary
 
 
+def _padded(batch_fn: BatchFn, run: RunConfig, size: int) -> BatchFn:
+    """``batch_fn`` on loader batches padded with blank images until ``size`` images are solved
+    (:data:`CPU_PADDING`); the blanks' rows and masks are dropped."""
+
+    def padded(batch: dict[str, Any], records: list) -> tuple[dict[str, Any], torch.Tensor | None]:
+        count = len(batch["ok"])
+        missing = size - int(_solvable(batch, run).sum())
+        if missing <= 0:
+            return batch_fn(batch, records)
+        image = batch["image"]
+        blank = {"image": image.new_zeros(missing, *image.shape[1:]),
+                 "height": torch.full((missing,), image.shape[-2]), "width": torch.full((missing,), image.shape[-1]),
+                 "index": torch.zeros(missing, dtype=torch.int64), "label": torch.zeros(missing, dtype=torch.int64),
+                 "ok": torch.ones(missing, dtype=torch.bool), "reason": [""] * missing}
+        rows, masks = batch_fn(_concat([batch, blank]), records)
+        return _take(rows, list(range(count))), None if masks is None else masks[:count]
+
+    return padded
+
+
+def _solvable(batch: dict[str, Any], run: RunConfig) -> torch.Tensor:
+    """``(b,)`` bool: the images of a loader batch that are solved: readable, and labelled when
+    ``run.target == "label"``."""
+    return batch["ok"] & (batch["label"] >= 0) if run.target == "label" else batch["ok"].clone()
+
+
 def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
                extra: tuple[str, ...] = EXTRA_COLUMNS) -> tuple[dict[str, Any], torch.Tensor]:
     """The store rows of a loader batch before solving: ``(rows, ok)``.
@@ -223,12 +275,9 @@ def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
     float columns NaN, to be filled for the chosen images. ``ok`` ``(b,)`` bool marks the images to
     solve: readable, and labelled when ``run.target == "label"`` (else skipped as "no label").
     """
-    ok = batch["ok"].clone()
-    reasons = list(batch["reason"])
-    if run.target == "label":
-        unlabeled = batch["label"] < 0
-        reasons = [("no label" if u and o else r) for u, o, r in zip(unlabeled.tolist(), ok.tolist(), reasons)]
-        ok &= ~unlabeled
+    ok = _solvable(batch, run)
+    reasons = [("no label" if readable and not solved else reason)
+               for readable, solved, reason in zip(batch["ok"].tolist(), ok.tolist(), batch["reason"])]
     b = len(ok)
     rows: dict[str, Any] = {
         "index": batch["index"], "path": [records[int(i)].relpath for i in batch["index"]],
@@ -256,14 +305,7 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
         images = batch["image"][chosen]
         targets = batch["label"][chosen] if run.target == "label" else None
         seeds = batch["index"][chosen] + run.seed
-        pad = CPU_PADDING and device.type == "cpu" and isinstance(run.batch_size, int) and run.batch_size - len(chosen)
-        if pad > 0:  # blank images up to the batch size: see CPU_PADDING
-            images = torch.cat([images, images.new_zeros(pad, *images.shape[1:])])
-            seeds = torch.cat([seeds, seeds.new_zeros(pad)])
-            targets = None if targets is None else torch.cat([targets, targets.new_zeros(pad)])
         result = _solve_fitting(classifier, images.to(device, non_blocking=True), solver, targets, seeds)
-        if pad > 0:
-            result = SolveResult(*(getattr(result, f.name)[: len(chosen)] for f in dataclasses.fields(SolveResult)))
         for name, values in result.columns().items():
             if name in rows:
                 rows[name][chosen] = values.to("cpu", rows[name].dtype)
@@ -353,7 +395,8 @@ CPU_BATCH = 8
 
 CPU_PADDING = True
 """On a CPU, solve every loader batch at the full batch size, padding a short one (the last batch,
-or one with unreadable images) with blank images whose results are dropped. CPU kernels round
+or one with unreadable images) with blank images whose results are dropped (masks and baselines
+alike: a baseline's forward and backward passes round differently at batch 1 too). CPU kernels round
 differently at different batch sizes (not with different images in the batch), so without this a
 mask would depend on how a run was split into shards or resumed after a kill: the last batch of
 100 images at ``-b 8`` holds 4 images in one process but 2 in each of two shards, which moved

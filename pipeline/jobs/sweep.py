@@ -1,7 +1,8 @@
 """Sweeps: solve, evaluate and compare several perturbation variants on the same images.
 
 A sweep folder holds one sub-folder per variant (``<out>/<preset>/masks.h5`` plus its evaluation
-report) and the comparison of them all (``<out>/comparison.md``, ``.csv``, ``curves.png``). Every
+report and ``report.html``) and the comparison of them all (``<out>/comparison.md``, ``.csv``,
+``curves.png``, ``report.html``). Every
 step resumes: masks through the store, and a variant whose report stamp matches its store (run,
 row count), boxes and evaluation settings is not evaluated again.
 """
@@ -9,16 +10,17 @@ row count), boxes and evaluation settings is not evaluated again.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from ..config import override, preset
+from ..config import SolverConfig
 from ..errors import ConfigError
 from ..evaluation import EvalConfig, evaluate_store
 from ..models import Classifier
+from .reports import report_line, write_run_report
 from .run import RunConfig, RunSummary, run_masks
 from ..store import MaskStore
 
@@ -27,32 +29,40 @@ Notify = Callable[[str], None]
 
 @dataclass(frozen=True)
 class SweepResult:
-    """The per-variant run summaries and the comparison table."""
+    """The per-variant run summaries, the comparison table and the HTML pages written."""
 
     runs: dict[str, RunSummary]
     comparison: pd.DataFrame
     out: Path
+    reports: list[Path] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """What ``perturb sweep`` prints at the end: the comparison and where the pages are."""
+        return [(self.out / "comparison.md").read_text(), *(report_line(page) for page in self.reports)]
 
 
-def run_sweep(source: str | Path, out: str | Path, classifier: Classifier, presets: list[str],
-              overrides: list[str] | None = None, run: RunConfig = RunConfig(),
-              boxes: str | Path | None = None, evaluation: EvalConfig = EvalConfig(),
-              notify: Notify | None = None) -> SweepResult:
-    """Solve every preset in ``presets`` (each with the same ``overrides``) on the images of
-    ``source``, evaluate each store, and compare them, the first preset being the reference.
+def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
+              variants: Mapping[str, SolverConfig] | Sequence[tuple[str, SolverConfig]],
+              run: RunConfig = RunConfig(), boxes: str | Path | None = None,
+              evaluation: EvalConfig = EvalConfig(), notify: Notify | None = None,
+              reports: bool = True) -> SweepResult:
+    """Solve every variant (name -> solver configuration, e.g. ``{name: preset(name)}``) on the
+    images of ``source``, evaluate each store, and compare them, the first variant being the
+    reference; with ``reports``, write each variant's ``report.html`` and the comparison's.
 
     Raises:
-        ConfigError: no preset, a repeated or unknown one, or an override that does not apply.
+        ConfigError: no variant, or a repeated name.
     """
     from ..report.compare import compare_runs
 
-    if not presets or len(set(presets)) != len(presets):
-        raise ConfigError(f"a sweep needs distinct presets (--preset a --preset b ...), got {presets}")
-    configs = {name: override(preset(name), list(overrides or [])) for name in presets}  # fail before solving
+    variants = list(variants.items() if isinstance(variants, Mapping) else variants)
+    names = [name for name, _ in variants]
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"a sweep needs distinct presets (--preset a --preset b ...), got {names}")
     out = Path(out)
     say = notify or (lambda message: None)
     summaries = {}
-    for name, config in configs.items():
+    for name, config in variants:
         folder = out / name
         say(f"[{name}] solving masks")
         summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, run)
@@ -66,8 +76,14 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier, prese
                        progress=run.progress, indices=range(summaries[name].total))
         (folder / "report.stamp").write_text(stamp)
     say("comparing")
-    table = compare_runs([out / name for name in presets], out)
-    return SweepResult(summaries, table, out)
+    table = compare_runs([out / name for name in names], out)
+    pages = []
+    if reports:
+        pages = [write_run_report([out / name], out / name / "report.html", vocabulary=classifier.vocabulary)
+                 for name in names]
+        pages.append(write_run_report([out / name for name in names], out / "report.html", comparison=table,
+                                      vocabulary=classifier.vocabulary))
+    return SweepResult(summaries, table, out, pages)
 
 
 def _report_stamp(store_path: Path, images: int, boxes: str | Path | None, evaluation: EvalConfig) -> str:

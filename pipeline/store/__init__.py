@@ -3,15 +3,15 @@
 
 Modules: :mod:`.schema` (datasets, attributes, configuration identity), :mod:`.files` (locks,
 fsync, part files), :mod:`.writer` (:class:`MaskWriter`), :mod:`.reader` (:class:`MaskStore`),
-:mod:`.merge` (:func:`merge_shards`, :func:`summary`), :mod:`.shards` (sharded runs) and
-:mod:`.repair` (``perturb repair``).
+:mod:`.merge` (:func:`merge_shards`, :func:`summary`) and :mod:`.repair` (``perturb repair``).
+Sharded runs, which write one store per shard and merge them, are :mod:`pipeline.jobs.shards`.
 """
 
-from .files import parts_dir, shard_path
+from .files import parts_dir, shard_path, store_locked
 from .merge import merge_shards, summary
 from .reader import MaskStore
-from .schema import COLUMNS, SCHEMA_VERSION, STATUS_OK, STATUS_SKIPPED, canonical_json, run_key
+from .schema import COLUMNS, SCHEMA_VERSION, STATUS_OK, STATUS_SKIPPED, canonical_json, config_diff, run_key
 from .writer import MaskWriter
 
 __all__ = ["COLUMNS", "SCHEMA_VERSION", "STATUS_OK", "STATUS_SKIPPED", "MaskStore", "MaskWriter", "canonical_json",
-           "merge_shards", "parts_dir", "run_key", "shard_path", "summary"]
+           "config_diff", "merge_shards", "parts_dir", "run_key", "shard_path", "store_locked", "summary"]

@@ -26,7 +26,7 @@ from ..errors import ConfigError, StoreError
 from ..names import READ_ERRORS
 
 __all__ = [
-    "HELD_LOCKS", "open_h5", "lock_store", "unlock_store", "fsync", "temporary_path", "shard_path",
+    "HELD_LOCKS", "open_h5", "lock_store", "unlock_store", "store_locked", "fsync", "temporary_path", "shard_path",
     "check_shard", "parts_dir", "part_number", "live_parts", "read_parts", "open_part", "check_contiguous",
 ]
 
@@ -130,6 +130,28 @@ def unlock_store(store: Path, descriptor: int | None) -> None:
     with suppress(OSError):
         path.unlink()  # while still locked: see lock_store
     os.close(descriptor)
+
+
+def store_locked(store: Path) -> bool:
+    """Whether a writer (this process's or another's) holds ``store``'s lock (:func:`lock_store`)."""
+    path = _lock_path(store)
+    if os.path.realpath(path) in HELD_LOCKS:  # ours: probing would release it (POSIX locks are per process)
+        return True
+    if fcntl is None:  # no advisory locks: a lock file is all there is to go by
+        return path.exists()
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.lockf(descriptor, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(descriptor)
 
 
 # --------------------------------------------------------------------------------------------
