@@ -27,7 +27,8 @@ import pandas as pd
 from ..distributed import Shard, process_group_barrier, restart_count
 from ..errors import StoreError
 from .evaluate import evaluate_store
-from .outputs import write_plots, write_tables
+from .gallery import write_pictures
+from .outputs import write_tables
 from .settings import EvalConfig
 from .summary import per_image_table, summarise
 from ..metrics import ImageBoxes, PointingGame
@@ -174,7 +175,7 @@ def merge_report(report: str | Path, keep_shards: bool = False) -> Path:
         report.mkdir(parents=True, exist_ok=True)
         write_tables(report, per_image, summary, curves)
         if config.plots:
-            write_plots(report, store, per_image, curves, Path(meta["data_root"]), config, with_boxes)
+            write_pictures(report, store, per_image, curves, Path(meta["data_root"]), config, with_boxes)
     if not keep_shards:
         shutil.rmtree(shards_dir(report), ignore_errors=True)
     return report
