@@ -9,7 +9,8 @@ The large run is made from an evaluated development run (``--run``, default
 ``results/sweep/paper``: 16 ImageNet validation images with masks, boxes and curves): its rows
 are repeated under ``copy<k>/`` prefixes until ``--images`` rows (every metric jittered a little,
 so the galleries and class lists pick different rows), with a mask store of as many rows and an
-image folder of symbolic links to the real images, so the gallery pictures are real photographs.
+image folder of symbolic links to the real images, so the gallery pictures are real photographs
+(drawn into each folder's ``thumbnails.parquet`` as ``perturb evaluate`` draws them).
 Both reports are written with the same settings (``perturb report``'s defaults); the script prints
 and writes to ``results/benchmarks/report-size-cpu.csv`` the page size in bytes and MiB, the
 number of pictures, and the seconds to write it, with the ratio of the large page's size to the
@@ -35,8 +36,28 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_average, machine, now, table, write_csv  # noqa: E402
 
+from pipeline.evaluation import EvalConfig, write_pictures  # noqa: E402
 from pipeline.report import write_report  # noqa: E402
 from pipeline.store import COLUMNS, MaskStore, MaskWriter  # noqa: E402
+
+
+def draw_thumbnails(folder: Path, store_path: Path, data_root: Path) -> None:
+    """Draw the folder's pictures (``thumbnails.parquet``, which the report embeds) as ``perturb
+    evaluate`` does: from its store and images, rows in store order."""
+    per_image = pd.read_parquet(folder / "per_image.parquet")
+    with MaskStore(store_path) as store:
+        write_pictures(folder, store, per_image, dict(np.load(folder / "curves.npz")), data_root,
+                       EvalConfig(workers=0), with_boxes="energy_pg" in per_image)
+
+
+def with_thumbnails(run: Path, work: Path) -> Path:
+    """A copy of ``run`` with its pictures drawn (a folder evaluated before evaluations drew them has none)."""
+    copy = work / "small" / run.name
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("*.h5", "report.html"))
+    settings = json.loads((run / "summary.json").read_text())["settings"]
+    store = Path(settings["store"]) if Path(settings["store"]).is_file() else run / "masks.h5"
+    draw_thumbnails(copy, store, Path(settings["data_root"]))
+    return copy
 
 
 def enlarge(run: Path, images: int, work: Path) -> Path:
@@ -86,6 +107,7 @@ def enlarge(run: Path, images: int, work: Path) -> Path:
                                                                            "insertion")}
     np.savez_compressed(out / "curves.npz", fraction=curves["fraction"], **npz,
                         index=big["index"].to_numpy(), path=big["path"].to_numpy().astype(str))
+    draw_thumbnails(out, out / "masks.h5", data)
     return out
 
 
@@ -108,8 +130,9 @@ def main() -> None:
     info = {**machine(torch.device("cpu")), "date": now(), "loadavg_start": load_average()}
     work = Path(tempfile.mkdtemp(prefix="report-size-"))
     try:
-        measure(args.run, work / "warm-up.html")  # imports (torch, timm's class list) outside the timings
-        small = measure(args.run, work / "small.html")
+        run = with_thumbnails(args.run, work)
+        measure(run, work / "warm-up.html")  # imports (torch, timm's class list) outside the timings
+        small = measure(run, work / "small.html")
         big_run = enlarge(args.run, args.images, work)
         big = measure(big_run, work / "big.html")
         rows = [{**info, "run": "development run", **small, "size_ratio_vs_small": 1.0},

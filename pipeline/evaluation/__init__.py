@@ -1,16 +1,27 @@
 """Evaluating a mask store: deletion/insertion, localisation and pointing-game metrics per image,
-their summary, and the tables and plots written to a report folder (docs/metrics.md); the
+their summary, and the tables and pictures written to a report folder (docs/metrics.md); the
 evaluations of disjoint parts of a store merged into one (:mod:`.merge`, for sharded runs)."""
 
 from .diagnostics import WEAK_RATIO, StrengthReport, perturbation_strength
 from .evaluate import EvalResult, causal_batch, evaluate_store
+from .gallery import (
+    GALLERY_METRICS,
+    GALLERY_SEED,
+    THUMBNAIL_SIDE,
+    THUMBNAILS_FILE,
+    flagged_rows,
+    gallery_picks,
+    picture_rows,
+    read_thumbnails,
+    write_pictures,
+)
 from .merge import combine_parts, merge_evaluations
-from .outputs import curves_figure, gallery_figure, new_figure, plot_curves
-from .saliency import store_saliency
+from .saliency import StoredPictures, store_saliency, stored_pictures
 from .settings import AUC_COLUMNS, CURVES, EvalConfig, metric_direction
 from .summary import metric_columns, summarise
 
-__all__ = ["AUC_COLUMNS", "CURVES", "WEAK_RATIO", "EvalConfig", "EvalResult", "StrengthReport", "causal_batch",
-           "combine_parts", "curves_figure", "evaluate_store", "gallery_figure", "merge_evaluations",
-           "metric_columns", "metric_direction", "new_figure", "perturbation_strength", "plot_curves",
-           "store_saliency", "summarise"]
+__all__ = ["AUC_COLUMNS", "CURVES", "GALLERY_METRICS", "GALLERY_SEED", "THUMBNAILS_FILE", "THUMBNAIL_SIDE",
+           "WEAK_RATIO", "EvalConfig", "EvalResult", "StoredPictures", "StrengthReport", "causal_batch",
+           "combine_parts", "evaluate_store", "flagged_rows", "gallery_picks", "merge_evaluations",
+           "metric_columns", "metric_direction", "perturbation_strength", "picture_rows", "read_thumbnails",
+           "store_saliency", "stored_pictures", "summarise", "write_pictures"]

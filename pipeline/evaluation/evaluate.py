@@ -43,8 +43,11 @@ ground-truth class: ``target_is_label`` marks each image and the summary counts 
 * ``curves.npz``: ``deletion_zero``, ``deletion_blur``, ``insertion`` float32 ``(N, P)`` for the
   N evaluated images (``P = ceil(H * W / step) + 1`` scores), ``fraction`` ``(P,)`` (share of
   pixels moved at each point), and ``index`` ``(N,)``, ``path`` ``(N,)`` (str) to join with the table.
-* ``curves.png`` (mean curves) and ``gallery_<metric>.png`` (best and worst images by
-  ``insertion_auc``, ``deletion_auc_zero``, ``deletion_auc_blur``, and ``energy_pg`` with boxes).
+* with ``config.plots`` (:mod:`.gallery`): ``curves.png`` (mean curves), ``gallery_<metric>.png``
+  (best and worst images by ``insertion_auc``, ``deletion_auc_zero``, ``deletion_auc_blur``, and
+  ``energy_pg`` with boxes) and ``thumbnails.parquet`` (the pictures the HTML report shows: each
+  gallery's best, worst and random images and the most weakly perturbed images, as JPEG), so
+  the report needs neither the store nor the images.
 """
 
 
@@ -59,7 +62,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, ImageRecord, make_loader
 from ..errors import ConfigError
 from ..metrics import (
     ImageBoxes,
@@ -78,8 +80,9 @@ from ..models import Classifier
 from ..store import STATUS_OK, MaskStore
 
 from .settings import AUC_COLUMNS, CURVES, EvalConfig
-from .outputs import write_plots, write_tables
-from .saliency import store_saliency
+from .gallery import write_pictures
+from .outputs import write_tables
+from .saliency import stored_pictures
 from .summary import per_image_table, summarise
 
 
@@ -141,7 +144,7 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         out.mkdir(parents=True, exist_ok=True)
         paths = write_tables(out, per_image, summary, curves)
         if config.plots:
-            paths.update(write_plots(out, store, per_image, curves, root, config, box_map is not None))
+            paths.update(write_pictures(out, store, per_image, curves, root, config, box_map is not None))
     return EvalResult(per_image, summary, paths)
 
 def _check_classifier(store: MaskStore, classifier: Classifier) -> None:
@@ -161,33 +164,27 @@ def _evaluate_rows(store: MaskStore, table: pd.DataFrame, root: Path, classifier
     if indices is not None:
         chosen &= table["index"].isin(list(indices)).to_numpy()
     positions = np.flatnonzero(chosen)
-    records = [ImageRecord(root / str(table["path"].iat[p]), str(table["path"].iat[p]),
-                           int(table["label"].iat[p])) for p in positions]
     metrics: dict[int, dict[str, Any]] = {}
     curves: dict[str, list] = {name: [] for name in (*CURVES, "position")}
     game = PointingGame()
     if not len(positions):
         return metrics, _stack_curves(curves, table, store, config), game
-    loader = make_loader(ImageDataset(records, store.input_size), config.batch_size, config.workers,
-                         pin_memory=False)
     with tqdm(total=len(positions), unit="img", desc="evaluate", disable=not progress,
               dynamic_ncols=True) as bar:
-        for batch in loader:
-            rows = positions[batch["index"].numpy()]
-            readable = batch["ok"].numpy()
-            for p, reason in zip(rows[~readable], np.asarray(batch["reason"], dtype=object)[~readable]):
+        for batch in stored_pictures(store, positions, root, batch_size=config.batch_size, workers=config.workers):
+            for p, reason in zip(batch.rows[~batch.ok], np.asarray(batch.reasons, dtype=object)[~batch.ok]):
                 metrics[int(p)] = {"eval_status": f"unreadable: {reason}"}
-            if readable.any():
-                _evaluate_batch(store, table, rows[readable], batch["image"][readable], classifier,
-                                box_map, config, metrics, curves, game)
-            bar.update(len(rows))
+            if batch.ok.any():
+                _evaluate_batch(table, batch.rows[batch.ok], batch.images[batch.ok], batch.saliency[batch.ok],
+                                classifier, box_map, config, metrics, curves, game)
+            bar.update(len(batch.rows))
     return metrics, _stack_curves(curves, table, store, config), game
 
-def _evaluate_batch(store: MaskStore, table: pd.DataFrame, rows: np.ndarray, images01: torch.Tensor,
+def _evaluate_batch(table: pd.DataFrame, rows: np.ndarray, images01: torch.Tensor, saliency: torch.Tensor,
                     classifier: Classifier, box_map: Mapping[str, ImageBoxes] | None, config: EvalConfig,
                     metrics: dict[int, dict[str, Any]], curves: dict[str, list], game: PointingGame) -> None:
-    """Curves and localisation of readable rows ``rows`` ``(b,)``; ``images01`` ``(b, 3, H, W)``."""
-    saliency = store_saliency(store, rows, store.input_size)
+    """Curves and localisation of readable rows ``rows`` ``(b,)``; ``images01`` ``(b, 3, H, W)``,
+    ``saliency`` ``(b, 1, H, W)``."""
     targets = torch.from_numpy(table["target"].to_numpy()[rows].astype(np.int64))
     batch_curves = causal_batch(classifier, images01, saliency, targets, config)
     for name, values in batch_curves.items():

@@ -20,7 +20,8 @@ from ..errors import StoreError
 from ..metrics import PointingGame
 from ..store import MaskStore
 from .evaluate import EvalResult
-from .outputs import write_plots, write_tables
+from .gallery import write_pictures
+from .outputs import write_tables
 from .settings import EvalConfig
 from .summary import per_image_table, summarise
 
@@ -104,7 +105,7 @@ def merge_evaluations(store_path: str | Path, folders: Sequence[str | Path], out
         out.mkdir(parents=True, exist_ok=True)
         paths = write_tables(out, per_image, summary, curves)
         if config.plots:
-            paths.update(write_plots(out, store, per_image, curves, Path(meta["data_root"]), config, with_boxes))
+            paths.update(write_pictures(out, store, per_image, curves, Path(meta["data_root"]), config, with_boxes))
     return EvalResult(per_image, summary, paths)
 
 

@@ -11,7 +11,7 @@ from ..solve import masks as masklib
 from ..config import SolverConfig
 from ..data import read_input
 from ..models import Classifier
-from ..report.render import pictures, save_pictures
+from ..pictures import explain_pictures, save_pictures
 from ..solve import Perturber, SolveResult, solve
 
 
@@ -38,7 +38,7 @@ def explain_image(path: str | Path, classifier: Classifier, config: SolverConfig
     mask_up = masklib.upsample(result.masks, size, config.mask).mean(1, keepdim=True)
     heat = masklib.saliency(result.masks, config.objective.game, size, config.mask)
     blurred = _perturbed_rgb(classifier, image, mask_up, config)
-    pics = pictures(image[0], mask_up[0], heat[0], blurred[0])
+    pics = explain_pictures(image[0], mask_up[0], heat[0], blurred[0])
     files = save_pictures(pics, out_dir)
     name = classifier.vocabulary.names[int(result.targets[0])]
     return Explanation(result, name, files)

@@ -13,7 +13,9 @@ the table-sorting script are inline. The page holds
   games;
 * per-class means (best and worst classes) and the perturbation-strength diagnostic with the images
   it flags;
-* galleries per metric: best, worst and a fixed seeded random sample, each image with its saliency;
+* galleries per metric: best, worst and a fixed seeded random sample, each image with its saliency
+  (the thumbnails ``perturb evaluate`` drew into the run folder: the page is built from the run
+  folders alone, without the mask store or the images);
 * links to the Parquet/CSV files it was built from.
 
 Galleries, flagged images and class lists are bounded (:class:`ReportConfig`), so the page's size
@@ -41,8 +43,8 @@ class ReportConfig:
     Attributes:
         n_boot: bootstrap resamples per interval (as ``perturb compare --n-boot``).
         seed: base seed of the bootstrap and of the galleries' random samples.
-        gallery: images per gallery row (best, worst, random) and metric.
-        thumb: gallery picture size in pixels (longer side).
+        gallery: images per gallery row (best, worst, random) and metric (``perturb evaluate``
+            draws the pictures of up to its own ``EvalConfig.gallery``, 4 by default).
         classes: best and worst classes listed per run.
         flagged: images listed by the perturbation-strength diagnostic per run.
     """
@@ -50,14 +52,13 @@ class ReportConfig:
     n_boot: int = 2000
     seed: int = 0
     gallery: int = 4
-    thumb: int = 140
     classes: int = 10
     flagged: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("n_boot", "gallery", "thumb", "classes", "flagged"):
+        for name in ("n_boot", "gallery", "classes", "flagged"):
             value = getattr(self, name)
-            low = 1 if name in ("n_boot", "thumb") else 0
+            low = 1 if name == "n_boot" else 0
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"ReportConfig.{name} must be an integer >= {low}; got {value!r}")
 
@@ -72,7 +73,8 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
         out: where the page will be written (links to the tables are relative to it).
         config: what the page shows.
         vocabulary: class names; None = ImageNet-1k's when every class index fits it.
-        data_root: image folder for the galleries; None = each run's recorded ``data_root``.
+        data_root: not used (gallery pictures come from each run folder's ``thumbnails.parquet``);
+            accepted so that existing callers keep working.
         comparison: :func:`pipeline.report.compare.compare_runs`'s table for these runs, computed with
             ``config.n_boot`` and ``config.seed`` (reused instead of bootstrapping again).
         extra_files: more files to link (``comparison.csv`` ...).
@@ -87,7 +89,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
     if vocabulary is None:
         vocabulary = _default_vocabulary(runs)
     intervals = interval_table(runs, config.n_boot, config.seed, comparison)
-    return build_page(runs, intervals, Path(out), config, vocabulary, data_root, [Path(p) for p in extra_files])
+    return build_page(runs, intervals, Path(out), config, vocabulary, [Path(p) for p in extra_files])
 
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, config: ReportConfig = ReportConfig(),

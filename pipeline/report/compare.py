@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..evaluation import AUC_COLUMNS, curves_figure, metric_direction
+from ..evaluation import AUC_COLUMNS, CURVES, metric_direction
 from ..names import markdown_code, markdown_text
+from ..pictures import plot_curves
 
 __all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_row", "RANK_METRIC"]
 
@@ -167,7 +168,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
     (out / "comparison.md").write_text(_markdown(table, runs, folders, n_boot, seed))
     with_curves = {name: r["curves"] for name, r in runs.items() if r["curves"] is not None}
     if with_curves:
-        curves_figure(with_curves, out / "curves.png")
+        plot_curves(with_curves, CURVES).savefig(out / "curves.png", dpi=100)
     return table
 
 

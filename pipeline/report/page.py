@@ -17,20 +17,17 @@ import numpy as np
 import pandas as pd
 
 from .compare import RANK_METRIC
-from ..evaluation import WEAK_RATIO
-from ..evaluation import metric_direction
+from ..evaluation import GALLERY_METRICS, WEAK_RATIO, gallery_picks, metric_direction
 from ..imagenet import ClassVocabulary
 from .figures import Thumbnails, curves_png, localisation_png
-from .provenance import flatten, plain, provenance_section, store_path
+from .provenance import flatten, plain, provenance_section
 from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell
 from .tables import (
-    GALLERY_METRICS,
     RunData,
     class_extremes,
     class_name,
     class_table,
     flagged_images,
-    gallery_picks,
     localisation_table,
     ranking,
     verdict,
@@ -41,12 +38,10 @@ KNOWN_SUMMARY_KEYS = ("metrics", "pointing_game", "counts", "settings")
 
 
 def build_page(runs: Sequence[RunData], intervals: pd.DataFrame, out_path: Path, config: Any,
-               vocabulary: ClassVocabulary | None, data_root: str | Path | None,
-               extra_files: Sequence[Path] = ()) -> str:
+               vocabulary: ClassVocabulary | None, extra_files: Sequence[Path] = ()) -> str:
     """The report's HTML (see :func:`pipeline.report.build_report`)."""
     multi = len(runs) > 1
-    thumbs = {run.name: Thumbnails(store_path(run), data_root or run.settings.get("data_root"), config.thumb)
-              for run in runs}
+    thumbs = {run.name: Thumbnails(run.folder) for run in runs}
     loc = {run.name: localisation_table(run, intervals) for run in runs}
     parts = [
         ("provenance", "Provenance", provenance_section(runs)),
@@ -356,7 +351,7 @@ def _galleries(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabular
     for i, run in enumerate(runs):
         body = []
         for metric in GALLERY_METRICS:
-            picks = gallery_picks(run, metric, config.gallery, config.seed)
+            picks = gallery_picks(run.evaluated, metric, config.gallery, config.seed)
             if not picks:
                 continue
             body.append(f"<h4>{esc(metric)} ({esc(metric_direction(metric) or 'descriptive')} is better)</h4>")

@@ -54,7 +54,7 @@ def _store_facts(run: RunData) -> dict[str, Any]:
     path = store_path(run)
     facts: dict[str, Any] = {"store.path": str(path) if path else None}
     if path is None or not path.is_file():
-        facts["store.note"] = "mask store not found (galleries show no pictures)"
+        facts["store.note"] = "mask store not found"
         return facts
     from ..errors import PipelineError
     from ..store import MaskStore

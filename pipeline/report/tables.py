@@ -10,7 +10,6 @@ rows, generators and seeds, so a report and ``comparison.csv`` agree to the last
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,7 +24,7 @@ from ..evaluation import AUC_COLUMNS
 from ..imagenet import ClassVocabulary
 
 __all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
-           "flagged_images", "gallery_picks", "preset_of", "GALLERY_METRICS", "CLASS_METRICS"]
+           "flagged_images", "preset_of", "GALLERY_METRICS", "CLASS_METRICS"]
 
 GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
 """Metrics with a gallery (best, worst, random images), when the run has values for them."""
@@ -237,34 +236,6 @@ def flagged_images(run: RunData) -> tuple[StrengthReport, pd.DataFrame]:
     flagged = ok.assign(ratio=ratio)[ratio >= WEAK_RATIO]
     flagged = flagged.sort_values(["ratio", "path"], ascending=[False, True], kind="stable")
     return report, flagged[["path", "target", "p_original", "p_perturbed", "ratio"]].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------
-# galleries
-
-
-def gallery_picks(run: RunData, metric: str, count: int, seed: int) -> dict[str, pd.DataFrame]:
-    """The evaluated rows shown in ``metric``'s gallery: ``best``, ``worst`` and ``random``.
-
-    Best and worst are the ``count`` extremes (stable sort: ties in table order). The random
-    sample draws ``count`` rows without replacement from the rows with a value, listed by path,
-    with a generator seeded by ``seed`` and the metric's name, so the same images are drawn in
-    every run that evaluated the same images. Empty dict when no row has a value.
-    """
-    table = run.evaluated
-    if metric not in table:
-        return {}
-    values = pd.to_numeric(table[metric], errors="coerce")
-    has = table[np.isfinite(values.to_numpy(np.float64))]
-    if not len(has):
-        return {}
-    from ..evaluation import metric_direction
-
-    ordered = has.sort_values(metric, kind="stable", ascending=metric_direction(metric) != "higher")
-    by_path = has.sort_values("path", kind="stable")
-    rng = np.random.default_rng([int(seed), zlib.crc32(metric.encode())])
-    chosen = np.sort(rng.choice(len(by_path), size=min(count, len(by_path)), replace=False))
-    return {"best": ordered.head(count), "worst": ordered.iloc[::-1].head(count), "random": by_path.iloc[chosen]}
 
 
 # --------------------------------------------------------------------------------------------
