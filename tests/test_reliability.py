@@ -1,6 +1,6 @@
 """Reliability of a dataset run: odd file names, fuzzed files, decompression bombs, determinism.
 
-The runs use a tiny TorchScript classifier (``benchmarks/fuzz_inputs.py``'s): what is tested is
+The runs use a tiny TorchScript classifier (the ``fuzz`` benchmark's): what is tested is
 the input handling and the store, which do not depend on the model, and it keeps each run to
 about a second.
 """
@@ -32,8 +32,8 @@ from pipeline.jobs.run import RunConfig, run_masks, store_config
 from pipeline.store import MaskStore
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import fuzz_inputs  # noqa: E402
+sys.path.insert(0, str(ROOT))
+from benchmarks.modes import fuzz as fuzz_inputs  # noqa: E402
 
 runner = CliRunner()
 

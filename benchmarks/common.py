@@ -1,12 +1,13 @@
-"""Helpers shared by the benchmark scripts: machine description, images, memory, CSV output.
+"""What every benchmark mode shares: the device and machine, images, the clock, peak memory, tables,
+the models used for timing, and the options spelled the same in every mode.
 
-Not part of the package; the scripts import it as a sibling module (``python benchmarks/<x>.py``
-puts this folder first on ``sys.path``).
+Not part of the package: ``benchmarks/run.py`` puts the repository root on ``sys.path`` and the
+modes import this module as ``benchmarks.common``.
 """
 
 from __future__ import annotations
 
-import csv
+import argparse
 import datetime as _dt
 import os
 import platform
@@ -25,6 +26,39 @@ RESULTS = REPO / "results" / "benchmarks"
 DEFAULT_DATA = next((p for p in (REPO.parent / "shared" / "data" / "imagenet-val-100" / "val",
                                  REPO / "shared" / "data" / "imagenet-val-100" / "val") if p.is_dir()),
                     REPO.parent / "shared" / "data" / "imagenet-val-100" / "val")
+
+
+# ---------------------------------------------------------------- options spelled the same everywhere
+
+def add_images(parser: argparse.ArgumentParser, count: int, what: str = "images") -> None:
+    """``--images N`` (the first N of the sorted development set) and ``--data DIR``."""
+    parser.add_argument("--images", type=int, default=count, help=f"{what}: the first N of the sorted image folder")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="ImageNet-style image folder (default: the development set)")
+
+
+def add_batch_size(parser: argparse.ArgumentParser, default: int | list[int], what: str = "images solved together"
+                   ) -> None:
+    """``--batch-size``: one value, or several (a list default) where the mode sweeps them."""
+    if isinstance(default, list):
+        parser.add_argument("--batch-size", type=int, nargs="+", default=default,
+                            help=f"{what}; several values: each is measured")
+    else:
+        parser.add_argument("--batch-size", type=int, default=default, help=what)
+
+
+def early_stop(text: str) -> tuple[int, float]:
+    """``WINDOW,TOL`` (``optim.stop_window``, ``optim.stop_tol``) -> ``(25, 0.01)``."""
+    try:
+        window, tol = text.split(",")
+        return int(window), float(tol)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WINDOW,TOL such as 25,0.01, got {text!r}") from None
+
+
+def stop_overrides(setting: tuple[int, float]) -> list[str]:
+    """The ``--set`` overrides of an early-stopping setting."""
+    return [f"optim.stop_window={setting[0]}", f"optim.stop_tol={setting[1]}"]
 
 
 # ---------------------------------------------------------------- device and machine
@@ -103,6 +137,46 @@ def clock(device: torch.device) -> float:
     """Wall time after all queued device work has finished."""
     synchronize(device)
     return time.perf_counter()
+
+
+# ---------------------------------------------------------------- models
+
+def load_classifier(spec: str, device: torch.device) -> tuple:
+    """Real weights where available (EfficientNet-Lite0, or ``<arch>@<state_dict file>``), else random
+    weights (timing does not need real ones). Returns ``(classifier, "imagenet" | "file" | "random")``."""
+    from pipeline import ModelUnavailableError, load_model
+
+    if "@" in spec:
+        return load_model(spec, device=device), "file"
+    if spec == "efficientnet_lite0":
+        try:
+            return load_model(spec, pretrained=True, device=device), "imagenet"
+        except ModelUnavailableError as error:
+            print(f"note: {spec} weights unavailable ({error}); timing with random weights")
+    return load_model(spec, pretrained=False, device=device), "random"
+
+
+def tiny_model(path: Path) -> Path:
+    """A TorchScript classifier (1000 classes of 224 x 224 input) small enough to solve fast, for the
+    modes that test the pipeline's handling of inputs and memory rather than the model."""
+    import warnings
+
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 8, stride=8)
+            self.fc = nn.Linear(16, 1000)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still works
+        torch.jit.script(Tiny().eval()).save(str(path))
+    return path
 
 
 # ---------------------------------------------------------------- images
@@ -221,40 +295,22 @@ class PeakMemory:
         self.peak_mib = max(0, peak - self.start) / 2**20
 
 
-# ---------------------------------------------------------------- output
+# ---------------------------------------------------------------- printing
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Write ``rows`` (dicts; the union of their keys, in first-seen order) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields: list[str] = []
-    for row in rows:
-        fields += [key for key in row if key not in fields]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: _cell(row.get(key, "")) for key in fields})
-    return path
-
-
-def _cell(value: Any) -> Any:
+def cell(value: Any) -> Any:
+    """A value as a CSV or table cell: floats to 6 significant digits, 0-d tensors unwrapped."""
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, torch.Tensor):
-        return _cell(value.item())
+        return cell(value.item())
     return value
 
 
 def table(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
     """A plain fixed-width text table of ``columns`` of ``rows``."""
     rows = list(rows)
-    cells = [[str(_cell(row.get(c, ""))) for c in columns] for row in rows]
+    cells = [[str(cell(row.get(c, ""))) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
     return "\n".join(lines)
-
-
-def parse_list(text: str, kind: type = int) -> list:
-    """``"1,8,16"`` or ``"1 8 16"`` -> ``[1, 8, 16]``."""
-    return [kind(part) for part in re.split(r"[,\s]+", text.strip()) if part]

@@ -1,10 +1,5 @@
 """Fuzzed inputs: `perturb masks` over 1,000+ damaged image files and odd folder entries.
 
-Run from the repository root::
-
-    nice -n 5 .venv/bin/python benchmarks/fuzz_inputs.py                 # 1,119 entries, 5.5 min here
-    .venv/bin/python benchmarks/fuzz_inputs.py --files 60 --out /tmp/f   # smoke test
-
 What is built (in a temporary folder, from ``--data``, the development images, each also
 re-encoded small as PNG, GIF, BMP, TIFF and WebP so every decoder is exercised), ``--files``
 damaged files, the kinds in turn (:data:`MUTATIONS`): bit flips anywhere or in the header,
@@ -19,21 +14,21 @@ that are not valid UTF-8, a name with a line break, markup and a 250-byte name, 
 an image (reading it would block), and files deleted after the listing and before decoding
 (simulated by deleting them right after :func:`pipeline.data.discover`).
 
-What is run, in a child process with a time limit (``--timeout``) and one torch thread: the command ``perturb masks DIR -n 1 -b 8 --workers 2 --set perturbation.kind=constant``
+What is run, in a child process with a time limit (``--timeout``) and ``--threads`` torch threads (1): the command ``perturb masks DIR -n 1 -b 8 --workers 2 --set perturbation.kind=constant``
 itself (the cheapest perturbation: the solver is not under test), and ``perturb masks
 LIST`` over a text file that names a folder, a FIFO and a missing path. When a run fails, every
 listed file is then decoded in that process to name the ones whose decoding raised. The model is a tiny
 TorchScript network (``--model tiny``, the input handling under test does not depend on it;
 ``--model efficientnet_lite0`` runs the default one, much slower on a CPU).
 
-Reported (printed, and ``fuzz-inputs.csv`` + ``fuzz-inputs-summary.csv`` under ``--out``): files
-listed, crashes (must be 0: the command's exit status is 0),
-rows stored (must equal the files listed), skipped rows by reason, and the rows solved.
+Reported (printed, and in ``STEM-summary.csv``, one row per run): files listed, crashes (must be 0:
+the command's exit status is 0), rows stored (must equal the files listed), skipped rows by reason,
+and the rows solved; ``STEM.csv`` (default ``fuzz-inputs.csv``) lists every entry and its kind of
+damage. The mode exits 1 unless every run has no crash and a row for every listed file.
 """
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import json
 import os
@@ -48,9 +43,17 @@ from io import BytesIO
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+
+from benchmarks.common import REPO, add_batch_size, add_images, load_average, tiny_model
+
+NAME = "fuzz-inputs"
+DEVICES = ("cpu",)
+THREADS = 1
+"""In the child: on a shared CPU one thread wastes least (0.12 vs 0.46 CPU-s a batch here)."""
+DEFAULT_SETS = ["perturbation.kind=constant"]
+"""The cheapest perturbation: the solver is not under test."""
+
 
 VANISH = "vanish"  # files with this in their name are deleted after listing
 NO_PERMISSION = "noperm"  # opening files with this in their name raises PermissionError
@@ -260,7 +263,8 @@ def simulate_faults() -> None:
     pipeline.jobs.run.discover = discover_then_delete
 
 
-def child(source: Path, out: Path, model: str, batch: int, workers: int, overrides: list[str]) -> None:
+def child(source: Path, out: Path, model: str, batch: int, workers: int, threads: int,
+          overrides: list[str]) -> None:
     """Run the command; when it fails, decode every listed file in this process to name the files
     whose decoding raised (an exception escaping :class:`pipeline.data.ImageDataset`)."""
     import traceback
@@ -270,7 +274,7 @@ def child(source: Path, out: Path, model: str, batch: int, workers: int, overrid
     from pipeline.cli import app
     from pipeline.data import ImageDataset, discover
 
-    torch.set_num_threads(1)  # on a shared CPU one thread wastes least (0.12 vs 0.46 CPU-s a batch here)
+    torch.set_num_threads(threads)
     simulate_faults()
     records = discover(source)
     command = ["masks", str(source), "--out", str(out), "-n", "1", "-b", str(batch), "--workers", str(workers),
@@ -294,37 +298,14 @@ def child(source: Path, out: Path, model: str, batch: int, workers: int, overrid
           flush=True)
 
 
-def tiny_model(path: Path) -> Path:
-    """A TorchScript classifier (1000 classes of 224 x 224 input) small enough to solve fast."""
-    import torch
-    from torch import nn
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 16, 8, stride=8)
-            self.fc = nn.Linear(16, 1000)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
-
-    torch.manual_seed(0)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still works
-        torch.jit.script(Tiny().eval()).save(str(path))
-    return path
-
-
-def run_child(source: Path, out: Path, model: str, batch: int, workers: int, timeout: float,
+def run_child(source: Path, out: Path, model: str, batch: int, workers: int, threads: int, timeout: float,
               overrides: list[str]) -> dict:
     """Run :func:`child` in a fresh interpreter; ``{"listed", "decode_crashes", "exit", "output"}``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, __file__, "--child", str(source), str(out), model, str(batch), str(workers),
-               *overrides]
+    command = [sys.executable, "-m", "benchmarks.modes.fuzz", "--child", str(source), str(out), model, str(batch),
+               str(workers), str(threads), *overrides]
     try:
-        done = subprocess.run(command, capture_output=True, timeout=timeout, env=env)
+        done = subprocess.run(command, capture_output=True, timeout=timeout, env=env, cwd=REPO)
     except subprocess.TimeoutExpired as expired:
         return {"listed": -1, "decode_crashes": [], "exit": "timeout",
                 "output": (expired.stderr or b"").decode(errors="replace")[-3000:]}
@@ -348,34 +329,26 @@ def stored_rows(store: Path) -> tuple[int, Counter, int]:
     return len(table), Counter(skipped["reason"]), int((table["status"] == "ok").sum())
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        source, out, model, batch, workers, *overrides = sys.argv[2:]
-        child(Path(source), Path(out), model, int(batch), int(workers), overrides)
-        return
-    from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, write_csv
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser) -> None:
     parser.add_argument("--files", type=int, default=1100, help="damaged files (odd entries come on top)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    add_images(parser, 100, "development images the damaged files are made from")
     parser.add_argument("--model", default="tiny", help="'tiny' (a small TorchScript net) or a model spec")
-    parser.add_argument("--batch-size", type=int, default=8)
+    add_batch_size(parser, 8)
     parser.add_argument("--set", dest="set_", action="append", default=None,
                         help="solver override passed on (default: perturbation.kind=constant, the cheapest)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader decoding processes of the runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=float, default=3600)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds each run may take")
 
-    from pipeline.data import discover
 
-    import torch
+def run(args, device: torch.device, results) -> int:
+    from pipeline import discover
 
+    overrides = args.set_ or DEFAULT_SETS
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         tmp = Path(tmp)
         model = str(tiny_model(tmp / "tiny.pt")) if args.model == "tiny" else args.model
-        images = sorted(r.path for r in discover(args.data))
+        images = sorted(r.path for r in discover(args.data, limit=args.images))
         originals = sources(images)
         folder = tmp / "fuzz"
         kinds = make_damaged(folder, originals, args.files, args.seed)
@@ -386,39 +359,34 @@ def main() -> None:
         listing = folder / "list.txt"  # not an image: the folder run does not list it
         listing.write_text(f"a_folder.JPEG\nfifo.JPEG\nmissing.JPEG\n{sorted(kinds)[0]}\n")
         print(f"{len(kinds)} entries ({args.files} damaged files) in {folder}", flush=True)
-        load_start = load_average()
         runs = []
         for name, source in (("folder", folder), ("file list", listing)):
             store = tmp / f"{name.replace(' ', '_')}.h5"
-            result = run_child(source, store, model, args.batch_size, args.workers, args.timeout,
-                               args.set_ or ["perturbation.kind=constant"])
+            result = run_child(source, store, model, args.batch_size, args.workers, args.threads or 1, args.timeout,
+                               overrides)
             rows, reasons, solved = stored_rows(store)
             crashes = len(result["decode_crashes"]) + (0 if result["exit"] == 0 else 1)
             runs.append({"input": name, "listed": result["listed"], "crashes": crashes, "rows": rows,
                          "rows_equal_listed": rows == result["listed"], "solved": solved,
                          "skipped": sum(reasons.values()),
-                         "skipped_by_reason": json.dumps(dict(sorted(reasons.items())))})
+                         "skipped_by_reason": json.dumps(dict(sorted(reasons.items()))),
+                         "model": args.model, "overrides": " ".join(overrides), "damaged_files": args.files,
+                         "seed": args.seed, "files_walked": walked, "loadavg_end": load_average()})
             if crashes:
                 print(result["output"])
                 for crash in result["decode_crashes"][:5]:
                     print(crash["path"], crash["traceback"])
-        info = machine(torch.device("cpu"))
-        for run in runs:
-            run.update(date=now(), machine=info["machine"], torch=info["torch"], model=args.model,
-                       overrides=" ".join(args.set_ or ["perturbation.kind=constant"]),
-                       damaged_files=args.files, seed=args.seed, files_walked=walked,
-                       loadavg_start=load_start, loadavg_end=load_average())
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_csv(args.out / "fuzz-inputs-summary.csv", runs)
-        write_csv(args.out / "fuzz-inputs.csv", [{"name": ascii(n), "kind": k} for n, k in sorted(kinds.items())])
-    for run in runs:
-        print(f"{run['input']:9s}: {run['listed']} listed, {run['crashes']} crashes, {run['rows']} rows "
-              f"({'= listed' if run['rows_equal_listed'] else 'NOT equal to listed'}), {run['solved']} solved, "
-              f"skipped {run['skipped_by_reason']}")
+        results.write(runs, "summary")
+        results.write([{"name": ascii(n), "kind": k} for n, k in sorted(kinds.items())])
+    for entry in runs:
+        print(f"{entry['input']:9s}: {entry['listed']} listed, {entry['crashes']} crashes, {entry['rows']} rows "
+              f"({'= listed' if entry['rows_equal_listed'] else 'NOT equal to listed'}), {entry['solved']} solved, "
+              f"skipped {entry['skipped_by_reason']}")
     ok = all(r["crashes"] == 0 and r["rows_equal_listed"] for r in runs)
     print("PASS" if ok else "FAIL")
-    sys.exit(0 if ok else 1)
+    return 0 if ok else 1
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:  # the run itself, in a fresh interpreter
+    source, out, model, batch, workers, threads, *overrides = sys.argv[2:]
+    child(Path(source), Path(out), model, int(batch), int(workers), int(threads), overrides)

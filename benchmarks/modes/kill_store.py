@@ -1,15 +1,12 @@
 """Kill a mask-store writer at random moments, many times, and count the stores that lost rows.
 
-Run from the repository root::
-
-    .venv/bin/python benchmarks/kill_store.py --kills 300        # about 5 minutes on 2 cores
-
 ``tests/test_store.py`` kills a writer 8 times per test run; a failure that comes once in a few
 hundred kills needs this longer run to show. Each trial starts a fresh store and kills a writer
-(appending ``--rows`` rows per batch, up to ``--total`` rows, folding every ``--merge-every``
+(appending ``--batch-size`` rows per batch, up to ``--total`` rows, folding every ``--merge-every``
 parts) three times at moments uniform in ``--window`` seconds after it is ready, resuming each
 time. After every kill the store must open and read, every committed row must hold its own mask
-and columns, and no earlier row may have changed. Prints kills, failures and the first errors.
+and columns, and no earlier row may have changed. Prints kills, failures and the first errors;
+writes them to ``STEM.csv`` (default ``kill-store-cpu.csv``), one row, and exits 1 when a store failed.
 
 With ``--merge-every 0`` the writer is built without that argument, so the same run measures
 older versions of :mod:`pipeline.store` (``git stash; git checkout <commit> -- pipeline/store``).
@@ -17,7 +14,6 @@ older versions of :mod:`pipeline.store` (``git stash; git checkout <commit> -- p
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -27,11 +23,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO
+from pipeline.store import MaskStore
 
-from pipeline.store import MaskStore  # noqa: E402
+NAME = "kill-store-{device}"
+DEVICES = ("cpu",)
+THREADS = 0
 
 SHAPE = (1, 28, 28)
 
@@ -81,23 +80,25 @@ def check(path: Path, before: list[int]) -> list[int]:
     return index
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=300)
-    parser.add_argument("--total", type=int, default=2000)
-    parser.add_argument("--rows", type=int, default=8)
-    parser.add_argument("--merge-every", type=int, default=8)
-    parser.add_argument("--window", type=float, nargs=2, default=(0.05, 1.5))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def add_arguments(parser) -> None:
+    parser.add_argument("--kills", type=int, default=300, help="kills in all, three per trial (default 300)")
+    parser.add_argument("--total", type=int, default=2000, help="rows a writer appends when not killed")
+    parser.add_argument("--batch-size", type=int, default=8, help="rows per appended batch")
+    parser.add_argument("--merge-every", type=int, default=8,
+                        help="parts folded at a time; 0 builds the writer without that argument (older stores)")
+    parser.add_argument("--window", type=float, nargs=2, default=(0.05, 1.5), metavar=("FIRST", "LAST"),
+                        help="seconds after the writer is ready between which it is killed, uniformly")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
 
+
+def run(args, device: torch.device, results) -> int:
     moments = random.Random(args.seed)
     kills, failures = 0, []
     with tempfile.TemporaryDirectory() as folder:
         for trial in range(-(-args.kills // 3)):
             path = Path(folder) / f"trial-{trial}.h5"
             command = [sys.executable, "-c", WRITER, str(REPO), str(path), str(args.total),
-                       str(args.rows), str(args.merge_every)]
+                       str(args.batch_size), str(args.merge_every)]
             before: list[int] = []
             for _ in range(3):
                 child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -116,7 +117,8 @@ def main() -> None:
                     print("FAILED", failures[-1], flush=True)
                     break
     print(f"kills {kills}, stores that failed a check {len(failures)}")
-
-
-if __name__ == "__main__":
-    main()
+    row = {"kills": kills, "trials": -(-args.kills // 3), "failed_stores": len(failures), "rows_per_batch": args.batch_size,
+           "total_rows": args.total, "merge_every": args.merge_every, "seed": args.seed,
+           "first_failures": " | ".join(failures[:3])}
+    print(f"wrote {results.write([row])}")
+    return 1 if failures else 0

@@ -1,10 +1,5 @@
 """Soak test: resident memory of a long `perturb masks` run, recorded after every batch.
 
-Run from the repository root::
-
-    nice -n 5 .venv/bin/python benchmarks/soak.py --images 2400 --iterations 1    # 14.6 min, 2 shared cores
-    .venv/bin/python benchmarks/soak.py --images 64 --out /tmp/soak       # smoke test
-
 The development images are linked under ``--images`` names (``img_00000.JPEG`` ...; symbolic links
 to the sorted development set, round robin) in a temporary flat folder, and ``perturb masks`` runs
 over it in this process (the command line's own entry point, ``--model``: a tiny TorchScript net by
@@ -17,30 +12,29 @@ its DataLoader workers, and on a GPU ``torch.cuda.memory_allocated``/``memory_re
 Growth is measured from the first 10% of the run to its end: the reference is the largest value
 over the batches done by the time 10% of the images are (start-up, the first fold and the
 allocator's warm-up fall before it), the end value is the largest value over the last 10% of the
-batches; growth = end / reference - 1, which must stay under 5% (``--max-growth``). Writes
-``soak-<device>.csv`` (one row per batch), ``soak-<device>.png`` (the curve) and
-``soak-<device>-summary.csv`` (the machine, the growth figures and the verdict).
+batches; growth = end / reference - 1, which must stay under 5% (``--max-growth``); the mode exits 1
+otherwise. Files: ``STEM.csv`` (one row per batch; default ``soak-<device>.csv``), ``STEM.png`` (the
+curve) and ``STEM-summary.csv`` (the growth figures and the verdict).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
+from benchmarks.common import add_batch_size, add_images, load_average, tiny_model
 
-from _common import DEFAULT_DATA, RESULTS, load_average, machine, now, write_csv  # noqa: E402
-from fuzz_inputs import tiny_model  # noqa: E402
+NAME = "soak-{device}"
+DEVICES = ("cpu", "cuda")
+THREADS = 1
+"""On a shared CPU one torch thread wastes least: 0.12 CPU-seconds a batch against 0.46 with two."""
+DEFAULT_SETS = ["perturbation.kind=constant"]
+"""The cheapest perturbation: the pipeline's memory is under test, not the solver."""
 
 
 def rss_kib(pid: int | str = "self") -> int:
@@ -88,29 +82,22 @@ def growth(values: list[float], done: list[int], total: int) -> tuple[float, flo
     return reference, end, end / reference - 1.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--iterations", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default="tiny", help="'tiny' (a small TorchScript net, see "
-                        "fuzz_inputs.py: the pipeline's memory, not the model's, is under test) or a model spec")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--max-growth", type=float, default=0.05)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (on a shared CPU one wastes least: 0.12 vs 0.46 CPU-s a batch here)")
+def add_arguments(parser) -> None:
+    add_images(parser, 3000, "images (symbolic links to the image folder, round robin)")
+    parser.add_argument("--iterations", type=int, default=1, help="solver iterations (default 1)")
+    add_batch_size(parser, 8)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader decoding processes")
+    parser.add_argument("--model", default="tiny", help="'tiny' (a small TorchScript net: the pipeline's memory, "
+                        "not the model's, is under test) or a model spec")
+    parser.add_argument("--max-growth", type=float, default=0.05, help="growth allowed (default 0.05: 5%%)")
     parser.add_argument("--set", dest="set_", action="append", default=None,
                         help="solver override passed on (default: perturbation.kind=constant, the cheapest)")
-    args = parser.parse_args()
 
+
+def run(args, device: torch.device, results) -> int:
     from pipeline.cli import app
     from pipeline.store import MaskWriter
 
-    device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
     samples: list[dict] = []
     start = time.perf_counter()
     append = MaskWriter.append
@@ -126,36 +113,31 @@ def main() -> None:
             sample["cuda_reserved_mib"] = torch.cuda.memory_reserved(device) / 2**20
         samples.append(sample)
         if len(samples) % 25 == 0:  # a run stopped early still leaves its curve so far
-            write_csv(args.out / f"soak-{device.type}.csv", samples)
+            results.write(samples)
 
     MaskWriter.append = recording_append  # type: ignore[method-assign]
-    args.out.mkdir(parents=True, exist_ok=True)
     # SIGTERM ends the run like Ctrl-C (the store folds, the command returns): the curve so far is kept.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    load_start = load_average()
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        folder = Path(tmp) / "images"
-        link_images(args.data, folder, args.images)
-        model = str(tiny_model(Path(tmp) / "tiny.pt")) if args.model == "tiny" else args.model
-        command = ["masks", str(folder), "--out", str(Path(tmp) / "soak.h5"), "-n", str(args.iterations),
-                   "-b", str(args.batch_size), "--workers", str(args.workers), "--device", args.device,
-                   "--model", model, *[f"--set={o}" for o in args.set_ or ["perturbation.kind=constant"]]]
-        print("perturb " + " ".join(command), flush=True)
-        app(command, standalone_mode=False)
+    overrides = args.set_ or DEFAULT_SETS
+    try:
+        with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+            folder = Path(tmp) / "images"
+            link_images(args.data, folder, args.images)
+            model = str(tiny_model(Path(tmp) / "tiny.pt")) if args.model == "tiny" else args.model
+            command = ["masks", str(folder), "--out", str(Path(tmp) / "soak.h5"), "-n", str(args.iterations),
+                       "-b", str(args.batch_size), "--workers", str(args.workers), "--device", device.type,
+                       "--model", model, *[f"--set={o}" for o in overrides]]
+            print("perturb " + " ".join(command), flush=True)
+            app(command, standalone_mode=False)
+    finally:
+        MaskWriter.append = append  # type: ignore[method-assign]
     wall = time.perf_counter() - start
-
-    tag = device.type
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / f"soak-{tag}.csv", samples)
+    results.write(samples)
     done = [s["images_done"] for s in samples]
-    info = machine(device)
-    summary = {"date": now(), "machine": info["machine"], "torch": info["torch"], "model": args.model,
-               "overrides": " ".join(args.set_ or ["perturbation.kind=constant"]),
-               "threads": args.threads, "images": args.images,
-               "images_done": done[-1], "complete": done[-1] == args.images,
+    summary = {"model": args.model, "overrides": " ".join(overrides), "threads": torch.get_num_threads(),
+               "images": args.images, "images_done": done[-1], "complete": done[-1] == args.images,
                "iterations": args.iterations, "batch_size": args.batch_size, "workers": args.workers,
-               "batches": len(samples), "wall_s": round(wall, 1), "loadavg_start": load_start,
-               "loadavg_end": load_average()}
+               "batches": len(samples), "wall_s": round(wall, 1), "loadavg_end": load_average()}
     columns = ["rss_main_mib", "rss_total_mib"] + (["cuda_allocated_mib", "cuda_reserved_mib"]
                                                    if device.type == "cuda" else [])
     verdict = True
@@ -166,11 +148,11 @@ def main() -> None:
         verdict &= rise < args.max_growth
         print(f"{column:20s} first 10%: {reference:8.1f} MiB   end: {end:8.1f} MiB   growth {100 * rise:+.2f}%")
     summary["pass"] = verdict and summary["complete"]
-    write_csv(args.out / f"soak-{tag}-summary.csv", [summary])
-    _plot(samples, columns, args.out / f"soak-{tag}.png", summary)
-    print(f"{len(samples)} batches, {args.images} images in {wall:.0f} s on {info['machine']}; "
+    results.write([summary], "summary")
+    _plot(samples, columns, results.path(suffix=".png"), {**summary, "machine": results.info["machine"]})
+    print(f"{len(samples)} batches, {args.images} images in {wall:.0f} s on {results.info['machine']}; "
           f"growth under {100 * args.max_growth:.0f}%: {'yes' if verdict else 'NO'}")
-    sys.exit(0 if verdict else 1)
+    return 0 if verdict else 1
 
 
 def _plot(samples: list[dict], columns: list[str], path: Path, summary: dict) -> None:
@@ -193,7 +175,3 @@ def _plot(samples: list[dict], columns: list[str], path: Path, summary: dict) ->
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,14 +1,14 @@
 """The ``extremal`` preset against TorchRay's ``extremal_perturbation`` (its reference code).
 
-Run from the repository root (needs the ``peers`` extra: ``pip install -e '.[peers]'``)::
+Needs the ``peers`` extra (``pip install -e '.[peers]'``). Three actions::
 
-    .venv/bin/python benchmarks/peers.py run torchray-even   # TorchRay as shipped (flip on even iterations)
-    .venv/bin/python benchmarks/peers.py run torchray-odd    # TorchRay, flip on odd iterations (the yardstick)
-    .venv/bin/python benchmarks/peers.py run ours            # the extremal preset, all images batched
-    .venv/bin/python benchmarks/peers.py speed               # masks per second, both, same process
-    .venv/bin/python benchmarks/peers.py judge               # quality and agreement -> results/peers/
+    python benchmarks/run.py peers run torchray-even   # TorchRay as shipped (flip on even iterations)
+    python benchmarks/run.py peers run torchray-odd    # TorchRay, flip on odd iterations (the yardstick)
+    python benchmarks/run.py peers run ours            # the extremal preset, all images batched
+    python benchmarks/run.py peers speed               # masks per second, both, same process
+    python benchmarks/run.py peers judge               # quality and agreement
 
-Every ``run`` caches its masks per image under ``results/peers/cache/<method>/`` (``.npz``,
+Every ``run`` caches its masks per image under ``<out>/cache/<method>-<iterations>/`` (``.npz``,
 upsampled to the input, float16), so an interrupted run resumes and ``judge`` recomputes only the
 judge. All methods see the same model (EfficientNet-Lite0), the first ``--images`` sorted images of
 the development set, their top-1 classes, the areas 0.05 / 0.1 / 0.2 and ``--iterations`` (800).
@@ -25,11 +25,15 @@ target's probability and logit on the image kept through the mask with the rest 
 Gaussian blur (sigma 10, reflect borders, computed here); deletion and insertion AUCs of each
 method's saliency (the sum of its area masks) with :mod:`pipeline.metrics.deletion`; Pearson
 correlation and top-a IoU between the masks of two methods.
+
+Files (``--out``, default ``results/peers``): ``judge`` writes ``quality-STEM.csv``,
+``per-image-STEM.csv`` and ``agreement-STEM.csv``, ``speed`` writes ``speed-STEM.csv``; ``STEM``
+(``--name``) defaults to the iteration count, followed for ``judge`` by the methods when
+``--methods`` leaves some out (``100-torchray-even-torchray-odd``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -37,16 +41,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.common import REPO, add_images, clock, load_average, load_images, now, table
+from pipeline import load_model, override, preset
 
-from _common import REPO, clock, load_average, load_images, machine, now, pick_device, table, write_csv  # noqa: E402
-
-from pipeline.config import override, preset  # noqa: E402
-from pipeline.models import load_model  # noqa: E402
+NAME = ""
+DEVICES = ("cpu", "cuda")
+THREADS = 0
 
 AREAS = (0.05, 0.1, 0.2)
 OUT = REPO / "results" / "peers"
+"""The default ``--out``."""
 METHODS = ("torchray-even", "torchray-odd", "ours")
 
 
@@ -86,17 +90,14 @@ def ours_masks(classifier, images: torch.Tensor, targets: torch.Tensor, iteratio
     return masklib.upsample(result.masks, tuple(images.shape[-2:]), config.mask)
 
 
-def _cache(method: str, iterations: int) -> Path:
-    return OUT / "cache" / f"{method}-{iterations}"
+def _cache(out: Path, method: str, iterations: int) -> Path:
+    return out / "cache" / f"{method}-{iterations}"
 
 
-def _setup(args) -> tuple:
+def _setup(args, device: torch.device) -> tuple:
     torch.manual_seed(0)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(getattr(args, "device", "cpu"))  # judge reads cached masks on the CPU
     classifier = load_model("efficientnet_lite0", device=device)
-    images, _, source = load_images(args.images, classifier.input_size, require_real=True)
+    images, _, source = load_images(args.images, classifier.input_size, args.data, require_real=True)
     if not len(images):
         sys.exit(f"error: the development set is missing ({source})")
     images = images.to(device)
@@ -105,9 +106,9 @@ def _setup(args) -> tuple:
     return classifier, images, targets, source
 
 
-def cmd_run(args) -> None:
-    classifier, images, targets, source = _setup(args)
-    folder = _cache(args.method, args.iterations)
+def cmd_run(args, device: torch.device, results) -> None:
+    classifier, images, targets, source = _setup(args, device)
+    folder = _cache(args.out, args.method, args.iterations)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"{args.method}: {len(images)} images of {source}, {args.iterations} iterations; {now()}; "
           f"load {load_average()}", flush=True)
@@ -140,8 +141,8 @@ def _save(path: Path, masks: torch.Tensor, target: int, seconds: float, args) ->
                         iterations=args.iterations, threads=torch.get_num_threads())
 
 
-def _load(method: str, iterations: int, count: int) -> dict[int, dict]:
-    folder = _cache(method, iterations)
+def _load(out: Path, method: str, iterations: int, count: int) -> dict[int, dict]:
+    folder = _cache(out, method, iterations)
     found = {}
     for i in range(count):
         path = folder / f"{i:03d}.npz"
@@ -176,12 +177,12 @@ def _top_iou(a: np.ndarray, b: np.ndarray, area: float) -> float:
     return float((top_a & top_b).sum() / (top_a | top_b).sum())
 
 
-def cmd_judge(args) -> None:
-    from pipeline.metrics.deletion import RISE_STEP, auc, blur_substrate, causal_curves, zero_substrate
+def cmd_judge(args, device: torch.device, results) -> None:
+    from pipeline.metrics import RISE_STEP, auc, blur_substrate, causal_curves, zero_substrate
 
-    classifier, images, targets, source = _setup(args)
+    classifier, images, targets, source = _setup(args, torch.device("cpu"))  # the judge reads cached masks
     methods = args.methods or list(METHODS)
-    cached = {m: _load(m, args.iterations, len(images)) for m in methods}
+    cached = {m: _load(args.out, m, args.iterations, len(images)) for m in methods}
     common = sorted(set.intersection(*(set(c) for c in cached.values())))
     if not common:
         sys.exit(f"error: no image has masks from every method at {args.iterations} iterations "
@@ -189,7 +190,8 @@ def cmd_judge(args) -> None:
     index = torch.tensor(common)
     x01, target = images[index], targets[index]
     for m in methods:
-        assert all(int(cached[m][i]["target"]) == int(targets[i]) for i in common), m
+        if any(int(cached[m][i]["target"]) != int(targets[i]) for i in common):
+            sys.exit(f"error: the cached masks of {m} explain other classes than this model's top-1")
     x = classifier.normalize(x01)
     blurred = classifier.normalize(judge_blur(x01))
     rows, per_image = [], []
@@ -227,21 +229,18 @@ def cmd_judge(args) -> None:
             agreement.append({"pair": f"{a_name} vs {b_name}", "area": area, "images": len(common),
                               "pearson": float(np.mean(pearson)), "pearson_min": float(np.min(pearson)),
                               "top_iou": float(np.mean(iou)), "top_iou_min": float(np.min(iou))})
-    info = machine(torch.device("cpu"))
-    OUT.mkdir(parents=True, exist_ok=True)
-    suffix = f"-{args.iterations}" + ("" if set(methods) == set(METHODS) else "-" + "-".join(methods))
-    write_csv(OUT / f"quality{suffix}.csv", rows)
-    write_csv(OUT / f"per-image{suffix}.csv", per_image)
-    write_csv(OUT / f"agreement{suffix}.csv", agreement)
-    print(f"{len(common)} images ({source}), {args.iterations} iterations; {info['machine']}, torch {info['torch']}")
+    stem = results.name or f"{args.iterations}" + ("" if set(methods) == set(METHODS) else "-" + "-".join(methods))
+    for kind, table_rows in (("quality", rows), ("per-image", per_image), ("agreement", agreement)):
+        print(f"wrote {results.write(table_rows, file=f'{kind}-{stem}.csv')}")
+    print(f"{len(common)} images ({source}), {args.iterations} iterations")
     print(table(rows, ["method", "area", "mask_mean", "p_kept", "logit_kept", "deletion_auc", "insertion_auc"]))
     print(table(agreement, ["pair", "area", "pearson", "pearson_min", "top_iou", "top_iou_min"]))
 
 
-def cmd_speed(args) -> None:
+def cmd_speed(args, device: torch.device, results) -> None:
     """Masks per second: TorchRay one image at a time against the preset batched, alternating
     (A B A B) in one process so both see the same machine load."""
-    classifier, images, targets, source = _setup(args)
+    classifier, images, targets, source = _setup(args, device)
     x = classifier.normalize(images)
     timings: dict[str, list[float]] = {"torchray": [], "ours": []}
     device = images.device
@@ -253,39 +252,35 @@ def cmd_speed(args) -> None:
         start = clock(device)
         ours_masks(classifier, images, targets, args.iterations)
         timings["ours"].append(clock(device) - start)
-    info = machine(device)
     masks = len(images) * len(AREAS)
     rows = [{"method": m, "images": len(images), "iterations": args.iterations, "seconds": min(t),
-             "masks_per_s_at_800": masks / (min(t) * 800 / args.iterations), "load": load_average(),
-             "machine": info["machine"], "torch": info["torch"]} for m, t in timings.items()]
+             "masks_per_s_at_800": masks / (min(t) * 800 / args.iterations), "load": load_average()}
+            for m, t in timings.items()]
     ratio = min(timings["torchray"]) / min(timings["ours"])
     for row in rows:
         row["speedup_vs_torchray"] = min(timings["torchray"]) / row["seconds"]
-    write_csv(OUT / f"speed-{args.iterations}.csv", rows)
-    print(f"{len(images)} images ({source}); {info['machine']}, torch {info['torch']}")
+    print(f"wrote {results.write(rows, file=f'speed-{results.name or args.iterations}.csv')}")
+    print(f"{len(images)} images ({source})")
     print(table(rows, ["method", "images", "iterations", "seconds", "masks_per_s_at_800", "speedup_vs_torchray"]))
     print(f"ratio (TorchRay time / preset time): x{ratio:.2f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="compute and cache one method's masks")
-    run.add_argument("method", choices=METHODS)
-    run.add_argument("--set", action="append", default=[], help="extra overrides for 'ours'")
-    judge = sub.add_parser("judge", help="quality and agreement of the cached masks")
-    judge.add_argument("--methods", nargs="+", choices=METHODS, help="judge only these (default: all)")
-    speed = sub.add_parser("speed", help="masks per second, TorchRay against the preset")
-    speed.add_argument("--repeats", type=int, default=2)
-    for p, images, iterations in ((run, 16, 800), (judge, 16, 800), (speed, 4, 10)):
-        p.add_argument("--images", type=int, default=images)
-        p.add_argument("--iterations", type=int, default=iterations)
-        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    for p in (run, speed):
-        p.add_argument("--device", default="cpu", help="cpu or cuda (the judge runs on the CPU)")
-    args = parser.parse_args()
-    {"run": cmd_run, "judge": cmd_judge, "speed": cmd_speed}[args.command](args)
+def add_arguments(parser) -> None:
+    parser.add_argument("action", choices=["run", "judge", "speed"], help="run: compute and cache one method's "
+                        "masks; judge: quality and agreement of the cached masks; speed: masks per second of both")
+    parser.add_argument("method", nargs="?", choices=METHODS, help="run: the method")
+    parser.add_argument("--set", action="append", default=[], help="run: extra overrides for 'ours'")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="judge: only these (default: all)")
+    parser.add_argument("--repeats", type=int, default=2, help="speed: alternations of the two methods")
+    add_images(parser, 0, "images (default 16; speed 4)")
+    parser.add_argument("--iterations", type=int, default=0, help="solver iterations (default 800; speed 10)")
 
 
-if __name__ == "__main__":
-    main()
+def run(args, device: torch.device, results) -> int:
+    speed = args.action == "speed"
+    args.images = args.images or (4 if speed else 16)
+    args.iterations = args.iterations or (10 if speed else 800)
+    if args.action == "run" and not args.method:
+        sys.exit(f"error: peers run needs a method: {', '.join(METHODS)}")
+    {"run": cmd_run, "judge": cmd_judge, "speed": cmd_speed}[args.action](args, device, results)
+    return 0

@@ -1,30 +1,23 @@
 """How big (and how slow) a report gets for a large run: a 50,000-image run against the 16-image one.
 
-Run from the repository root::
-
-    .venv/bin/python benchmarks/report_size.py                     # 50,000 images, a few minutes
-    .venv/bin/python benchmarks/report_size.py --images 2000       # quicker
-
 The large run is made from an evaluated development run (``--run``, default
 ``results/sweep/paper``: 16 ImageNet validation images with masks, boxes and curves): its rows
 are repeated under ``copy<k>/`` prefixes until ``--images`` rows (every metric jittered a little,
 so the galleries and class lists pick different rows), with a mask store of as many rows and an
 image folder of symbolic links to the real images, so the gallery pictures are real photographs
 (drawn into each folder's ``thumbnails.parquet`` as ``perturb evaluate`` draws them).
-Both reports are written with the same settings (``perturb report``'s defaults); the script prints
-and writes to ``results/benchmarks/report-size-cpu.csv`` the page size in bytes and MiB, the
+Both reports are written with the same settings (``perturb report``'s defaults); the mode prints
+and writes to ``STEM.csv`` (default ``report-size-cpu.csv``) the page size in bytes and MiB, the
 number of pictures, and the seconds to write it, with the ratio of the large page's size to the
 small one's (bounded galleries: about 1).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,12 +26,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_average, machine, now, table, write_csv  # noqa: E402
+from benchmarks.common import REPO, load_average, table
+from pipeline import write_report
+from pipeline.evaluation import EvalConfig, write_pictures
+from pipeline.store import COLUMNS, MaskStore, MaskWriter
 
-from pipeline.evaluation import EvalConfig, write_pictures  # noqa: E402
-from pipeline.report import write_report  # noqa: E402
-from pipeline.store import COLUMNS, MaskStore, MaskWriter  # noqa: E402
+NAME = "report-size-{device}"
+DEVICES = ("cpu",)
+THREADS = 0
 
 
 def draw_thumbnails(folder: Path, store_path: Path, data_root: Path) -> None:
@@ -121,13 +116,13 @@ def measure(run: Path, page: Path) -> dict:
             "pictures": len(re.findall(r'src="data:image/', text)), "seconds": round(seconds, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, default=Path("results/sweep/paper"))
-    parser.add_argument("--images", type=int, default=50_000)
-    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    args = parser.parse_args()
-    info = {**machine(torch.device("cpu")), "date": now(), "loadavg_start": load_average()}
+def add_arguments(parser) -> None:
+    parser.add_argument("--run", type=Path, default=REPO / "results" / "sweep" / "paper",
+                        help="an evaluated run folder (default results/sweep/paper)")
+    parser.add_argument("--images", type=int, default=50_000, help="rows of the enlarged run (default 50000)")
+
+
+def run(args, device: torch.device, results) -> int:
     work = Path(tempfile.mkdtemp(prefix="report-size-"))
     try:
         run = with_thumbnails(args.run, work)
@@ -135,14 +130,11 @@ def main() -> None:
         small = measure(run, work / "small.html")
         big_run = enlarge(args.run, args.images, work)
         big = measure(big_run, work / "big.html")
-        rows = [{**info, "run": "development run", **small, "size_ratio_vs_small": 1.0},
-                {**info, "run": "enlarged", **big, "size_ratio_vs_small": round(big["bytes"] / small["bytes"], 3),
+        rows = [{"run": "development run", **small, "size_ratio_vs_small": 1.0},
+                {"run": "enlarged", **big, "size_ratio_vs_small": round(big["bytes"] / small["bytes"], 3),
                  "loadavg_end": load_average()}]
         print(table(rows, ["run", "images", "bytes", "mib", "pictures", "seconds", "size_ratio_vs_small"]))
-        print(f"written: {write_csv(args.out / 'report-size-cpu.csv', rows)}")
+        print(f"written: {results.write(rows)}")
     finally:  # (deleting 50,000 symbolic links takes minutes on a loaded machine)
         shutil.rmtree(work, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

