@@ -21,7 +21,8 @@ import typer
 from . import __version__
 from .config import DEFAULT_PRESET, PRESETS
 from .errors import PipelineError
-from .options import BASELINE_ALIASES, BaselineName, Target, choices
+from .methods import ALIASES, method_names
+from .options import Target, choices
 
 app = typer.Typer(
     name="perturb",
@@ -33,7 +34,6 @@ app = typer.Typer(
 
 # Typer lists an Enum's values in --help and refuses any other value.
 TargetChoice = enum.Enum("TargetChoice", {v: v for v in choices(Target)}, type=str)
-BaselineChoice = enum.Enum("BaselineChoice", {v: v for v in (*choices(BaselineName), *BASELINE_ALIASES)}, type=str)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec; see `perturb models`.")]
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Solver preset: {', '.join(PRESETS)}; see "
@@ -113,10 +113,9 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def _solver_config(preset_name: str, assignments: list[str] | None, iterations: int | None):
-    from .config import override, preset
+    from .config import resolve
 
-    extra = [f"optim.iterations={iterations}"] if iterations is not None else []
-    return override(preset(preset_name), list(assignments or []) + extra)
+    return resolve(preset_name, assignments or (), iterations)
 
 
 @app.command()
@@ -240,6 +239,7 @@ def inspect(store: Annotated[Path, typer.Argument(help="HDF5 mask store.")]) -> 
         strength = perturbation_strength(opened.table())
     typer.echo(f"store      {display_name(str(store))}")
     typer.echo(f"model      {info['model']}")
+    typer.echo(f"preset     {info['preset'] or '–'}")
     typer.echo(f"source     {display_name(info['source'])}")
     typer.echo(f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)")
     for reason, count in info["skipped_by_reason"].items():
@@ -339,7 +339,7 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
 @app.command()
 @_fail_cleanly
 def baseline(
-    name: Annotated[BaselineChoice, typer.Argument(help="The baseline saliency method.")],
+    name: Annotated[str, typer.Argument(help=f"The saliency method: {'|'.join([*method_names(), *ALIASES])}.")],
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
@@ -356,7 +356,7 @@ def baseline(
     from .jobs.run import RunConfig
 
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
-    summary = run_baseline(name.value, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
+    summary = run_baseline(name, data, out, load_model(model, device=_device(device)), run, overwrite=overwrite)
     for line in summary.lines():
         typer.echo(line)
 
