@@ -135,13 +135,16 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def config_diff(stored: Mapping[str, Any], requested: Mapping[str, Any], limit: int = 6) -> str:
     """``key: file X, now Y`` for the dotted keys whose values differ (as :func:`run_key` compares
     them), ``; ``-joined; at most ``limit`` of them."""
-    old, new = flatten(_normalised(identity(stored))), flatten(_normalised(identity(requested)))
+    old, new = flatten(identity(stored)), flatten(identity(requested))
     missing = object()
+
+    def differs(key: str) -> bool:
+        return _normalised(old.get(key, missing)) != _normalised(new.get(key, missing))
+
     lines = [
         f"{key}: file {json.dumps(old.get(key, missing), default=lambda _: '<absent>')}, "
         f"now {json.dumps(new.get(key, missing), default=lambda _: '<absent>')}"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key, missing) != new.get(key, missing)
+        for key in sorted(old.keys() | new.keys()) if differs(key)
     ]
     more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
     return "; ".join(lines[:limit]) + more
