@@ -66,7 +66,8 @@ DATASETS: tuple[Dataset, ...] = (
     MASK,
     Dataset("index", np.int64, "(N,)", "position of the image in the discovered record list "
             "(`pipeline.data.discover`): the row key"),
-    Dataset("path", STR, "(N,)", "the image's path relative to the data root (attribute `source`)"),
+    Dataset("path", STR, "(N,)", "the image's `relpath`: its path relative to the source folder (attribute "
+            "`source`)"),
     Dataset("height", np.int32, "(N,)", "original image height in pixels (0 when unreadable)"),
     Dataset("width", np.int32, "(N,)", "original image width in pixels (0 when unreadable)"),
     Dataset("label", np.int32, "(N,)", "ground-truth class index, -1 when unknown"),
@@ -97,7 +98,8 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("run_key", "str", "the configuration's identity when the store was made: 16 hex digits "
               "of a SHA-256 of `config` (`pipeline.identity.run_key`; readers recompute it from `config`)"),
     Attribute("model", "str", "the model spec"),
-    Attribute("source", "str", "the data root `path` is relative to"),
+    Attribute("source", "str", "the source folder: the folder `path` is relative to (the images' folder, or "
+              "the folder of a file list)"),
     Attribute("mask_shape", "int (3,)", "(K, h, w) of one row's masks"),
     Attribute("input_size", "int (2,)", "(H, W) of the solver's input"),
     Attribute("shard", "str", '"r-of-n" for a shard\'s store, else ""'),

@@ -55,7 +55,7 @@ class MaskWriter:
             (``{"preset", "overrides"}``), is written as the attributes ``preset`` and ``overrides``
             of a new store, not into ``config``: it names the configuration without being part of it.
         model: the model spec string.
-        source: the data root the ``path`` column is relative to.
+        source: the source folder, which the ``path`` column (each image's ``relpath``) is relative to.
         mask_shape: ``(K, h, w)`` of one row's masks (K = 1 but for extremal perturbation).
         overwrite: delete an existing store (and its parts) and start afresh.
         shard: ``(rank, world)`` for multi-process runs (one file per rank, see
