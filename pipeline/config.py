@@ -379,17 +379,9 @@ def override(config: SolverConfig, assignments: Sequence[str]) -> SolverConfig:
         if not eq:
             raise ConfigError(f"override {assignment!r} must look like key=value, e.g. objective.tv_coeff=0.05")
         group, name = _locate(config, key.strip())
-        value = _parse_value(text.strip())
-        if group is None:
-            config = dataclasses.replace(config, **{name: value})
-        else:
-            sub = dataclasses.replace(getattr(config, group), **{name: value})
-            config = dataclasses.replace(config, **{group: sub})
+        config = _assign(config, group, name, _parse_value(text.strip()))
         applied.append(f"{group}.{name}={text.strip()}" if group else f"{name}={text.strip()}")
-    if config.origin is not None and applied:
-        config = dataclasses.replace(config, origin=Origin(config.origin.preset,
-                                                           (*config.origin.overrides, *applied)))
-    return config
+    return _named(config, applied)
 
 
 def resolve(preset_name: str, overrides: Sequence[str] = (), iterations: int | None = None) -> SolverConfig:
@@ -399,10 +391,26 @@ def resolve(preset_name: str, overrides: Sequence[str] = (), iterations: int | N
     "objective.l1_decay=75"], 75)`` are equal configurations with different names.
 
     Raises:
-        ConfigError: an unknown preset, a bad override, or ``iterations`` < 1.
+        ConfigError: an unknown preset, a bad override, or ``iterations`` that is not a whole number >= 1.
     """
-    extra = [] if iterations is None else [f"optim.iterations={iterations}"]
-    return override(preset(preset_name), [*overrides, *extra])
+    config = override(preset(preset_name), overrides)
+    if iterations is None:
+        return config
+    return _named(_assign(config, "optim", "iterations", iterations), [f"optim.iterations={iterations}"])
+
+
+def _assign(config: SolverConfig, group: str | None, name: str, value: Any) -> SolverConfig:
+    """``config`` with field ``group.name`` (``name`` of the top level when ``group`` is None) set."""
+    if group is None:
+        return dataclasses.replace(config, **{name: value})
+    return dataclasses.replace(config, **{group: dataclasses.replace(getattr(config, group), **{name: value})})
+
+
+def _named(config: SolverConfig, applied: list[str]) -> SolverConfig:
+    """``config`` with ``applied`` appended to the overrides of its origin (when it has one)."""
+    if config.origin is None or not applied:
+        return config
+    return dataclasses.replace(config, origin=Origin(config.origin.preset, (*config.origin.overrides, *applied)))
 
 
 def _locate(config: SolverConfig, key: str) -> tuple[str | None, str]:

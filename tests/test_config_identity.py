@@ -177,3 +177,35 @@ def test_merged_shards_keep_the_preset(tmp_path):
     with MaskStore(tmp_path / "merged.h5") as store:
         assert (store.preset, store.overrides, len(store)) == ("paper-fast", [], 2)
         assert store.run_key == run_key(config)
+
+
+def _store_with_name(path, config):
+    rows = {"index": [0], "path": ["a.png"], "height": [5], "width": [5], "label": [-1], "target": [1],
+            "status": ["ok"], "reason": [""], "p_original": [0.5], "p_perturbed": [0.1], "p_final": [0.2],
+            "loss": [1.0]}
+    with MaskWriter(path, config, "toy", path.parent, mask_shape=(1, 4, 4)) as writer:
+        writer.append(rows, np.ones((1, 1, 4, 4)))
+
+
+def test_the_report_shows_the_recorded_name_not_a_guess(tmp_path):
+    """The configuration is paper-fast's, but the store was named ``paper`` with overrides: the
+    report says so; a store without a recorded name gets the guess."""
+    import pandas as pd
+
+    from pipeline.report.provenance import provenance_section
+    from pipeline.report.tables import RunData
+
+    spelled = resolve("paper", FAST_AS_OVERRIDES, 75)
+    config = {"solver": to_dict(spelled), "model": "toy"}
+    runs = []
+    for name, recorded in (("named", {**config, PROVENANCE: spelled.origin.record()}), ("old", config)):
+        folder = tmp_path / name
+        folder.mkdir()
+        _store_with_name(folder / "masks.h5", recorded)
+        table = pd.DataFrame({"status": ["ok"], "reason": [""], "eval_status": ["ok"]})
+        table.to_parquet(folder / "per_image.parquet")
+        settings = {"store": str(folder / "masks.h5"), "store_config": json.loads(json.dumps(config))}
+        runs.append(RunData(name, folder, table, table, {"settings": settings}, None))
+    html = provenance_section(runs)
+    assert "paper with objective.l1_start=4, objective.l1_decay=75, optim.iterations=75" in html
+    assert "<td>paper-fast</td>" in html  # the old store's guess
