@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 _API: dict[str, str] = {
     # models and configuration
     "load_model": "pipeline.models", "Classifier": "pipeline.models",
-    "preset": "pipeline.config", "override": "pipeline.config", "PRESETS": "pipeline.config",
+    "preset": "pipeline.config", "override": "pipeline.config", "resolve": "pipeline.config",
+    "PRESETS": "pipeline.config",
     "SolverConfig": "pipeline.config", "to_dict": "pipeline.config", "from_dict": "pipeline.config",
     # solving masks
     "solve": "pipeline.solve", "SolveResult": "pipeline.solve", "solve_stream": "pipeline.solve",

@@ -21,7 +21,8 @@ import typer
 from . import __version__
 from .config import DEFAULT_PRESET, PRESETS
 from .errors import PipelineError
-from .options import BASELINE_ALIASES, BaselineName, Target, choices
+from .methods import ALIASES, method_names
+from .options import Target, choices
 
 app = typer.Typer(
     name="perturb",
@@ -33,7 +34,6 @@ app = typer.Typer(
 
 # Typer lists an Enum's values in --help and refuses any other value.
 TargetChoice = enum.Enum("TargetChoice", {v: v for v in choices(Target)}, type=str)
-BaselineChoice = enum.Enum("BaselineChoice", {v: v for v in (*choices(BaselineName), *BASELINE_ALIASES)}, type=str)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model spec; see `perturb models`.")]
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Solver preset: {', '.join(PRESETS)}; see "
@@ -113,10 +113,9 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def _solver_config(preset_name: str, assignments: list[str] | None, iterations: int | None):
-    from .config import override, preset
+    from .config import resolve
 
-    extra = [f"optim.iterations={iterations}"] if iterations is not None else []
-    return override(preset(preset_name), list(assignments or []) + extra)
+    return resolve(preset_name, assignments or (), iterations)
 
 
 @app.command()
@@ -294,7 +293,7 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
 @app.command()
 @_fail_cleanly
 def baseline(
-    name: Annotated[BaselineChoice, typer.Argument(help="The baseline saliency method.")],
+    name: Annotated[str, typer.Argument(help=f"The saliency method: {'|'.join([*method_names(), *ALIASES])}.")],
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
@@ -318,7 +317,7 @@ def baseline(
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     shard = resolve_shard(shard_)
     classifier = load_model(model, device=shard.device(_device(device)))
-    summary = run_baseline(name.value, data, out, classifier, run, overwrite=overwrite, shard=shard)
+    summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
 

@@ -1,19 +1,26 @@
 """Solver configuration: one small frozen dataclass per concern, and presets as data.
 
 A preset is a :class:`SolverConfig` value; variants are made with :func:`override`
-(``"objective.tv_coeff=0.05"``, or ``"tv_coeff=0.05"`` when the field name is unambiguous).
-The resolved configuration is stored with every output (:func:`to_dict`).
+(``"objective.tv_coeff=0.05"``, or ``"tv_coeff=0.05"`` when the field name is unambiguous), and
+:func:`resolve` is the one way from a preset's name, overrides and an iteration count to a
+configuration. Every field holds its declared type, whatever it was given (``l1_start=4`` is
+stored as ``4.0``): values are normalised once, when a configuration is made. The resolved
+configuration is stored with every output (:func:`to_dict`), and the preset and overrides that
+named it (:class:`Origin`) beside it, outside its identity (:mod:`pipeline.identity`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 from .errors import ConfigError
+from .identity import PROVENANCE, flatten
 from .options import choice
 
 # The option sets, each written once: the dataclasses type their fields with these, check values
@@ -38,6 +45,45 @@ PerturbationKind = Literal["blur", "median", "jacobgil-average", "constant", "no
 ``modulated-blur``: the paper's per-pixel blur ``sigma0 * (1 - m)`` through a ``levels``-level pyramid."""
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _typed(config: Any, group: str) -> None:
+    """Give every number, bool and tuple field of a config dataclass its declared type, in place
+    (the one normalisation of values: ``4`` for a float field becomes ``4.0``, a whole ``75.0``
+    for an int field ``75``, a JSON list for a tuple field a tuple).
+
+    Raises:
+        ConfigError: a value that is not of the field's kind, naming ``group.field``.
+    """
+    for name, kind in _field_types(type(config)).items():
+        value = getattr(config, name)
+        where = f"{group}.{name}" if group else name
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+        elif kind is int:
+            whole = isinstance(value, float) and value.is_integer()
+            if isinstance(value, bool) or not (isinstance(value, int) or whole):
+                raise ConfigError(f"{where} must be a whole number, got {value!r}")
+            value = int(value)
+        elif kind is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where} must be true or false, got {value!r}")
+        elif typing.get_origin(kind) is tuple:
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+                raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
+            value = tuple(float(v) for v in value)
+        else:
+            continue  # option sets are checked by choice(), sub-configurations by their own class
+        object.__setattr__(config, name, value)
+
+
 @dataclass(frozen=True)
 class PerturbationConfig:
     """How pixels are perturbed. Sigmas and sizes are in pixels of the model input (224 px)."""
@@ -57,6 +103,7 @@ class PerturbationConfig:
     interpolation: Interpolation = "hat"
 
     def __post_init__(self) -> None:
+        _typed(self, "perturbation")
         choice("perturbation.kind", self.kind, PerturbationKind)
         if self.sigma <= 0 or self.levels < 2 or self.median_size < 1 or self.median_size % 2 == 0:
             raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
@@ -98,6 +145,7 @@ class MaskConfig:
     flip: bool = False
 
     def __post_init__(self) -> None:
+        _typed(self, "mask")
         choice("mask.upsample", self.upsample, MaskUpsample)
         choice("mask.init", self.init, MaskInit)
         if self.size < 2 or self.jitter < 0:
@@ -105,8 +153,6 @@ class MaskConfig:
         if self.step < 1 or self.coldness <= 0 or self.smooth_sigma <= 0:
             raise ConfigError(f"mask.step must be >= 1, mask.coldness and mask.smooth_sigma > 0, got "
                               f"{self.step}, {self.coldness}, {self.smooth_sigma}")
-        if not isinstance(self.flip, bool):
-            raise ConfigError(f"mask.flip must be true or false, got {self.flip!r}")
 
 
 @dataclass(frozen=True)
@@ -146,7 +192,7 @@ class ObjectiveConfig:
         return max(1, len(self.areas))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "areas", tuple(float(a) for a in self.areas))  # JSON gives lists
+        _typed(self, "objective")  # JSON gives lists for areas
         if any(not 0 < a < 1 for a in self.areas):
             raise ConfigError(f"objective.areas must lie strictly between 0 and 1, got {self.areas}")
         choice("objective.game", self.game, Game)
@@ -188,6 +234,7 @@ class OptimConfig:
     schedule: Schedule = "constant"
 
     def __post_init__(self) -> None:
+        _typed(self, "optim")
         choice("optim.optimizer", self.optimizer, Optimizer)
         choice("optim.schedule", self.schedule, Schedule)
         if not 0 <= self.dampening < 1:
@@ -200,16 +247,40 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """How a configuration was named: a preset and the overrides applied to it, in order
+    (``"objective.l1_start=4"``, the key written in full, the value as given). Recorded with the
+    outputs (a store's ``preset`` and ``overrides`` attributes); never part of the configuration's
+    identity."""
+
+    preset: str
+    overrides: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        """``{"preset", "overrides"}``, the :data:`pipeline.identity.PROVENANCE` entry of a
+        configuration mapping."""
+        return {"preset": self.preset, "overrides": list(self.overrides)}
+
+
+@dataclass(frozen=True)
 class SolverConfig:
-    """Everything that determines a mask, except the model and the image."""
+    """Everything that determines a mask, except the model and the image.
+
+    ``origin``: the preset and overrides this configuration was made from (:func:`resolve`,
+    :func:`preset`, :func:`override`), None when built directly. It names the configuration and
+    takes no part in it: configurations equal in every other field are equal (and hash and
+    serialise the same, :func:`to_dict`) whatever their origin.
+    """
 
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     precision: Precision = "fp32"
+    origin: Origin | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        _typed(self, "")
         choice("precision", self.precision, Precision)
         if self.optim.stop_window and self.objective.areas and self.objective.area_growth != 1:
             raise ConfigError("optim.stop_window (early stopping) needs a fixed objective, but extremal "
@@ -280,33 +351,66 @@ _RENAMED_PRESETS = {"seed": "jacobgil", "seed-code": "jacobgil-code"}
 
 
 def preset(name: str) -> SolverConfig:
-    """The preset called ``name``; raises ConfigError with close matches for an unknown one."""
+    """The preset called ``name`` (its :class:`Origin` says so); raises ConfigError with close
+    matches for an unknown one."""
     if name in _RENAMED_PRESETS:
         raise ConfigError(f"preset {name!r} is now called {_RENAMED_PRESETS[name]!r}")
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=2)
         hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         raise ConfigError(f"unknown preset {name!r}{hint}; presets: {', '.join(PRESETS)}")
-    return PRESETS[name]
+    return dataclasses.replace(PRESETS[name], origin=Origin(name))
 
 
-def override(config: SolverConfig, assignments: list[str]) -> SolverConfig:
+def override(config: SolverConfig, assignments: Sequence[str]) -> SolverConfig:
     """Apply ``key=value`` assignments (``optim.iterations=50``, ``tv_coeff=0.05``) to ``config``.
 
-    Values are parsed as JSON when possible (numbers, booleans), else taken as strings.
+    Values are parsed as JSON when possible (numbers, booleans, lists), else taken as strings,
+    then given the field's type (``objective.l1_start=4`` sets ``4.0``). A configuration with an
+    :class:`Origin` keeps it, with the assignments appended (each key written in full).
+
+    Raises:
+        ConfigError: an assignment without ``=``, a key that names no field (or several), or a
+            value the field refuses.
     """
+    applied = []
     for assignment in assignments:
         key, eq, text = assignment.partition("=")
         if not eq:
-            raise ConfigError(f"--set {assignment!r} must look like key=value, e.g. objective.tv_coeff=0.05")
+            raise ConfigError(f"override {assignment!r} must look like key=value, e.g. objective.tv_coeff=0.05")
         group, name = _locate(config, key.strip())
-        value = _parse_value(text.strip())
-        if group is None:
-            config = dataclasses.replace(config, **{name: value})
-        else:
-            sub = dataclasses.replace(getattr(config, group), **{name: value})
-            config = dataclasses.replace(config, **{group: sub})
-    return config
+        config = _assign(config, group, name, _parse_value(text.strip()))
+        applied.append(f"{group}.{name}={text.strip()}" if group else f"{name}={text.strip()}")
+    return _named(config, applied)
+
+
+def resolve(preset_name: str, overrides: Sequence[str] = (), iterations: int | None = None) -> SolverConfig:
+    """The configuration of a run: preset ``preset_name``, then ``overrides`` (as :func:`override`),
+    then ``iterations`` when given (``optim.iterations``). Its :attr:`SolverConfig.origin` records
+    the three, so ``resolve("paper-fast")`` and ``resolve("paper", ["objective.l1_start=4",
+    "objective.l1_decay=75"], 75)`` are equal configurations with different names.
+
+    Raises:
+        ConfigError: an unknown preset, a bad override, or ``iterations`` that is not a whole number >= 1.
+    """
+    config = override(preset(preset_name), overrides)
+    if iterations is None:
+        return config
+    return _named(_assign(config, "optim", "iterations", iterations), [f"optim.iterations={iterations}"])
+
+
+def _assign(config: SolverConfig, group: str | None, name: str, value: Any) -> SolverConfig:
+    """``config`` with field ``group.name`` (``name`` of the top level when ``group`` is None) set."""
+    if group is None:
+        return dataclasses.replace(config, **{name: value})
+    return dataclasses.replace(config, **{group: dataclasses.replace(getattr(config, group), **{name: value})})
+
+
+def _named(config: SolverConfig, applied: list[str]) -> SolverConfig:
+    """``config`` with ``applied`` appended to the overrides of its origin (when it has one)."""
+    if config.origin is None or not applied:
+        return config
+    return dataclasses.replace(config, origin=Origin(config.origin.preset, (*config.origin.overrides, *applied)))
 
 
 def _locate(config: SolverConfig, key: str) -> tuple[str | None, str]:
@@ -322,11 +426,11 @@ def _locate(config: SolverConfig, key: str) -> tuple[str | None, str]:
         if len(owners) == 1:
             return owners[0], key
         if len(owners) > 1:
-            raise ConfigError(f"--set {key!r} is ambiguous; write one of {', '.join(f'{o}.{key}' for o in owners)}")
+            raise ConfigError(f"override {key!r} is ambiguous; write one of {', '.join(f'{o}.{key}' for o in owners)}")
     every = [f"{g}.{n}" for g, v in groups.items() if dataclasses.is_dataclass(v) for n in _field_names(v)]
     close = difflib.get_close_matches(key, every + [n.split('.')[-1] for n in every], n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ConfigError(f"--set {key!r} names no configuration field{hint}")
+    raise ConfigError(f"override {key!r} names no configuration field{hint}")
 
 
 def _field_names(obj: Any) -> list[str]:
@@ -348,6 +452,7 @@ def to_dict(config: SolverConfig) -> dict[str, Any]:
     the option existed: older stores still resume.
     """
     data = dataclasses.asdict(config)
+    data.pop("origin")  # a name, not a setting: see store_provenance
     if not config.optim.stop_window:
         for name in ("stop_window", "stop_tol"):
             data["optim"].pop(name)
@@ -388,3 +493,28 @@ def from_dict(data: dict[str, Any]) -> SolverConfig:
         optim=OptimConfig(**data["optim"]),
         precision=data["precision"],
     )
+
+
+def store_provenance(config: SolverConfig) -> dict[str, Any]:
+    """The :data:`pipeline.identity.PROVENANCE` entry of a configuration mapping that records
+    ``config`` (``{PROVENANCE: {"preset", "overrides"}}``, to merge into it), or ``{}`` when its
+    origin is unknown."""
+    return {} if config.origin is None else {PROVENANCE: config.origin.record()}
+
+
+def guess_preset(solver: Mapping[str, Any]) -> str:
+    """A name for a recorded solver configuration (:func:`to_dict`'s form) that does not say which
+    preset it came from (stores made before :class:`Origin` was recorded): the preset whose
+    configuration it is, else the closest preset ``with`` the fields that differ."""
+    stored = flatten(json.loads(json.dumps(dict(solver))))
+    best, best_diff = "", None
+    for name, config in PRESETS.items():
+        candidate = flatten(json.loads(json.dumps(to_dict(config))))
+        diff = sorted(k for k in stored.keys() | candidate.keys() if stored.get(k) != candidate.get(k))
+        if best_diff is None or len(diff) < len(best_diff):
+            best, best_diff = name, diff
+    if not best_diff:
+        return best
+    changed = ", ".join(f"{k}={json.dumps(stored.get(k))}" for k in best_diff[:6])
+    more = f" and {len(best_diff) - 6} more" if len(best_diff) > 6 else ""
+    return f"{best} with {changed}{more}"

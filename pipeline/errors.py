@@ -2,6 +2,11 @@
 
 Library code raises these with a sentence that names the argument, the value and what to do;
 the CLI prints that one line and exits with status 1 (no traceback).
+
+One rule for naming the fix, so that one message serves both audiences: the library names its
+own argument (``overwrite=True``, ``out``), followed, when ``perturb`` has an option for it, by that
+option in parentheses: ``pass overwrite=True (--overwrite)``. A message never names a CLI option
+alone, and the CLI does not rewrite library messages.
 """
 
 

@@ -36,9 +36,3 @@ def choice(name: str, value: Any, options: Any) -> Any:
 
 Target = Literal["top1", "label"]
 """The class a dataset run explains: the model's prediction, or the folder's ground-truth class."""
-
-BaselineName = Literal["centre", "random", "gradient", "gradcam"]
-"""The saliency baselines (:mod:`pipeline.jobs.baselines`)."""
-
-BASELINE_ALIASES: dict[str, str] = {"center": "centre"}
-"""Other spellings accepted for a baseline name."""

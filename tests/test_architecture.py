@@ -52,7 +52,9 @@ def test_every_option_has_help_and_choices_are_listed():
         refused = runner.invoke(app, args)
         assert refused.exit_code == 2 and "nope" in refused.output
     text = runner.invoke(app, ["baseline", "--help"], env={"COLUMNS": "200"}).output
-    assert "centre|random|gradient|gradcam|center" in text
+    assert all(name in text for name in ("centre", "random", "gradient", "gradcam", "center"))
+    unknown = runner.invoke(app, ["baseline", "smooth", "data"])
+    assert unknown.exit_code == 1 and "unknown saliency method 'smooth'" in unknown.output
 
 
 def test_defaults_named_in_help_are_the_librarys():

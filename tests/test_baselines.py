@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pipeline.jobs.baselines import BASELINES, baseline_saliency, centre_gaussian, gradcam_layer, run_baseline
+from pipeline.jobs.baselines import baseline_saliency, run_baseline
+from pipeline.methods.simple import centre_gaussian, gradcam_layer
 from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalConfig, evaluate_store
 from pipeline.imagenet import ClassVocabulary

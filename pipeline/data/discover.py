@@ -26,8 +26,9 @@ class ImageRecord:
 
     Attributes:
         path: absolute path of the file (symlinks are not resolved).
-        relpath: path relative to the source root, POSIX separators; for a file list, the line
-            as written. This is the key stored in the mask store.
+        relpath: path relative to the source folder (the folder given to :func:`discover`, or the
+            folder of a file list or single image), POSIX separators; for a file list, the line
+            as written. This is the row key stored in a mask store's ``path`` column.
         label: the model's class index, -1 when unknown.
     """
 
@@ -67,21 +68,21 @@ def discover(
     """
     if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
         raise ConfigError(f"limit must be a positive number of images or None, got {limit!r}")
-    root = Path(source).expanduser()
-    if not root.exists():
+    source = Path(source).expanduser()
+    if not source.exists():
         raise ImageReadError(
-            f"image source {str(root)!r} does not exist; pass an ImageNet-style folder, "
+            f"image source {str(source)!r} does not exist; pass an ImageNet-style folder, "
             "a folder of images or a text file listing image paths"
         )
-    if root.is_dir():
-        pairs = _scan_folder(root)
-        kind = f"folder {str(root)!r} holds no images (extensions {_extension_list()})"
-    elif root.suffix.lower() in IMAGE_EXTENSIONS:
-        pairs = [(Path(os.path.abspath(root)), root.name)]
+    if source.is_dir():
+        pairs = _scan_folder(source)
+        kind = f"folder {str(source)!r} holds no images (extensions {_extension_list()})"
+    elif source.suffix.lower() in IMAGE_EXTENSIONS:
+        pairs = [(Path(os.path.abspath(source)), source.name)]
         kind = ""
     else:
-        pairs = _read_file_list(root)
-        kind = f"file list {str(root)!r} names no images (all lines blank or comments)"
+        pairs = _read_file_list(source)
+        kind = f"file list {str(source)!r} names no images (all lines blank or comments)"
     if not pairs:
         raise ImageReadError(f"image {kind}; check the path")
     pairs.sort(key=lambda pair: pair[1])
@@ -94,10 +95,10 @@ def _extension_list() -> str:
     return ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
 
 
-def _scan_folder(root: Path) -> list[tuple[Path, str]]:
-    """``(absolute path, relpath)`` of every image file below ``root``."""
+def _scan_folder(folder: Path) -> list[tuple[Path, str]]:
+    """``(absolute path, relpath)`` of every image file below ``folder``."""
     found = []
-    base = os.path.abspath(root)
+    base = os.path.abspath(folder)
     for folder, dirs, files in os.walk(base, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:

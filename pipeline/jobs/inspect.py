@@ -32,6 +32,7 @@ def inspect_lines(store: str | Path) -> list[str]:
         strength = perturbation_strength(opened.table())
     lines += [f"store      {display_name(str(store))}",
               f"model      {info['model']}",
+              f"preset     {info['preset'] or '–'}",
               f"source     {display_name(info['source'])}",
               f"images     {info['done']} ({info['ok']} ok, {info['skipped']} skipped)"]
     lines += [f"  skipped  {count} {reason}" for reason, count in info["skipped_by_reason"].items()]

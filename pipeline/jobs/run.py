@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import torch
 from tqdm.auto import tqdm
 
-from ..config import SolverConfig, to_dict
+from ..config import SolverConfig, store_provenance, to_dict
 from ..data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
 from ..distributed import Shard
 from ..errors import ConfigError, DeviceMemoryError
@@ -86,9 +86,10 @@ class RunSummary:
 
 
 def store_config(solver: SolverConfig, run: RunConfig, classifier: Classifier) -> dict[str, Any]:
-    """The configuration recorded in (and identifying) a store: everything that changes a mask."""
+    """The configuration recorded in (and identifying) a store: everything that changes a mask,
+    and the preset and overrides that named it (outside its identity, :mod:`pipeline.identity`)."""
     config = {"solver": to_dict(solver), "model": classifier.spec, "target": run.target, "seed": run.seed,
-              "input_size": list(classifier.input_size)}
+              "input_size": list(classifier.input_size), **store_provenance(solver)}
     if run.max_pixels != MAX_DECODED_PIXELS:  # only when set: the default keeps older stores' run_key
         config["max_pixels"] = run.max_pixels
     return config

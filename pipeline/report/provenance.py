@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-
+from ..identity import flatten
+from ..store import config_name
 from .markup import Table, esc, num_cell, text_cell
-from .tables import RunData, preset_of
+from .tables import RunData
 
 
 def mtime(path: Path) -> str:
@@ -31,17 +32,6 @@ def store_path(run: RunData) -> Path | None:
     return beside if beside.is_file() else None
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict) and not value and not prefix:
-        return {}
-    if isinstance(value, dict) and value:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def plain(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
@@ -51,6 +41,7 @@ def plain(value: Any) -> str:
 
 
 def _store_facts(run: RunData) -> dict[str, Any]:
+    """``store.<attribute>`` of the run's store (its run key recomputed), or a ``store.note``."""
     path = store_path(run)
     facts: dict[str, Any] = {"store.path": str(path) if path else None}
     if path is None or not path.is_file():
@@ -61,11 +52,11 @@ def _store_facts(run: RunData) -> dict[str, Any]:
 
     try:
         with MaskStore(path) as store:
-            attrs = store.attrs
+            attrs = {**store.attrs, "run_key": store.run_key}
     except PipelineError as error:
         facts["store.note"] = f"cannot read: {error}"
         return facts
-    for key in ("created", "run_key", "source", "shard", "schema_version"):
+    for key in ("created", "run_key", "source", "shard", "schema_version", "preset", "overrides"):
         if key in attrs:
             facts[f"store.{key}"] = attrs[key]
     versions = attrs.get("versions")
@@ -77,16 +68,20 @@ def _store_facts(run: RunData) -> dict[str, Any]:
 def _provenance_rows(run: RunData) -> dict[str, Any]:
     settings = dict(run.settings)
     store_config = settings.pop("store_config", {}) or {}
+    facts = _store_facts(run)
+    # The name the store recorded; a store made before names were recorded gets the preset its
+    # configuration matches.
+    name = config_name(store_config, str(facts.get("store.preset") or ""), facts.get("store.overrides") or ())
     rows: dict[str, Any] = {
         "run folder": str(run.folder),
         "model": settings.pop("model", store_config.get("model")),
-        "method / preset": preset_of(store_config) or "–",
+        "method / preset": name or "–",
         "target": store_config.get("target"),
         "data source (images)": settings.pop("data_root", None),
         "boxes": settings.pop("boxes", None),
         "per_image.parquet file time": mtime(run.folder / "per_image.parquet"),
     }
-    rows.update(_store_facts(run))
+    rows.update(facts)
     rows.update({f"counts.{k}": v for k, v in flatten(run.summary.get("counts") or {}).items()})
     rows.update({f"config.{k}": v for k, v in flatten(store_config).items()})
     rows.update({f"evaluation.{k}": v for k, v in flatten(settings).items()})

@@ -1,5 +1,4 @@
-"""Whole-store operations: :func:`merge_shards` (shard stores into one, sorted by ``index``) and
-:func:`summary` (counts and mean scores)."""
+"""Merging shard stores into one store, rows sorted by ``index`` (:func:`merge_shards`)."""
 
 from __future__ import annotations
 
@@ -12,11 +11,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import StoreError
+from ..identity import PROVENANCE
 from .reader import MaskStore
-from .schema import COLUMNS, STATUS_OK
 from .writer import MaskWriter
 
-__all__ = ["merge_shards", "summary"]
+__all__ = ["merge_shards"]
 
 MERGE_ROWS = 512  # rows copied per append when merging shards (bounds memory)
 
@@ -31,7 +30,8 @@ def merge_shards(
         out: the merged store; it must not exist unless ``overwrite``.
 
     Returns:
-        ``out`` as a Path. Its ``merged_from`` attribute lists the shard file names.
+        ``out`` as a Path. Its ``merged_from`` attribute lists the shard file names; its
+        ``preset`` and ``overrides`` are the first non-empty shard's.
 
     Raises:
         StoreError: no paths, ``out`` exists, the shards differ in run_key, model, mask shape,
@@ -44,7 +44,7 @@ def merge_shards(
     if not paths:
         raise StoreError("merge_shards() needs at least one shard file")
     if out.exists() and not overwrite:
-        raise StoreError(f"merged store {str(out)!r} exists; pass overwrite=True or another path")
+        raise StoreError(f"merged store {str(out)!r} exists; pass overwrite=True (--overwrite) or another out")
     with ExitStack() as stack:
         stores = [stack.enter_context(MaskStore(p)) for p in paths]
         _check_shards_agree(stores)
@@ -52,7 +52,8 @@ def merge_shards(
         merged = pd.concat(tables, ignore_index=True).sort_values("index", kind="stable")
         _refuse_duplicates(merged, paths)
         first = next((s for s in stores if len(s)), stores[0])  # an empty shard has no extras yet
-        with MaskWriter(out, first.config, first.model, first.source, first.mask_shape,
+        config = {**first.config, PROVENANCE: {"preset": first.preset, "overrides": first.overrides}}
+        with MaskWriter(out, config, first.model, first.source, first.mask_shape,
                         overwrite=overwrite, input_size=first.input_size,
                         attrs={"merged_from": json.dumps([p.name for p in paths])}) as writer:
             for start in range(0, len(merged), MERGE_ROWS):
@@ -98,35 +99,3 @@ def _refuse_duplicates(merged: Any, paths: list[Path]) -> None:
         )
         raise StoreError(f"cannot merge: {repeated['index'].nunique()} indices appear in more "
                          f"than one row ({which}); each image must be solved by one shard only")
-
-
-def summary(store: MaskStore | str | os.PathLike[str]) -> dict[str, Any]:
-    """Counts and mean probabilities of a store.
-
-    Returns:
-        ``{"path", "done", "ok", "skipped", "skipped_by_reason", "means", "model", "source",
-        "run_key", "config", "pending_parts"}``: ``done`` counts committed rows (ok or skipped),
-        ``skipped_by_reason`` maps reason -> count, ``means`` maps p_original, p_perturbed,
-        p_final, loss and the extra columns to their mean over ok rows (NaN values ignored;
-        NaN when no row is ok); ``pending_parts`` counts batches not yet folded into the file.
-    """
-    if not isinstance(store, MaskStore):
-        with MaskStore(store) as opened:
-            return summary(opened)
-    from collections import Counter
-
-    ok = store.column("status") == STATUS_OK
-    by_reason = Counter(str(r) for r in store.column("reason")[~ok])
-    numeric = ["p_original", "p_perturbed", "p_final", "loss",
-               *[c for c in store.columns if c not in COLUMNS]]
-    means = {}
-    for name in numeric:
-        values = store.column(name)[ok].astype(np.float64)
-        values = values[~np.isnan(values)]  # a NaN score must not hide the others
-        means[name] = float(values.mean()) if values.size else float("nan")
-    return {
-        "path": str(store.path), "done": len(store), "ok": int(ok.sum()),
-        "skipped": int((~ok).sum()), "skipped_by_reason": dict(sorted(by_reason.items())),
-        "means": means, "model": store.model, "source": store.source, "run_key": store.run_key,
-        "config": store.config, "pending_parts": store.pending_parts,
-    }

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import StoreError
 from ..names import READ_ERRORS
 from .files import check_contiguous, live_parts, open_h5, read_parts
+from ..identity import run_key
 from .schema import COLUMNS, READ_DEFAULTS, extra_names, is_store, to_numpy
 
 if TYPE_CHECKING:  # torch and pandas load lazily: reading columns needs neither
@@ -32,7 +33,11 @@ class MaskStore:
         path: the file.
         config: the configuration dict the store was made with (tuples read back as lists).
         attrs: all file attributes as Python values (``config`` and ``versions`` parsed).
-        mask_shape: ``(K, h, w)``; input_size: ``(H, W)``; model, source, run_key, shard: str.
+        mask_shape: ``(K, h, w)``; input_size: ``(H, W)``; model, source, shard: str.
+        run_key: the identity of ``config``, :func:`pipeline.identity.run_key` (recomputed, so a
+            store recorded before keys were normalised compares equal to its run today).
+        preset: the preset the configuration was named by ("" when not recorded: older stores,
+            baselines); overrides: the overrides applied to it, in order.
         pending_parts: batches read from ``<path>.parts`` (a writer that was killed or is
             running), 0 once a writer has closed.
 
@@ -53,7 +58,9 @@ class MaskStore:
         self.input_size: tuple[int, ...] = tuple(self.attrs["input_size"])
         self.model: str = self.attrs["model"]
         self.source: str = self.attrs["source"]
-        self.run_key: str = self.attrs["run_key"]
+        self.run_key: str = run_key(self.config)
+        self.preset: str = str(self.attrs.get("preset", ""))
+        self.overrides: list[str] = list(self.attrs.get("overrides", []))
         self.shard: str = self.attrs["shard"]
         self.pending_parts = len(parts)
         self._stored = int(self.attrs["rows"])
@@ -265,7 +272,7 @@ def _series(values: np.ndarray) -> Any:
 
 
 def _attr_value(key: str, value: Any) -> Any:
-    if key in ("config", "versions"):
+    if key in ("config", "versions", "overrides"):
         return json.loads(value)
     if isinstance(value, np.ndarray):
         return tuple(value.tolist())

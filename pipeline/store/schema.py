@@ -1,5 +1,8 @@
-"""What a mask store holds: its datasets (name, dtype, shape, meaning), its file attributes, and the
-configuration identity (canonical JSON, ``run_key``, differences) that ties a store to its run.
+"""What a mask store holds: its datasets (name, dtype, shape, meaning) and its file attributes.
+
+A store is tied to its run by the configuration's identity, :func:`pipeline.identity.run_key`
+(re-exported here with :func:`~pipeline.identity.canonical_json` and
+:func:`~pipeline.identity.config_diff`).
 
 This is the one definition of the schema; docs/store.md shows it as a table and
 tests/test_store_schema.py checks that table, and the files the writer makes, against it.
@@ -7,16 +10,14 @@ tests/test_store_schema.py checks that table, and the files the writer makes, ag
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import h5py
 import numpy as np
 
-from ..errors import ConfigError, StoreError
+from ..errors import StoreError
+from ..identity import canonical_json, config_diff, run_key
 from ..names import stored_name
 
 __all__ = [
@@ -65,7 +66,8 @@ DATASETS: tuple[Dataset, ...] = (
     MASK,
     Dataset("index", np.int64, "(N,)", "position of the image in the discovered record list "
             "(`pipeline.data.discover`): the row key"),
-    Dataset("path", STR, "(N,)", "the image's path relative to the data root (attribute `source`)"),
+    Dataset("path", STR, "(N,)", "the image's `relpath`: its path relative to the source folder (attribute "
+            "`source`)"),
     Dataset("height", np.int32, "(N,)", "original image height in pixels (0 when unreadable)"),
     Dataset("width", np.int32, "(N,)", "original image width in pixels (0 when unreadable)"),
     Dataset("label", np.int32, "(N,)", "ground-truth class index, -1 when unknown"),
@@ -93,9 +95,11 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "absent)"),
     Attribute("schema_version", "int", f"{SCHEMA_VERSION}"),
     Attribute("config", "JSON str", "the caller's configuration, canonical JSON (sorted keys)"),
-    Attribute("run_key", "str", "first 16 hex digits of the SHA-256 of `config`"),
+    Attribute("run_key", "str", "the configuration's identity when the store was made: 16 hex digits "
+              "of a SHA-256 of `config` (`pipeline.identity.run_key`; readers recompute it from `config`)"),
     Attribute("model", "str", "the model spec"),
-    Attribute("source", "str", "the data root `path` is relative to"),
+    Attribute("source", "str", "the source folder: the folder `path` is relative to (the images' folder, or "
+              "the folder of a file list)"),
     Attribute("mask_shape", "int (3,)", "(K, h, w) of one row's masks"),
     Attribute("input_size", "int (2,)", "(H, W) of the solver's input"),
     Attribute("shard", "str", '"r-of-n" for a shard\'s store, else ""'),
@@ -106,6 +110,10 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "plan (`<out>.shards/run.json`)", always=False),
     Attribute("shard_images", "str", "a shard's store: the number of images the shard must hold",
               always=False),
+    Attribute("preset", "str", "the solver preset the configuration was named by (`-p`); absent in "
+              "stores made before it was recorded and in baseline stores", always=False),
+    Attribute("overrides", "JSON str", "the overrides applied to `preset`, in order "
+              "(`[\"objective.tv_coeff=0.05\", \"optim.iterations=75\"]`)", always=False),
 )
 
 READ_DEFAULTS: dict[str, Any] = {"parts_merged": 0}
@@ -178,70 +186,3 @@ def convert_column(name: str, values: Any, dtype: Any) -> Any:
     if array.dtype.kind not in "iubf" and array.size:
         raise StoreError(f"column {name!r} must hold numbers, got dtype {array.dtype}")
     return array.astype(dtype)
-
-
-# --------------------------------------------------------------------------------------------
-# configuration identity
-
-
-def _jsonable(value: Any) -> Any:
-    """``json.dumps`` fallback for the types configs commonly hold."""
-    import dataclasses
-    import enum
-
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} value {value!r}")
-
-
-def canonical_json(config: Mapping[str, Any]) -> str:
-    """The configuration as JSON with sorted keys and no spaces (tuples become lists).
-
-    Raises:
-        ConfigError: ``config`` is not a dict or holds a value JSON cannot represent.
-    """
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"config must be a dict of settings, got {type(config).__name__}")
-    try:
-        return json.dumps(dict(config), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False, default=_jsonable)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(
-            f"config cannot be stored as JSON ({error}); use str, numbers, bools, lists and dicts"
-        ) from None
-
-
-def run_key(config: Mapping[str, Any]) -> str:
-    """16 hex digits identifying a configuration: SHA-256 of :func:`canonical_json`."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()[:16]
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
-        return flat
-    return {prefix: value}
-
-
-def config_diff(stored: dict[str, Any], requested: dict[str, Any], limit: int = 6) -> str:
-    """``key: file X, now Y`` for the dotted keys whose values differ, ``; ``-joined."""
-    old, new = _flatten(stored), _flatten(requested)
-    missing = object()
-    lines = [
-        f"{key}: file {json.dumps(old.get(key, missing), default=lambda _: '<absent>')}, "
-        f"now {json.dumps(new.get(key, missing), default=lambda _: '<absent>')}"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key, missing) != new.get(key, missing)
-    ]
-    more = f" (and {len(lines) - limit} more)" if len(lines) > limit else ""
-    return "; ".join(lines[:limit]) + more

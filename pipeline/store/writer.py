@@ -21,12 +21,17 @@ from ..errors import ConfigError, StoreError
 from ..names import stored_name
 from .files import (check_contiguous, check_shard, fsync, live_parts, lock_store, open_h5, open_part, part_number,
                     parts_dir, read_parts, shard_path, temporary_path, unlock_store)
-from .schema import (COLUMNS, READ_DEFAULTS, SCHEMA_VERSION, STATUS_OK, STATUS_SKIPPED, canonical_json, config_diff,
-                     convert_column, create_column, create_mask_dataset, extra_names, is_store, run_key, to_numpy)
+from ..identity import canonical_json, config_diff, provenance, run_key
+from .schema import (COLUMNS, READ_DEFAULTS, SCHEMA_VERSION, STATUS_OK, STATUS_SKIPPED, convert_column, create_column,
+                     create_mask_dataset, extra_names, is_store, to_numpy)
 
 __all__ = ["MaskWriter"]
 
 FOLD_BYTES = 64 * 2**20  # parts read into memory at a time by a fold
+
+# Errors name the library's argument, then the `perturb` option of the same name in parentheses
+# (pipeline.errors): one message serves a caller of the API and a user of the command line.
+OVERWRITE_FIX = "pass overwrite=True (--overwrite) to start again, or write to another out (--out)"
 
 
 class MaskWriter:
@@ -42,12 +47,15 @@ class MaskWriter:
     Args:
         path: the store file (``.h5``). Created with its parent folders when missing; when it
             exists it is reopened to resume, after checking it was made with the same
-            configuration, model and mask shape. With ``shard`` the file actually written is
+            configuration (the same :func:`~pipeline.identity.run_key` of its recorded ``config``,
+            so stores recorded before keys were normalised resume too), model and mask shape. With ``shard`` the file actually written is
             :func:`shard_path` ``(path, rank, world)``.
-        config: the caller's full configuration (JSON-serialisable dict); its :func:`run_key`
-            identifies the run.
+        config: the caller's full configuration (JSON-serialisable dict); its
+            :func:`pipeline.identity.run_key` identifies the run. Its ``provenance`` entry, if any
+            (``{"preset", "overrides"}``), is written as the attributes ``preset`` and ``overrides``
+            of a new store, not into ``config``: it names the configuration without being part of it.
         model: the model spec string.
-        source: the data root the ``path`` column is relative to.
+        source: the source folder, which the ``path`` column (each image's ``relpath``) is relative to.
         mask_shape: ``(K, h, w)`` of one row's masks (K = 1 but for extremal perturbation).
         overwrite: delete an existing store (and its parts) and start afresh.
         shard: ``(rank, world)`` for multi-process runs (one file per rank, see
@@ -87,6 +95,7 @@ class MaskWriter:
         self.path = Path(path) if shard is None else shard_path(path, *check_shard(shard))
         self.config_json = canonical_json(config)
         self.run_key = run_key(config)
+        self.provenance = provenance(config)
         self.model, self.source = str(model), os.fspath(source)
         self._parts_dir = parts_dir(self.path)
         self._closed = False
@@ -127,6 +136,9 @@ class MaskWriter:
             attrs["shard"] = self.shard
             attrs["versions"] = _versions()
             attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            if self.provenance.get("preset"):
+                attrs["preset"] = str(self.provenance["preset"])
+                attrs["overrides"] = json.dumps([str(o) for o in self.provenance.get("overrides", ())])
             for key, value in extra_attrs.items():
                 attrs[key] = str(value)
         os.replace(temporary, self.path)
@@ -134,16 +146,17 @@ class MaskWriter:
     def _check_compatible(self, file: h5py.File) -> None:
         attrs = file.attrs
         where = f"mask store {str(self.path)!r}"
-        fix = "pass --overwrite to start again or choose another --out"
+        fix = OVERWRITE_FIX
         if "schema_version" in attrs and int(attrs["schema_version"]) != SCHEMA_VERSION:
             raise StoreError(f"{where} has schema version {int(attrs['schema_version'])}, this "
                              f"package writes {SCHEMA_VERSION}; {fix}")
         if not is_store(attrs):
             raise StoreError(f"{where} is not a mask store made by this package; {fix}")
-        if attrs["run_key"] != self.run_key:
-            diff = config_diff(json.loads(attrs["config"]), json.loads(self.config_json))
+        stored = json.loads(attrs["config"])
+        if run_key(stored) != self.run_key:  # recomputed: the recorded key may predate normalisation
+            diff = config_diff(stored, json.loads(self.config_json))
             raise StoreError(f"{where} was made with a different configuration (run_key "
-                             f"{attrs['run_key']} vs {self.run_key}; {diff}); {fix}")
+                             f"{run_key(stored)} vs {self.run_key}; {diff}); {fix}")
         checks = [("model", attrs["model"], self.model),
                   ("mask_shape", tuple(int(v) for v in attrs["mask_shape"]), self.mask_shape),
                   ("input_size", tuple(int(v) for v in attrs["input_size"]), self.input_size),
@@ -164,7 +177,7 @@ class MaskWriter:
         short = {name: d.shape[0] for name, d in file.items() if d.shape[0] < stored}
         if short:
             raise StoreError(f"mask store {str(self.path)!r} is damaged: {stored} rows are "
-                             f"committed but datasets hold fewer ({short}); pass --overwrite")
+                             f"committed but datasets hold fewer ({short}); {OVERWRITE_FIX}")
         index = [file["index"][:stored]]
         self._extras = extra_names(file) if stored else None
         for part in self._parts:
