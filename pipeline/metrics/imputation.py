@@ -66,7 +66,9 @@ class ImputationConfig:
         smoothing: damped-Jacobi sweeps before and after each coarse correction.
         dtype: the solve's precision. ``float64`` (default) reaches ``tol=1e-9``; ``float32`` cannot
             go much below a residual of ``1e-7``, i.e. errors near ``1e-3`` on large regions.
-        chunk: systems (image x mask pairs) solved together, bounding memory; ``0`` = all at once.
+        chunk: systems (image x mask pairs) solved together, bounding memory. ``0`` (default):
+            8 on the CPU, where larger batches fall out of the cache (0.45 s against 0.24 s of CPU
+            per 224-px system at 36 against 1 to 9, ``benchmarks/road_speed.py``), and 256 on a GPU.
     """
 
     tol: float = 1e-9
@@ -96,6 +98,10 @@ _COARSEST_SWEEPS = 20
 """Jacobi sweeps that stand in for a direct solve on the coarsest (at most 2x2) grid."""
 
 
+_CPU_CHUNK = 8
+_DEVICE_CHUNK = 256
+
+
 class _Level(NamedTuple):
     """One grid of the hierarchy: ``diag`` ``(N, 1, h, w)`` (1 on inactive cells), ``off``
     ``(N, 8, h, w)`` (coefficient coupling a cell to its neighbour in each of ``_DIRECTIONS``),
@@ -116,9 +122,11 @@ def _shifted(values: Tensor) -> list[Tensor]:
 
 def _apply(level: _Level, values: Tensor) -> Tensor:
     """The level's operator applied to ``values`` ``(N, C, h, w)``."""
+    h, w = values.shape[-2:]
+    padded = F.pad(values, (1, 1, 1, 1))
     out = level.diag * values
-    for k, neighbour in enumerate(_shifted(values)):
-        out = out + level.off[:, k:k + 1] * neighbour
+    for k, (dy, dx) in enumerate(_DIRECTIONS):  # in place: the batch is large, temporaries are not free
+        out.addcmul_(level.off[:, k:k + 1], padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w])
     return out
 
 
@@ -186,13 +194,13 @@ def _vcycle(levels: list[_Level], residual: Tensor, depth: int, smoothing: int) 
     sweeps = _COARSEST_SWEEPS if depth == len(levels) - 1 else smoothing
     x = step * residual
     for _ in range(sweeps - 1):
-        x = x + step * (residual - _apply(level, x))
+        x.addcmul_(step, residual - _apply(level, x))
     if depth == len(levels) - 1:
         return x
     coarse = _vcycle(levels, _restrict(residual - _apply(level, x)), depth + 1, smoothing)
-    x = x + _COARSE_SCALE * _prolong(coarse, level)
+    x.add_(_prolong(coarse, level), alpha=_COARSE_SCALE)
     for _ in range(smoothing):
-        x = x + step * (residual - _apply(level, x))
+        x.addcmul_(step, residual - _apply(level, x))
     return x
 
 
@@ -210,20 +218,21 @@ def _solve(values: Tensor, unknown: Tensor, config: ImputationConfig) -> Tensor:
     limit = config.tol * values.abs().amax((1, 2, 3), keepdim=True).clamp_min(1.0)
     tiny = torch.finfo(values.dtype).tiny
     x = torch.zeros_like(values)
-    r = rhs
+    r = rhs.clone()
     z = _vcycle(levels, r, 0, config.smoothing)
     p, rz = z, _dot(r, z)
     for iteration in range(1, config.max_iter + 1):
-        ap = _apply(levels[0], p) * unknown
+        ap = _apply(levels[0], p).mul_(unknown)
         denom = _dot(p, ap)
         # A converged (or empty) system has p = 0: leave it still instead of dividing 0 by 0.
-        x = x + torch.where(denom > 0, rz / denom.clamp_min(tiny), 0.0) * p
-        r = r - torch.where(denom > 0, rz / denom.clamp_min(tiny), 0.0) * ap
+        alpha = torch.where(denom > 0, rz / denom.clamp_min(tiny), 0.0)
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1)
         if iteration % config.check_every == 0 and bool((r.abs().amax((1, 2, 3), keepdim=True) <= limit).all()):
             break
         z = _vcycle(levels, r, 0, config.smoothing)
         rz_new = _dot(r, z)
-        p = z + torch.where(rz > 0, rz_new / rz.clamp_min(tiny), 0.0) * p
+        p = z.addcmul_(torch.where(rz > 0, rz_new / rz.clamp_min(tiny), 0.0), p)
         rz = rz_new
     return x
 
@@ -261,7 +270,7 @@ def linear_impute(images: Tensor, removed: Tensor, config: ImputationConfig = Im
     if bool(removed.flatten(1).all(1).any()):
         raise ConfigError("an image has every pixel removed; keep at least one pixel to impute from")
     n = images.shape[0]
-    chunk = config.chunk or max(n, 1)
+    chunk = config.chunk or (_CPU_CHUNK if images.device.type == "cpu" else _DEVICE_CHUNK)
     out = []
     for start in range(0, n, chunk):
         values = images[start:start + chunk].to(config.dtype)

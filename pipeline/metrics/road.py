@@ -59,9 +59,7 @@ class RoadConfig:
             reference: ``1e-4``); ``0`` breaks ties by raster order only.
         tie_seed: seed of that offset's ``(H, W)`` standard-normal map.
         chunk: model inputs per forward call.
-        imputation: the batched solver's settings; its ``chunk`` bounds how many imputed images
-            are held at once (memory about ``0.2 MB x chunk x (H x W / 224^2)`` per channel... see
-            docs/metrics.md for the measured figure).
+        imputation: the batched solver's settings (its ``chunk``: systems solved together).
     """
 
     fractions: tuple[float, ...] = ROAD_FRACTIONS
@@ -70,7 +68,7 @@ class RoadConfig:
     tie_jitter: float = 1e-4
     tie_seed: int = 0
     chunk: int = 64
-    imputation: ImputationConfig = ImputationConfig(chunk=64)
+    imputation: ImputationConfig = ImputationConfig()
 
     def __post_init__(self) -> None:
         fractions = tuple(float(f) for f in self.fractions)

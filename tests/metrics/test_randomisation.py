@@ -96,6 +96,25 @@ def test_cascade_changes_blocks_cumulatively_and_leaves_the_model_and_rng_alone(
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
+def test_a_classifier_goes_in_and_comes_out_with_its_module_randomised():
+    from pipeline.models import Classifier
+
+    classifier = Classifier(tiny_model(), "tiny", (SIZE, SIZE), (0.5,) * 3, (0.5,) * 3, None)
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([1, 2])
+    seen = []
+
+    def saliency(model):
+        seen.append(model)
+        return gradient_maps(model.module, x, y)
+
+    result = randomisation_check(classifier, saliency)
+    assert result.steps == ("6", "2", "0") and result.ssim.shape == (2, 3)
+    assert seen[0] is classifier and all(isinstance(m, Classifier) and m.spec == "tiny" for m in seen)
+    assert seen[1].module is not classifier.module
+    assert set(result.means()) == {"spearman_abs", "spearman", "ssim", "hog_pearson"}
+
+
 def test_unknown_block_is_a_clear_error():
     with pytest.raises(ConfigError, match="no submodule 'head'"):
         next(randomised_models(tiny_model(), (("head", ("head",)),)))

@@ -167,6 +167,23 @@ def test_road_curves_on_a_model_that_reads_one_pixel():
     assert result.lerf_top1.all() and result.combined.item() == pytest.approx((float(expected_kept) - 0.5) / 2)
 
 
+def test_road_curves_do_not_depend_on_the_batch():
+    """With noise on, images scored together or one at a time (same seeds) give the same curves:
+    a sharded run equals a one-process run."""
+    model = tiny_model()
+    images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(4))
+    maps = torch.stack([blob_map(24, seed) for seed in range(3)]).float()[:, None]
+    targets = torch.tensor([0, 3, 1])
+    config = RoadConfig(fractions=(0.2, 0.6), noise=0.05)
+    together = road_curves(model, images, maps, targets, config, seeds=[10, 11, 12])
+    for i in range(3):
+        alone = road_curves(model, images[i:i + 1], maps[i:i + 1], targets[i:i + 1], config, seeds=[10 + i])
+        for name in ("original", "morf", "lerf", "morf_top1", "lerf_top1"):
+            torch.testing.assert_close(getattr(alone, name)[0], getattr(together, name)[i], atol=1e-6, rtol=0)
+    noiseless = road_curves(model, images, maps, targets, RoadConfig(fractions=(0.2, 0.6), noise=0.0))
+    assert not torch.allclose(noiseless.morf, together.morf, atol=1e-7)  # the noise is really there
+
+
 # ---- against the reference ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("size", [32, 64])
