@@ -138,6 +138,16 @@ def test_road_auc_is_the_mean_over_fractions():
     assert road_auc(torch.tensor([[0.2, 0.4, 0.9]])).tolist() == pytest.approx([0.5])
 
 
+def test_road_settings_are_json_ready():
+    import json
+
+    from pipeline.metrics.road import road_settings
+
+    values = json.loads(json.dumps(road_settings(RoadConfig(fractions=(0.25, 0.5)))))
+    assert values["fractions"] == [0.25, 0.5] and values["imputation"]["dtype"] == "float64"
+    assert values["noise"] == 0.01 and values["tie_jitter"] == 1e-4
+
+
 def test_road_config_refuses_bad_fractions():
     for bad in [(0.0, 0.5), (0.5, 0.2), (0.3, 1.0), ()]:
         with pytest.raises(ConfigError, match="fractions"):
