@@ -110,7 +110,10 @@ class MeaningfulPerturbation:
             keys its random initial mask, jitter and noise.
         fold: solve with a copy of the model whose eval-mode BatchNorms are folded into the
             convolutions before them, as ``perturb masks`` does (the same function, faster; the
-            copy is remade when the model's weights change).
+            copy is remade when the model's weights change). Making it checks the copy against
+            the model once in float64, which takes seconds on a CPU for an EfficientNet; for a
+            few images on a CPU, ``fold=False`` can be quicker (masks then differ from
+            ``perturb masks``'s by float rounding).
         set: ``key=value`` assignments as ``perturb masks --set`` takes them.
         **overrides: configuration fields, by name when unambiguous (``iterations=50``,
             ``tv_coeff=0.05``) or dotted (``**{"optim.iterations": 50}``).
