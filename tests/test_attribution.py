@@ -150,12 +150,13 @@ def test_no_grad_and_inference_mode_callers_get_the_same_answer():
     assert torch.equal(explainer.attribute(x.double().requires_grad_(True), target=0), expected)
 
 
-def test_the_callers_model_is_left_as_it_was_and_weight_changes_are_seen():
+@pytest.mark.parametrize("fold", [True, False])  # False: the solver runs the caller's own module
+def test_the_callers_model_is_left_as_it_was_and_weight_changes_are_seen(fold):
     module = tiny_module()
     module[0].weight.requires_grad_(False)  # the caller's own mix of flags comes back
     flags = [p.requires_grad for p in module.parameters()]
     before = copy.deepcopy(module.state_dict())
-    explainer = pp.MeaningfulPerturbation(module, **QUICK)
+    explainer = pp.MeaningfulPerturbation(module, **QUICK, fold=fold)
     x = torch.randn(1, 3, *SIZE, generator=torch.Generator().manual_seed(3))
     first = explainer.attribute(x, target=1, return_result=True)
     assert [p.requires_grad for p in module.parameters()] == flags
@@ -164,7 +165,7 @@ def test_the_callers_model_is_left_as_it_was_and_weight_changes_are_seen():
     with torch.no_grad():
         module[-1].bias[1] += 2.0  # the caller trains on: the next call sees the new weights
     again = explainer.attribute(x, target=1, return_result=True)
-    fresh = pp.MeaningfulPerturbation(module, **QUICK).attribute(x, target=1, return_result=True)
+    fresh = pp.MeaningfulPerturbation(module, **QUICK, fold=fold).attribute(x, target=1, return_result=True)
     assert torch.equal(again.p_original, fresh.p_original) and not torch.equal(again.p_original, first.p_original)
 
 
