@@ -11,6 +11,11 @@ The public API, importable from ``pipeline`` directly::
         table = store.table()
     pp.evaluate_store("val.h5", None, classifier, "val-report", boxes="imagenet/val-boxes")
 
+    # Captum's conventions: any eval-mode nn.Module, normalised inputs (N, 3, H, W) -> (N, 1, H, W)
+    saliency = pp.MeaningfulPerturbation(model, iterations=75).attribute(x, target=285)
+    # saliency maps made by another tool, as a store that evaluate reads
+    pp.import_maps("my-maps/", "imagenet/val", "mine.h5", classifier, method="my-method")
+
 The names are loaded on first use, so ``import pipeline`` (and the ``perturb`` CLI's start) does
 not import torch. ``examples/explain_folder.py`` is a runnable walk through.
 """
@@ -25,17 +30,19 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _API: dict[str, str] = {
     # models and configuration
-    "load_model": "pipeline.models", "Classifier": "pipeline.models",
+    "load_model": "pipeline.models", "Classifier": "pipeline.models", "ClassVocabulary": "pipeline.imagenet",
     "preset": "pipeline.config", "override": "pipeline.config", "resolve": "pipeline.config",
     "PRESETS": "pipeline.config",
     "SolverConfig": "pipeline.config", "to_dict": "pipeline.config", "from_dict": "pipeline.config",
     # solving masks
     "solve": "pipeline.solve", "SolveResult": "pipeline.solve", "solve_stream": "pipeline.solve",
     "StreamBatch": "pipeline.solve",
+    # attribution in Captum's conventions
+    "MeaningfulPerturbation": "pipeline.attribution", "PerturbationResult": "pipeline.attribution",
     # dataset jobs
     "run_masks": "pipeline.jobs.run", "RunConfig": "pipeline.jobs.run", "RunSummary": "pipeline.jobs.run",
     "run_baseline": "pipeline.jobs.baselines", "run_sweep": "pipeline.jobs.sweep",
-    "explain_image": "pipeline.jobs.explain",
+    "explain_image": "pipeline.jobs.explain", "import_maps": "pipeline.jobs.importing",
     # the store
     "MaskStore": "pipeline.store", "MaskWriter": "pipeline.store", "merge_run": "pipeline.jobs.shards",
     "repair_store": "pipeline.store.repair",
@@ -47,7 +54,7 @@ _API: dict[str, str] = {
     "write_report": "pipeline.report", "ReportConfig": "pipeline.report",
     # errors
     "PipelineError": "pipeline.errors", "ConfigError": "pipeline.errors", "StoreError": "pipeline.errors",
-    "ImageReadError": "pipeline.errors", "ModelUnavailableError": "pipeline.errors",
+    "ImageReadError": "pipeline.errors", "ModelUnavailableError": "pipeline.errors", "InputError": "pipeline.errors",
 }
 
 __all__ = sorted(_API)

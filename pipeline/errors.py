@@ -32,3 +32,11 @@ class ConfigError(PipelineError, ValueError):
 
 class DeviceMemoryError(PipelineError):
     """The device ran out of memory in a way the run cannot work around by itself."""
+
+
+class InputError(ConfigError, TypeError):
+    """An argument of an API call cannot be used: a tensor's type, shape, dtype or device, a target,
+    a seed, or the model's mode (:class:`pipeline.MeaningfulPerturbation`).
+
+    Also a ``ValueError`` and a ``TypeError``, so code that guards a Captum call with either keeps
+    working; the CLI shows it as one line like every :class:`PipelineError`."""
