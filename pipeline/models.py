@@ -18,6 +18,7 @@ Spec grammar (parsed in exactly one place, :func:`parse_spec`):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from dataclasses import dataclass
@@ -151,10 +152,61 @@ def _build_timm(name: str, pretrained: bool):
 
     if not timm.is_model(name):
         raise ModelUnavailableError(f"timm has no model {name!r}; see timm.list_models('*{name.split('.')[0]}*')")
-    module = timm.create_model(name, pretrained=pretrained)
+    if pretrained and not _reachable(HF_HOST):
+        # huggingface_hub would retry for about 50 s before giving up; offline it reads the cache at once.
+        with _hub_offline():
+            module = timm.create_model(name, pretrained=True)
+    else:
+        module = timm.create_model(name, pretrained=pretrained)
     cfg = timm.data.resolve_data_config({}, model=module)
     size = tuple(cfg["input_size"][1:])
     return module, tuple(cfg["mean"]), tuple(cfg["std"]), size
+
+
+HF_HOST = "huggingface.co"
+"""Where timm's pretrained weights come from."""
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """huggingface_hub's offline mode for the duration (as ``HF_HUB_OFFLINE=1`` would set it)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _weights_cache(family: str) -> str:
+    """Where ``family`` looks for downloaded weights, in words, for error messages."""
+    if family == "timm":
+        return ("the Hugging Face cache (HF_HOME, by default ~/.cache/huggingface/hub; timm does not read "
+                "torch hub's)")
+    import torch.hub
+
+    return f"the torch hub cache ({torch.hub.get_dir()}/checkpoints)"
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first line of ``text``, cut at a word boundary to at most ``limit`` characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 _FAMILIES: dict[str, _Builder] = {
@@ -213,9 +265,9 @@ def load_model(spec: str = "efficientnet_lite0", *, pretrained: bool = True, dev
             raise
         except Exception as error:  # hub/network errors come in many types; all mean "no weights here"
             raise ModelUnavailableError(
-                f"could not get the weights of {spec!r} ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
-                "without internet, use the offline default 'efficientnet_lite0', put the weights in the torch hub "
-                "cache, or pass '<arch>@<state_dict file>'"
+                f"could not get the weights of {spec!r} ({type(error).__name__}: {_first_line(str(error))}); "
+                f"without internet, use the offline default 'efficientnet_lite0', put the weights in "
+                f"{_weights_cache(family)}, or pass '<arch>@<state_dict file>'"
             ) from None
         if weights is not None:
             _load_state_dict_file(module, weights)

@@ -262,3 +262,16 @@ def test_a_part_folded_away_while_it_is_opened_is_retried_not_called_damaged(tmp
     monkeypatch.setattr(h5py, "File", fold_then_open)
     rows = committed(path)
     assert raced and sorted(rows) == [0, 1, 2, 3]
+
+
+def test_repair_of_a_healthy_store_changes_nothing(tmp_path):
+    path = tmp_path / "masks.h5"
+    killed(path, [batch([0, 1]), batch([2])])  # whole file plus unfolded batches: healthy
+    before = committed(path)
+    files = sorted(p.name for p in tmp_path.rglob("*"))
+    result = runner.invoke(app, ["repair", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "healthy" in result.output and "nothing changed" in result.output
+    assert "damaged" not in result.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == files  # no backup folder, no copy
+    assert sorted(committed(path)) == sorted(before)

@@ -74,3 +74,26 @@ def test_compiled_classifier_keeps_what_a_store_records():
     compiled = classifier.compiled()
     assert compiled.module is not classifier.module and compiled.device == classifier.device
     assert store_config(preset("paper"), RunConfig(), compiled) == store_config(preset("paper"), RunConfig(), classifier)
+
+
+def test_timm_weights_without_the_hub_fail_at_once_naming_the_hugging_face_cache(monkeypatch, tmp_path):
+    import pipeline.models
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(pipeline.models, "_reachable", lambda host, **kw: False)
+    with pytest.raises(ModelUnavailableError) as error:
+        load_model("timm:resnet18.a1_in1k")
+    message = str(error.value)
+    assert "Hugging Face cache" in message and "HF_HOME" in message and "torch hub's" in message
+    assert "\n" not in message
+
+
+def test_error_details_are_cut_at_a_word_not_mid_word():
+    from pipeline.models import _first_line
+
+    text = "please check your connection and try again " * 10 + "\nsecond line"
+    cut = _first_line(text, limit=60)
+    assert cut.endswith(" ...") and len(cut) <= 64
+    assert cut[:-4] == text[: len(cut) - 4] and text[len(cut) - 4] == " "  # whole words only
+    assert _first_line("short\nmore") == "short"
