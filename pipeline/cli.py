@@ -159,17 +159,16 @@ def models() -> None:
 
 @app.command()
 def presets() -> None:
-    """List the solver presets and their main settings."""
-    from .config import PRESETS
+    """List the solver presets and their main settings (* marks the default)."""
+    from .config import preset_rows
 
-    for name, config in PRESETS.items():
-        p, o, m, opt = config.perturbation, config.objective, config.mask, config.optim
-        areas = f" areas={list(o.areas)}" if o.areas else ""
-        typer.echo(
-            f"{name:13s} {p.kind:16s} game={o.game} score={o.score} l1={o.l1_coeff}({o.l1_reduction}) "
-            f"tv={o.tv_coeff}^{o.tv_beta} noise={o.noise_std} mask={m.size}/{m.upsample}/{m.init} "
-            f"jitter={m.jitter} {opt.optimizer} lr={opt.lr} it={opt.iterations}{areas}"
-        )
+    rows = preset_rows()
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in rows[0]}
+    typer.echo("  ".join(key.ljust(width) for key, width in widths.items()).rstrip())
+    for row in rows:
+        typer.echo("  ".join(row[key].ljust(width) for key, width in widths.items()).rstrip())
+    typer.echo("* the default. -n N scales an L1 warm-up with the run (paper-fast -n 20: over 20); "
+               "`perturb masks --set KEY=VALUE` overrides any field.")
 
 
 @app.command()

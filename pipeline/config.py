@@ -386,7 +386,9 @@ def override(config: SolverConfig, assignments: Sequence[str]) -> SolverConfig:
 
 def resolve(preset_name: str, overrides: Sequence[str] = (), iterations: int | None = None) -> SolverConfig:
     """The configuration of a run: preset ``preset_name``, then ``overrides`` (as :func:`override`),
-    then ``iterations`` when given (``optim.iterations``). Its :attr:`SolverConfig.origin` records
+    then ``iterations`` when given (``optim.iterations``; an L1 warm-up that no override sets is
+    scaled with it, so it lasts the same share of the run: ``paper-fast`` with 20 iterations warms
+    up over 20). Its :attr:`SolverConfig.origin` records
     the three, so ``resolve("paper-fast")`` and ``resolve("paper", ["objective.l1_start=4",
     "objective.l1_decay=75"], 75)`` are equal configurations with different names.
 
@@ -396,7 +398,18 @@ def resolve(preset_name: str, overrides: Sequence[str] = (), iterations: int | N
     config = override(preset(preset_name), overrides)
     if iterations is None:
         return config
-    return _named(_assign(config, "optim", "iterations", iterations), [f"optim.iterations={iterations}"])
+    applied = [f"optim.iterations={iterations}"]
+    before = config.optim.iterations
+    config = _assign(config, "optim", "iterations", iterations)
+    decay = config.objective.l1_decay
+    given = any(o.split("=", 1)[0].strip().endswith("l1_decay") for o in overrides)
+    if config.objective.l1_start > 1 and not given and iterations != before:
+        # The L1 warm-up lasts the same share of the run at any length (paper-fast: the whole run);
+        # kept at the preset's 75 iterations, a 20-iteration run would never reach the paper's weight.
+        scaled = max(1, round(decay * iterations / before))
+        config = _assign(config, "objective", "l1_decay", scaled)
+        applied.append(f"objective.l1_decay={scaled}")
+    return _named(config, applied)
 
 
 def _assign(config: SolverConfig, group: str | None, name: str, value: Any) -> SolverConfig:
@@ -518,3 +531,20 @@ def guess_preset(solver: Mapping[str, Any]) -> str:
     changed = ", ".join(f"{k}={json.dumps(stored.get(k))}" for k in best_diff[:6])
     more = f" and {len(best_diff) - 6} more" if len(best_diff) > 6 else ""
     return f"{best} with {changed}{more}"
+
+
+def preset_rows() -> list[dict[str, str]]:
+    """One row per preset for ``perturb presets``: its main settings as short strings (the default
+    preset's name marked with ``*``)."""
+    rows = []
+    for name, config in PRESETS.items():
+        p, o, m, opt = config.perturbation, config.objective, config.mask, config.optim
+        warm = (f"x{o.l1_start:g} over {o.l1_decay}" if o.l1_start > 1 else "-")
+        rows.append({"preset": name + (" *" if name == DEFAULT_PRESET else ""), "perturbation": p.kind,
+                     "game": o.game, "score": o.score, "l1": f"{o.l1_coeff:g} ({o.l1_reduction})",
+                     "l1 warm-up": warm, "tv": f"{o.tv_coeff:g}^{o.tv_beta:g}", "noise": f"{o.noise_std:g}",
+                     "mask": f"{m.size}/{m.upsample}/{m.init}", "jitter": f"{m.jitter:g}",
+                     "optimiser": f"{opt.optimizer} lr {opt.lr:g}", "iterations": str(opt.iterations),
+                     "areas": ",".join(f"{a:g}" for a in o.areas) if o.areas else "-"})
+    return rows
+

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..evaluation import perturbation_strength
+from ..identity import flatten
 from ..names import display_name
 from ..store import MaskStore, summary
 from .shards import progress_lines, read_plan
@@ -41,5 +42,13 @@ def inspect_lines(store: str | Path) -> list[str]:
                      "stopped, or is still running; they are counted above, and the run folds them in)")
     lines += [f"mean {name:12s} {value:.4f}" for name, value in info["means"].items()]
     lines.append(strength.line())
-    lines.append("config     " + json.dumps(info["config"], sort_keys=True))
+    lines += config_lines(info["config"])
+    lines.append(f"threads    {info['threads']}" if info.get("threads") else "threads    not recorded")
     return lines
+
+
+def config_lines(config: dict) -> list[str]:
+    """The configuration, one ``key value`` line per field (dotted keys, sorted), under ``config``."""
+    flat = flatten(config)
+    width = max((len(key) for key in flat), default=0)
+    return ["config"] + [f"  {key.ljust(width)}  {json.dumps(value)}" for key, value in sorted(flat.items())]

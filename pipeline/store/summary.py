@@ -65,5 +65,5 @@ def summary(store: MaskStore | str | os.PathLike[str]) -> dict[str, Any]:
         "skipped": int((~ok).sum()), "skipped_by_reason": dict(sorted(by_reason.items())),
         "means": means, "model": store.model, "source": store.source, "run_key": store.run_key,
         "config": store.config, "preset": config_name(store.config, store.preset, store.overrides),
-        "pending_parts": store.pending_parts,
+        "pending_parts": store.pending_parts, "threads": int(store.attrs["threads"]) if "threads" in store.attrs else None,
     }

@@ -136,6 +136,7 @@ class MaskWriter:
             attrs["shard"] = self.shard
             attrs["versions"] = _versions()
             attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            attrs["threads"] = np.int64(_threads())  # CPU results are bit-identical at the same count
             if self.provenance.get("preset"):
                 attrs["preset"] = str(self.provenance["preset"])
                 attrs["overrides"] = json.dumps([str(o) for o in self.provenance.get("overrides", ())])
@@ -398,6 +399,15 @@ def _positive_tuple(value: Sequence[int], length: int, name: str) -> tuple[int, 
     if len(result) != length or min(result) < 1:
         raise ConfigError(f"{name} must be {length} positive ints, got {value!r}")
     return result
+
+
+def _threads() -> int:
+    """The intra-op thread count of torch when it is loaded (the writer does not import it), else
+    ``OMP_NUM_THREADS`` or the CPU count."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
 
 
 def _versions() -> str:
