@@ -106,7 +106,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("versions", "JSON str", "versions of pipeline, torch, h5py, numpy, python"),
     Attribute("created", "str", "creation time, ISO 8601, UTC"),
     Attribute("threads", "int", "torch's intra-op thread count of the process that created the store "
-              "(CPU results are bit-identical at the same count); absent in older stores", always=False),
+              "(CPU results are bit-identical at the same count); absent in older stores"),
     Attribute("merged_from", "JSON str", "the shard file names of a merged store", always=False),
     Attribute("shard_plan", "str", "a shard's store: 16 hex digits identifying the sharded run's "
               "plan (`<out>.shards/run.json`)", always=False),
