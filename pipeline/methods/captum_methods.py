@@ -8,7 +8,9 @@ the class's constructor and ``attribute()`` signatures (an unknown name is a Con
 them), plus ``score`` (``"logit"``, or ``"probability"``: the softmax, for the perturbation methods
 that measure a drop in the class's probability), ``layer`` for the layer methods, the SLIC settings
 of ``FeatureAblation`` and ``base`` of ``NoiseTunnel``. Where this module's default differs from
-Captum's, :data:`MEMBERS` says so (e.g. Grad-CAM's ReLU, as in the paper).
+Captum's, :data:`MEMBERS` says so (e.g. Grad-CAM's ReLU, as in the paper). ``NoiseTunnel``
+(SmoothGrad) runs Captum's algorithm over a Captum base method with the noise drawn per image from
+its seed, so a map does not depend on the batch (Captum's class draws from the global generator).
 
 Models with ``nn.ReLU6`` or in-place ReLUs (EfficientNet-Lite0): Captum's guided backprop,
 deconvolution and DeepLift find activations by ``isinstance(module, nn.ReLU)`` and attach backward
@@ -101,7 +103,8 @@ MEMBERS: dict[str, _Member] = {
         "max_abs", layer=True, relu_rule=True, defaults={"interpolate_mode": "bilinear"},
         reference="Selvaraju et al., Grad-CAM, ICCV 2017 (guided backprop times upsampled Grad-CAM)"),
     "NoiseTunnel": _Member(
-        "base", defaults={"nt_samples": 50, "nt_samples_batch_size": 10, "stdevs": None, "base": "Saliency"},
+        "base", defaults={"nt_type": "smoothgrad", "nt_samples": 50, "nt_samples_batch_size": 10, "stdevs": None,
+                          "base": "Saliency"},
         reference="Smilkov et al., SmoothGrad, arXiv 1706.03825, 2017"),
 }
 """The family's members and how each is run (names are Captum's class names)."""
@@ -109,6 +112,11 @@ MEMBERS: dict[str, _Member] = {
 NOISE_TUNNEL_BASES = ("Saliency", "IntegratedGradients", "InputXGradient", "GuidedBackprop", "Deconvolution",
                       "DeepLift")
 """The methods ``captum:NoiseTunnel``'s ``base`` option may name."""
+
+NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
+"""NoiseTunnel's aggregations (Captum's names)."""
+
+_NOISE_STREAM = 5000  # counter streams of NoiseTunnel's samples (5000 + j), apart from the solver's
 
 SMOOTHGRAD_NOISE = 0.15
 """SmoothGrad's noise standard deviation as a fraction of the input's range (the paper's 10-20%):
@@ -136,7 +144,8 @@ def _option_defaults(name: str, base: str | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {"score": member.score}
     if member.layer:
         options["layer"] = None
-    options.update(signature_defaults([cls.__init__, cls.attribute], skip=_SUPPLIED))
+    if name != "NoiseTunnel":  # its options are the algorithm's (see _noise_tunnel), not a Captum call's
+        options.update(signature_defaults([cls.__init__, cls.attribute], skip=_SUPPLIED))
     options.update(member.defaults)
     if base is not None:
         for key, value in _option_defaults(base).items():
@@ -168,6 +177,8 @@ class CaptumMethod:
                 raise ConfigError(f"captum:NoiseTunnel base must be one of {', '.join(NOISE_TUNNEL_BASES)}; "
                                   f"got {base!r}")
         resolved = merge_options(f"captum:{self.name}", options, _option_defaults(self.name, base))
+        if self.name == "NoiseTunnel" and resolved["nt_type"] not in NT_TYPES:
+            raise ConfigError(f"captum:NoiseTunnel nt_type must be one of {', '.join(NT_TYPES)}; got {resolved['nt_type']!r}")
         if resolved["score"] not in ("logit", "probability"):
             raise ConfigError(f"score must be 'logit' or 'probability'; got {resolved['score']!r}")
         if member.layer and classifier is not None:
@@ -178,8 +189,8 @@ class CaptumMethod:
                  seeds: torch.Tensor, **options: Any) -> torch.Tensor:
         """``(B, 1, H, W)`` saliency of ``images01`` ``(B, 3, H, W)`` in [0, 1] for ``targets`` ``(B,)``.
 
-        One Captum ``attribute`` call on the whole batch; ``seeds`` are unused (Captum's methods here
-        are deterministic except NoiseTunnel, which draws from torch's global generator).
+        One Captum ``attribute`` call on the whole batch (NoiseTunnel: one per chunk of noisy copies);
+        ``seeds`` ``(B,)`` seed NoiseTunnel's noise per image (the other members are deterministic).
         """
         resolved = self.check(classifier, options)
         member = MEMBERS[self.name]
@@ -187,7 +198,7 @@ class CaptumMethod:
         x = classifier.normalize(images01.to(classifier.device, torch.float32)).detach().requires_grad_(True)
         targets = targets.to(x.device, torch.int64)
         if self.name == "NoiseTunnel":
-            attribution = _noise_tunnel(classifier, x, targets, resolved)
+            attribution = _noise_tunnel(classifier, x, targets, seeds, resolved)
             return _reduce(MEMBERS[resolved["base"]], attribution, x.shape[-2:], resolved)
         network = relu_view(classifier.module) if member.relu_rule else classifier.module
         attribution = _attribute(self.name, network, x, targets, resolved, classifier)
@@ -255,22 +266,41 @@ def superpixels(x: torch.Tensor, classifier: Classifier, options: Mapping[str, A
     return torch.from_numpy(np.stack(labels)).to(x.device, torch.int64).unsqueeze(1)
 
 
-def _noise_tunnel(classifier: Classifier, x: torch.Tensor, targets: torch.Tensor,
+def _noise_tunnel(classifier: Classifier, x: torch.Tensor, targets: torch.Tensor, seeds: torch.Tensor,
                   options: Mapping[str, Any]) -> torch.Tensor:
-    """SmoothGrad (or another ``nt_type``) over the ``base`` method: ``(B, 3, H, W)``."""
-    from captum.attr import NoiseTunnel
+    """Captum's NoiseTunnel over the ``base`` method, ``(B, 3, H, W)``: the base attribution of
+    ``nt_samples`` noisy copies of each image (``x + stdevs * N(0, 1)``), ``nt_samples_batch_size``
+    copies of every image per base call, aggregated by ``nt_type`` (``smoothgrad``: the mean;
+    ``smoothgrad_sq``: the mean square; ``vargrad``: the variance). The noise of sample ``j`` of an
+    image is a pure function of its seed and ``j`` (:func:`pipeline.solve.counter_normal`), so an
+    image gets the same map alone or in any batch and on a resume; Captum's own class would draw from
+    torch's global generator."""
+    from ..solve import counter_normal
 
     base = options["base"]
     base_cls = _captum_class(base)
     network = relu_view(classifier.module) if MEMBERS[base].relu_rule else classifier.module
     base_ctor, base_call = _split(base_cls, options)
-    _, tunnel_call = _split(NoiseTunnel, options)
-    if tunnel_call["stdevs"] is None:
-        tunnel_call["stdevs"] = SMOOTHGRAD_NOISE / (sum(classifier.std) / 3)
-    tunnel = NoiseTunnel(base_cls(_scored(network, options["score"]), **base_ctor))
-    with torch.enable_grad():
-        attribution = tunnel.attribute(x, target=targets, **tunnel_call, **base_call)
-    return attribution.detach()
+    method = base_cls(_scored(network, options["score"]), **base_ctor)
+    stdev = options["stdevs"]
+    if stdev is None:
+        stdev = SMOOTHGRAD_NOISE / (sum(classifier.std) / 3)
+    samples, per_call = int(options["nt_samples"]), int(options["nt_samples_batch_size"] or options["nt_samples"])
+    batch, shape = x.shape[0], tuple(x.shape[1:])
+    seeds = seeds.to(x.device, torch.int64)
+    total = torch.zeros_like(x)
+    squares = torch.zeros_like(x)
+    for start in range(0, samples, per_call):
+        count = min(per_call, samples - start)
+        noise = torch.stack([counter_normal(seeds, _NOISE_STREAM + j, shape) for j in range(start, start + count)], 1)
+        noisy = (x.detach()[:, None] + float(stdev) * noise).flatten(0, 1).requires_grad_(True)  # (B * count, ...)
+        with torch.enable_grad():
+            attribution = method.attribute(noisy, target=targets.repeat_interleave(count), **base_call)
+        attribution = attribution.detach().view(batch, count, *shape)
+        total += attribution.sum(1)
+        squares += attribution.square().sum(1)
+    mean, mean_square = total / samples, squares / samples
+    return {"smoothgrad": mean, "smoothgrad_sq": mean_square, "vargrad": mean_square - mean.square()}[options["nt_type"]]
 
 
 def _reduce(member: _Member, attribution: torch.Tensor, size: torch.Size, options: Mapping[str, Any]) -> torch.Tensor:

@@ -10,7 +10,9 @@ classifier, ``global_pool`` of timm models, ``avgpool`` of torchvision ones), cl
 
 TorchRay implements the rule for ``conv``, ``linear``, average pooling and batch norm (passed
 through), and for ResNet skip connections only once its ``update_resnet`` has rewritten
-torchvision's blocks (done here on a cached copy). Any other operation between the layer and the
+torchvision's blocks; both that and turning in-place activations out of place (an in-place ReLU
+would overwrite the layer output whose gradient is the map) are done on a cached copy of the
+network. Any other operation between the layer and the
 output (a residual ``+`` of timm blocks, squeeze-excitation products, SiLU, a mean used as pooling)
 would silently get the plain gradient, so :meth:`Excitation.check` walks the autograd graph of one
 probe pass from the layer to the logits and refuses, with the operation's name, what TorchRay does
@@ -53,10 +55,15 @@ REDUCTIONS = {
                                        "zero, upsampled bilinearly (TorchRay)",
 }
 
+_EXPLAINED = {"AddBackward0": "AddBackward0 (an addition: a residual connection)",
+              "MulBackward0": "MulBackward0 (a product: squeeze-excitation or gating)",
+              "MeanBackward1": "MeanBackward1 (a mean used as pooling)"}
+
 _PASSES = ("EBP_", "Relu", "Threshold", "Hardtanh", "View", "Reshape", "UnsafeView", "Squeeze", "Unsqueeze",
-           "Clone", "Permute", "Transpose", "MaxPool", "ConstantPadNd", "AccumulateGrad", "Alias")
+           "Clone", "Permute", "Transpose", "MaxPool", "ConstantPadNd", "Cat", "AccumulateGrad", "Alias")
 """Autograd nodes excitation backprop handles: TorchRay's rewritten functions (``EBP_*``), and
-operations whose gradient already is the excitation rule (ReLU masks, max-pool routing, reshapes)."""
+operations whose gradient already is the excitation rule (ReLU masks, max-pool routing, reshapes,
+concatenation)."""
 
 
 def _torchray():
@@ -68,21 +75,29 @@ def _torchray():
     return module
 
 
-_RESNETS: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+_NETWORKS: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 _CHECKED: "weakref.WeakKeyDictionary[nn.Module, set]" = weakref.WeakKeyDictionary()
 
 
 def _network(module: nn.Module) -> nn.Module:
-    """``module``, or for a torchvision ResNet a cached copy with TorchRay's skip connections."""
+    """The network TorchRay runs on: ``module`` itself, or a cached copy of it with its in-place
+    activations made out of place (an in-place ReLU after the layer would overwrite the tensor whose
+    gradient is the map) and, for a torchvision ResNet, TorchRay's rewritten skip connections."""
     from torchvision.models.resnet import ResNet
 
-    if not isinstance(module, ResNet):
+    inplace = any(getattr(m, "inplace", False) for m in module.modules())
+    if not inplace and not isinstance(module, ResNet):
         return module
-    view = _RESNETS.get(module)
+    view = _NETWORKS.get(module)
     device = next(module.parameters()).device
     if view is None or next(view.parameters()).device != device:
-        view = _torchray().update_resnet(copy.deepcopy(module))
-        _RESNETS[module] = view
+        view = copy.deepcopy(module)
+        for child in view.modules():
+            if getattr(child, "inplace", False):
+                child.inplace = False
+        if isinstance(view, ResNet):
+            view = _torchray().update_resnet(view)
+        _NETWORKS[module] = view
     return view
 
 
@@ -109,17 +124,16 @@ def _unsupported_nodes(network: nn.Module, layer: nn.Module, input_size: tuple[i
         captured.append(output)
 
     handle = layer.register_forward_hook(hook)
-    inplace = getattr(layer, "inplace", None)
-    if inplace:
-        layer.inplace = False
     try:
         device = next(network.parameters()).device
         with torch.enable_grad(), _torchray().ExcitationBackpropContext():
             logits = network(torch.zeros(1, 3, *input_size, device=device))
+    except RuntimeError as error:
+        if "in-place" not in str(error):
+            raise
+        return ["an in-place operation on the layer's output (e.g. a functional relu_)"]
     finally:
         handle.remove()
-        if inplace:
-            layer.inplace = inplace
     found, seen, stack = [], set(), [logits.grad_fn]
     while stack:
         node = stack.pop()
@@ -127,8 +141,8 @@ def _unsupported_nodes(network: nn.Module, layer: nn.Module, input_size: tuple[i
             continue
         seen.add(node)
         name = type(node).__name__
-        if not name.startswith(_PASSES) and name not in found:
-            found.append(name)
+        if not name.startswith(_PASSES) and _EXPLAINED.get(name, name) not in found:
+            found.append(_EXPLAINED.get(name, name))
         stack.extend(next_node for next_node, _ in node.next_functions)
     return found
 

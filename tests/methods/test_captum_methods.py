@@ -159,8 +159,29 @@ def test_smoothgrad_of_a_linear_model_is_the_absolute_weight():
     heat = run("NoiseTunnel", classifier, images(2), torch.zeros(2, dtype=torch.long), nt_samples=3)
     # the gradient of a linear model does not depend on the noise
     torch.testing.assert_close(heat[:, 0], weights.abs().amax(0).expand(2, 16, 16))
+    # smoothgrad_sq averages squares (w^2), vargrad their variance (0 for a constant gradient)
+    squared = run("NoiseTunnel", classifier, images(2), torch.zeros(2, dtype=torch.long), nt_samples=3,
+                  nt_type="smoothgrad_sq")
+    torch.testing.assert_close(squared[:, 0], weights.square().amax(0).expand(2, 16, 16))
+    variance = run("NoiseTunnel", classifier, images(2), torch.zeros(2, dtype=torch.long), nt_samples=3,
+                   nt_type="vargrad")
+    assert variance.abs().max() < 1e-5
     options = captum_method("NoiseTunnel").fn.check(classifier, {"base": "IntegratedGradients", "n_steps": "4"})
     assert options["n_steps"] == 4 and options["nt_type"] == "smoothgrad" and options["nt_samples"] == 50
+
+
+def test_smoothgrad_noise_is_a_function_of_each_images_seed():
+    classifier = classifier_of(TinyConv(channels=3, kernel=3, seed=12))
+    x, targets, seeds = images(3, seed=13), torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7])
+    fn = captum_method("NoiseTunnel").fn
+    options = {"nt_samples": 5, "nt_samples_batch_size": 2, "stdevs": 0.5}
+    batched = fn(classifier, x, targets, seeds, **options)
+    single = torch.cat([fn(classifier, x[i:i + 1], targets[i:i + 1], seeds[i:i + 1], nt_samples=5,
+                           nt_samples_batch_size=5, stdevs=0.5) for i in range(3)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-7)
+    noise_free = run("Saliency", classifier, x, targets)
+    assert not torch.allclose(batched, noise_free, atol=1e-4)  # the noise matters on this model
+    assert not torch.allclose(batched, fn(classifier, x, targets, seeds + 1, **options), atol=1e-5)
 
 
 def test_a_batch_gives_each_image_its_own_map():
