@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DEFAULT_DATA, clock, load_average, load_images, machine, now, pick_device, table, write_csv  # noqa: E402
+from _common import (DEFAULT_DATA, clock, load_average, load_images, machine, now, pick_device, table,  # noqa: E402
+                     write_csv)
 
 import torch  # noqa: E402
 

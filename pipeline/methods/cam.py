@@ -125,7 +125,8 @@ class CamMethod:
         except RuntimeError as error:
             if self.name == "ShapleyCAM" and "does not require grad" in str(error):
                 # its Hessian-vector product needs a gradient that depends on the layer's activation
-                raise ConfigError(f"cam:ShapleyCAM needs second derivatives at layer {resolved['layer'] or 'default'!r}, "
+                layer_name = resolved["layer"] or "default"
+                raise ConfigError(f"cam:ShapleyCAM needs second derivatives at layer {layer_name!r}, "
                                   "but the network after it is linear there; pick an earlier layer") from error
             raise
         finally:

@@ -178,7 +178,8 @@ class CaptumMethod:
                                   f"got {base!r}")
         resolved = merge_options(f"captum:{self.name}", options, _option_defaults(self.name, base))
         if self.name == "NoiseTunnel" and resolved["nt_type"] not in NT_TYPES:
-            raise ConfigError(f"captum:NoiseTunnel nt_type must be one of {', '.join(NT_TYPES)}; got {resolved['nt_type']!r}")
+            raise ConfigError(f"captum:NoiseTunnel nt_type must be one of {', '.join(NT_TYPES)}; "
+                              f"got {resolved['nt_type']!r}")
         if resolved["score"] not in ("logit", "probability"):
             raise ConfigError(f"score must be 'logit' or 'probability'; got {resolved['score']!r}")
         if member.layer and classifier is not None:
@@ -300,7 +301,8 @@ def _noise_tunnel(classifier: Classifier, x: torch.Tensor, targets: torch.Tensor
         total += attribution.sum(1)
         squares += attribution.square().sum(1)
     mean, mean_square = total / samples, squares / samples
-    return {"smoothgrad": mean, "smoothgrad_sq": mean_square, "vargrad": mean_square - mean.square()}[options["nt_type"]]
+    aggregates = {"smoothgrad": mean, "smoothgrad_sq": mean_square, "vargrad": mean_square - mean.square()}
+    return aggregates[options["nt_type"]]
 
 
 def _reduce(member: _Member, attribution: torch.Tensor, size: torch.Size, options: Mapping[str, Any]) -> torch.Tensor:

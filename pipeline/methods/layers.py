@@ -61,7 +61,8 @@ def default_layer(module: nn.Module) -> str:
     return found[-1]
 
 
-def resolve_layer(module: nn.Module, name: str | None, input_size: tuple[int, int] | None = None) -> tuple[str, nn.Module]:
+def resolve_layer(module: nn.Module, name: str | None,
+                  input_size: tuple[int, int] | None = None) -> tuple[str, nn.Module]:
     """``(name, layer)`` for ``name`` (None: :func:`default_layer`).
 
     Args:

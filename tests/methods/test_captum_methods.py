@@ -207,7 +207,8 @@ def test_unknown_member_option_and_layer_are_one_error_listing_what_exists():
     with pytest.raises(ConfigError, match="not a int"):
         captum_method("IntegratedGradients").fn.check(classifier, {"n_steps": "many"})
     with pytest.raises(ConfigError, match="no nn.ReLU"):
-        run("GuidedBackprop", classifier_of(TinyConv(activation=nn.SiLU())), images(1), torch.zeros(1, dtype=torch.long))
+        run("GuidedBackprop", classifier_of(TinyConv(activation=nn.SiLU())), images(1),
+            torch.zeros(1, dtype=torch.long))
 
 
 def test_the_family_registers_and_records_its_settings():

@@ -22,9 +22,10 @@ def test_signature_defaults_skip_what_the_method_supplies():
 
 
 @pytest.mark.parametrize("text, default, expected", [
-    ("false", True, False), ("Yes", False, True), ("32", 50, 32), ("0.5", 1.0, 0.5), ("3,16,16", (3, 8, 8), (3, 16, 16)),
-    ("(3, 4)", (1,), (3, 4)), ("8", (3, 8, 8), (8,)), ("64", None, 64), ("None", None, None), ("riemann_left", None,
-    "riemann_left"), ("riemann", "gausslegendre", "riemann"), (7, 50, 7)])
+    ("false", True, False), ("Yes", False, True), ("32", 50, 32), ("0.5", 1.0, 0.5),
+    ("3,16,16", (3, 8, 8), (3, 16, 16)), ("(3, 4)", (1,), (3, 4)), ("8", (3, 8, 8), (8,)), ("64", None, 64),
+    ("None", None, None), ("riemann_left", None, "riemann_left"), ("riemann", "gausslegendre", "riemann"),
+    (7, 50, 7)])
 def test_command_line_strings_take_the_defaults_type(text, default, expected):
     assert coerce("x", text, default) == expected
 

@@ -49,7 +49,9 @@ def test_rise_masks_are_torchrays_masks():
     draws = rise_draws(40, num_cells, size, 0.5, seed=7)
     ours = rise_masks(draws, size, 0, 40, "cpu")
     for pixel in [(0, 0), (9, 4), (17, 17)]:
-        probe = lambda z, p=pixel: torch.logit(z[:, :1, p[0], p[1]].double().clamp(1e-9, 1 - 1e-9)).float()  # noqa: E731
+        def probe(z, p=pixel):
+            return torch.logit(z[:, :1, p[0], p[1]].double().clamp(1e-9, 1 - 1e-9)).float()
+
         theirs = rise.rise(probe, torch.ones(1, 3, *size), seed=7, num_masks=40, num_cells=num_cells)[0, 0]
         expected = (ours[:, pixel[0], pixel[1], None, None] * ours).mean(0)
         torch.testing.assert_close(theirs, expected, rtol=0, atol=1e-5)
