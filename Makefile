@@ -14,7 +14,7 @@ $(BIN)/activate:
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[test,peers]'
+	$(BIN)/pip install --quiet -e '.[test,peers,methods]'
 	touch $@
 
 demo: $(VENV)/.installed
