@@ -112,6 +112,14 @@ def _given(**options: Any) -> dict[str, Any]:
             for name, value in options.items() if value is not None}
 
 
+def _load_model(spec: str, device: str):
+    """Load the classifier, saying so while it loads (a few seconds on a CPU)."""
+    from .models import load_model
+
+    typer.echo(f"loading {spec} on {device} ...", err=True)
+    return load_model(spec, device=device)
+
+
 def _solver_config(preset_name: str, assignments: list[str] | None, iterations: int | None):
     from .config import resolve
 
@@ -201,14 +209,21 @@ def masks(
     Under torchrun or a Slurm array each process solves its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .models import load_model
-    from .jobs.run import RunConfig, run_masks
+    from .jobs.preflight import preflight
+    from .jobs.settings import RunConfig, store_config
 
     config = _solver_config(preset, set_, iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_,
                     **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
-    classifier = load_model(model, device=shard.device(_device(device)))
+    checked = preflight(data, out, store_config(config, run, model, (0, 0)), run.limit, overwrite, shard.sharded)
+    if checked.complete:  # nothing to solve: no model to load
+        for line in checked.lines(out):
+            typer.echo(line)
+        return
+    from .jobs.run import run_masks
+
+    classifier = _load_model(model, shard.device(_device(device)))
     summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
@@ -310,12 +325,13 @@ def baseline(
     """
     from .distributed import resolve_shard
     from .jobs.baselines import run_baseline
-    from .models import load_model
+    from .jobs.preflight import preflight
     from .jobs.run import RunConfig
 
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     shard = resolve_shard(shard_)
-    classifier = load_model(model, device=shard.device(_device(device)))
+    preflight(data, limit=run.limit)  # a bad path is said before the model loads
+    classifier = _load_model(model, shard.device(_device(device)))
     summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
@@ -392,14 +408,15 @@ def sweep(
 ) -> None:
     """Solve, evaluate and compare several presets on the same images (resumable)."""
     from .evaluation import EvalConfig
-    from .models import load_model
+    from .jobs.preflight import preflight
     from .jobs.run import RunConfig
     from .jobs.sweep import run_sweep
 
     variants = [(name, _solver_config(name, set_, iterations)) for name in preset_]  # fail before solving
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
-    classifier = load_model(model, device=_device(device))
+    preflight(data, limit=run.limit)  # a bad path is said before the model loads
+    classifier = _load_model(model, _device(device))
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
     for line in result.lines():
         typer.echo(line)

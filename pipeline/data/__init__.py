@@ -39,9 +39,24 @@ Decisions (all documented where they are made):
   the target (even 5 x 5 px) are processed, resized up: the solver works at the target size anyway.
 """
 
-from .dataset import ImageDataset, collate, make_loader, read_input, resize_pixels, to_input
+import importlib
+from typing import Any
+
 from .decode import MAX_DECODED_PIXELS, REASONS, decode_image, load_image
 from .discover import IMAGE_EXTENSIONS, ImageRecord, discover
 
+# The torch side (datasets and loaders) loads on first use, so finding images and checking a
+# command's input (before a model is loaded) does not import torch.
+_TORCH_SIDE = {name: ".dataset" for name in ("ImageDataset", "collate", "make_loader", "read_input",
+                                              "resize_pixels", "to_input")}
+
 __all__ = ["IMAGE_EXTENSIONS", "MAX_DECODED_PIXELS", "REASONS", "ImageDataset", "ImageRecord", "collate",
            "decode_image", "discover", "load_image", "make_loader", "read_input", "resize_pixels", "to_input"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _TORCH_SIDE:
+        raise AttributeError(f"module 'pipeline.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_TORCH_SIDE[name], __name__), name)
+    globals()[name] = value
+    return value

@@ -78,9 +78,12 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
 def load_run(folder: Path) -> dict[str, Any]:
     """A run folder's evaluated rows, summary and curves (``curves`` None when absent)."""
     table_path = folder / "per_image.parquet"
+    if not Path(folder).is_dir():
+        raise ConfigError(f"no evaluation folder at {str(folder)!r}; check the path, or make one with "
+                          "`perturb evaluate STORE --out FOLDER`")
     if not table_path.is_file():
-        raise ConfigError(f"run folder {str(folder)!r} has no per_image.parquet; pass folders written by "
-                          "evaluate_store")
+        raise ConfigError(f"{str(folder)!r} is not an evaluation folder (it has no per_image.parquet); "
+                          "make one with `perturb evaluate STORE --out FOLDER`")
     table = pd.read_parquet(table_path)
     table = table[table["eval_status"] == "ok"].reset_index(drop=True)
     if table["path"].duplicated().any():
