@@ -1,6 +1,8 @@
 """The ``perturb`` command line: parse, call one library function, render the result.
 
-Every command turns :class:`pipeline.errors.PipelineError` into one red line and exit code 1.
+Every command turns :class:`pipeline.errors.PipelineError` into one red ``error:`` line and exit
+code 1; a command line that does not parse (an unknown option, a bad choice) gives one ``error:``
+line and exit code 2.
 Importing this module does not import torch (each command imports what it runs), so ``perturb
 --help`` answers at once. Options left unset are not passed on: the library's defaults apply
 (``RunConfig``, ``EvalConfig``), so they are written once. One module for all commands: each is a
@@ -13,10 +15,14 @@ from __future__ import annotations
 import enum
 import functools
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
 import typer
+import typer.core
+# typer ships its own copy of click; its exceptions are what a command line that does not parse raises.
+from typer._click import exceptions as usage
 
 from . import __version__
 from .config import DEFAULT_PRESET, PRESETS
@@ -24,7 +30,34 @@ from .errors import PipelineError
 from .methods import ALIASES, method_names
 from .options import Target, choices
 
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (an unknown option, a value outside its choices, a missing argument) as one
+    ``error:`` line with exit status 2, like every other error of the tool (status 1), instead of
+    click's boxed usage text."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except usage.NoArgsIsHelpError as error:
+            typer.echo(error.ctx.get_help() if error.ctx else str(error))
+            sys.exit(0)
+        except usage.UsageError as error:
+            where = f" (see `{error.ctx.command_path} -h`)" if error.ctx else ""
+            message = error.format_message().replace("Value error, ", "")  # pydantic's prefix
+            typer.secho(f"error: {message}{where}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        except usage.ClickException as error:
+            typer.secho(f"error: {error.format_message()}", fg=typer.colors.RED, err=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="perturb",
     help="Meaningful-perturbation saliency (Fong & Vedaldi 2017) for single images and whole datasets.",
     context_settings={"help_option_names": ["-h", "--help"]},
