@@ -73,8 +73,9 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Solver preset: 
                                         "`perturb presets`.")]
 TargetOpt = Annotated[TargetChoice, typer.Option("--target", help="The class explained: top1 (the model's "
                                                  "prediction) or label (the folder's class).")]
-BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images processed together "
-                                                 "(default: 8).")]
+BatchOpt = Annotated[str, typer.Option("--batch-size", "-b", help="Images processed together, or 'auto' (default): "
+                                       "8 on a CPU; on a GPU, what fits its free memory (up to 128) for "
+                                       "`masks`, and 32 for the other commands.")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Image-decoding processes, 0 = "
                                                    "in this process (default: 2).")]
 DataArg = Annotated[Path, typer.Argument(help="Images: an ImageNet-style folder root/<wnid>/..., a flat folder, "
@@ -128,6 +129,19 @@ def _device(device: str | None) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PipelineError(f"--device {device} asked for CUDA, but torch sees no GPU here; use --device cpu")
     return device
+
+
+AUTO_OTHER_GPU = 32
+"""``--batch-size auto`` of the commands other than ``masks`` on a GPU (evaluation, baselines)."""
+
+
+def _fixed_batch(text: str | int, device: str) -> int:
+    """``--batch-size`` of a command that does not measure its memory: ``auto`` is 8 on a CPU (the
+    fastest measured there) and :data:`AUTO_OTHER_GPU` on a GPU."""
+    size = _batch_size(text)
+    if size != "auto":
+        return size
+    return 8 if device == "cpu" else AUTO_OTHER_GPU
 
 
 def _batch_size(text: str | int) -> int | str:
@@ -344,7 +358,7 @@ def baseline(
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
-    batch_size: BatchOpt = None,
+    batch_size: BatchOpt = "auto",
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
@@ -361,10 +375,11 @@ def baseline(
     from .jobs.preflight import preflight
     from .jobs.run import RunConfig
 
-    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     shard = resolve_shard(shard_)
-    preflight(data, limit=run.limit)  # a bad path is said before the model loads
-    classifier = _load_model(model, shard.device(_device(device)))
+    preflight(data, limit=limit)  # a bad path is said before the model loads
+    on = shard.device(_device(device))
+    run = RunConfig(batch_size=_fixed_batch(batch_size, on), **_given(workers=workers, limit=limit, target=target))
+    classifier = _load_model(model, on)
     summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
     for line in summary.lines():
         typer.echo(line)
@@ -378,7 +393,7 @@ def evaluate(
     data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
     boxes: BoxesOpt = None,
     step: StepOpt = None,
-    batch_size: BatchOpt = None,
+    batch_size: BatchOpt = "auto",
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
     alpha_split: Annotated[Optional[str], typer.Option(
@@ -396,11 +411,11 @@ def evaluate(
     from .evaluation import EvalConfig
     from .jobs.evaluate import evaluate_run
 
-    config = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
-                                         **_given(step=step, batch_size=batch_size, workers=workers))
     shard = resolve_shard(shard_)
-    evaluated = evaluate_run(store, out, data=data, boxes=boxes, config=config, shard=shard,
-                             device=shard.device(_device(device)))
+    on = shard.device(_device(device))
+    config = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
+                                         batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
+    evaluated = evaluate_run(store, out, data=data, boxes=boxes, config=config, shard=shard, device=on)
     for warning in evaluated.warnings:
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
     for line in evaluated.lines:
@@ -433,7 +448,7 @@ def sweep(
     set_: SetOpt = None,
     boxes: BoxesOpt = None,
     step: StepOpt = None,
-    batch_size: BatchOpt = None,
+    batch_size: BatchOpt = "auto",
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
@@ -446,10 +461,11 @@ def sweep(
     from .jobs.sweep import run_sweep
 
     variants = [(name, _solver_config(name, set_, iterations)) for name in preset_]  # fail before solving
-    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
-    evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
-    preflight(data, limit=run.limit)  # a bad path is said before the model loads
-    classifier = _load_model(model, _device(device))
+    preflight(data, limit=limit)  # a bad path is said before the model loads
+    on = _device(device)
+    run = RunConfig(batch_size=_batch_size(batch_size), **_given(workers=workers, limit=limit, target=target))
+    evaluation = EvalConfig(batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
+    classifier = _load_model(model, on)
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
     for line in result.lines():
         typer.echo(line)
@@ -499,7 +515,7 @@ def demo(
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
     evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=step,
-             batch_size=None, workers=0, device=device)
+             batch_size="auto", workers=0, device=device)
     typer.echo(f"open the report: {out / 'evaluation' / 'report.html'}")
 
 
