@@ -132,7 +132,7 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
     with MaskStore(store_path) as store:
         _check_classifier(store, classifier)
         table = store.table()
-        root = Path(data_root) if data_root is not None else Path(store.source)
+        root = Path(data_root) if data_root is not None else store.image_root()
         metrics, curves, game = _evaluate_rows(store, table, root, classifier, box_map, config, progress,
                                                indices)
         boxes_name = str(boxes) if isinstance(boxes, (str, Path)) else None if boxes is None else "<dict>"

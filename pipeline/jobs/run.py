@@ -8,6 +8,7 @@ reason; nothing a single image does stops the run.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +170,7 @@ def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifi
                 shard: tuple[int, int] | None = None, attrs: dict[str, str] | None = None) -> RunSummary:
     """Solve the images ``indices`` of ``records`` not yet in the store and append them
     (``shard``: the writer writes ``<out stem>.shard-r-of-n.h5``)."""
-    with MaskWriter(out, config, classifier.spec, root.resolve(), mask_shape, overwrite=overwrite,
+    with MaskWriter(out, config, classifier.spec, os.path.abspath(root), mask_shape, overwrite=overwrite,
                     input_size=classifier.input_size, shard=shard, attrs=attrs) as writer:
         done = writer.done_indices()
         mine = list(indices)

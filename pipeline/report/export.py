@@ -30,7 +30,7 @@ def export_pictures(store_path: str | Path, out_dir: str | Path, rows: list[int]
         bad = [r for r in rows if not 0 <= r < len(status)]
         if bad:
             raise StoreError(f"rows {bad} are outside the store's {len(status)} rows")
-        root = Path(data_root) if data_root is not None else Path(store.source)
+        root = Path(data_root) if data_root is not None else store.image_root()
         written = []
         solved = [r for r in rows if status[r] == STATUS_OK]
         for picture in stored_pictures(store, solved, root, frame="original"):

@@ -208,6 +208,18 @@ class MaskStore:
                 blocks.insert(0, dataset[stored])
         return np.concatenate(blocks)[np.searchsorted(unique, positions)]
 
+    def image_root(self) -> Path:
+        """The folder the ``path`` column is relative to: the recorded ``source`` when it exists,
+        else the same folder relative to the store (``source_relative``: a tree moved or mounted
+        elsewhere as a whole), else ``source`` (whose absence the caller reports)."""
+        source = Path(self.source)
+        relative = str(self.attrs.get("source_relative", ""))
+        if not source.exists() and relative:
+            moved = self.path.parent / relative
+            if moved.exists():
+                return moved
+        return source
+
     def row_of_path(self, relpath: str | os.PathLike[str]) -> int:
         """Row position of an image by its ``path`` column (relative to ``source``)."""
         if self._row_of is None:

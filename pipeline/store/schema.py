@@ -100,6 +100,9 @@ ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("model", "str", "the model spec"),
     Attribute("source", "str", "the source folder: the folder `path` is relative to (the images' folder, or "
               "the folder of a file list)"),
+    Attribute("source_relative", "str", "`source` relative to the store's folder, tried when `source` "
+              "does not exist (the store and its images moved or mounted elsewhere together); \"\" when "
+              "none exists; absent in older stores"),
     Attribute("mask_shape", "int (3,)", "(K, h, w) of one row's masks"),
     Attribute("input_size", "int (2,)", "(H, W) of the solver's input"),
     Attribute("shard", "str", '"r-of-n" for a shard\'s store, else ""'),

@@ -131,6 +131,7 @@ class MaskWriter:
             attrs["run_key"] = self.run_key
             attrs["model"] = self.model
             attrs["source"] = stored_name(self.source)  # bytes when not UTF-8; read back as str
+            attrs["source_relative"] = stored_name(_relative(self.source, self.path.parent))
             attrs["mask_shape"] = np.asarray(self.mask_shape, dtype=np.int64)
             attrs["input_size"] = np.asarray(self.input_size, dtype=np.int64)
             attrs["shard"] = self.shard
@@ -399,6 +400,15 @@ def _positive_tuple(value: Sequence[int], length: int, name: str) -> tuple[int, 
     if len(result) != length or min(result) < 1:
         raise ConfigError(f"{name} must be {length} positive ints, got {value!r}")
     return result
+
+
+def _relative(source: str, folder: Path) -> str:
+    """``source`` relative to ``folder`` (how to find the images when the store and its images move
+    together), or "" when there is no such path (another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(source), os.path.abspath(folder))
+    except ValueError:
+        return ""
 
 
 def _threads() -> int:
