@@ -57,3 +57,20 @@ def test_every_command_fails_with_one_error_line(tmp_path, name, kind, args):
     assert "Traceback" not in output and "╭" not in output, output
     assert result.exit_code == (2 if kind == "invalid" and name not in ("masks --set", "baseline", "sweep") else 1), output
     assert _files(tmp_path) == before, "a failed command left files behind"
+
+
+def test_a_run_that_fails_before_its_first_batch_leaves_no_store(tmp_path, monkeypatch):
+    from pipeline.store import MaskWriter
+
+    path = tmp_path / "m.h5"
+    with pytest.raises(RuntimeError):
+        with MaskWriter(path, {"a": 1}, "model", tmp_path, (1, 2, 2)):
+            raise RuntimeError("the model failed before any batch")
+    assert not path.exists(), "an empty store would refuse the corrected command"
+    with MaskWriter(path, {"a": 2}, "model", tmp_path, (1, 2, 2)):
+        pass  # a store with no batch, closed normally, stays (a resume of it changes nothing)
+    assert path.exists()
+    with pytest.raises(RuntimeError):
+        with MaskWriter(path, {"a": 2}, "model", tmp_path, (1, 2, 2)):
+            raise RuntimeError("a resumed store is never removed")
+    assert path.exists()

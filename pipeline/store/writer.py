@@ -103,7 +103,8 @@ class MaskWriter:
         try:
             if overwrite:
                 self.path.unlink(missing_ok=True)
-            if not self.path.exists():
+            self._created = not self.path.exists()
+            if self._created:
                 live_parts(self.path, merged=sys.maxsize, clean=True)  # orphans of a deleted store
                 self._create(dict(attrs or {}))
             with open_h5(self.path, "r") as file:
@@ -221,10 +222,15 @@ class MaskWriter:
             self.close()
             return
         # An error is on its way out: fold if possible, but never hide it behind a fold error.
+        empty = self._created and self._rows == 0
         try:
             self.close()
         except StoreError:
             pass
+        if empty:  # nothing was committed: a store left now would only block the next try
+            with suppress(OSError):
+                self.path.unlink()
+                self.path.with_name(self.path.name + ".lock").unlink()
 
     def __len__(self) -> int:
         return self._rows
