@@ -322,6 +322,42 @@ def baseline(
         typer.echo(line)
 
 
+@app.command("import")
+@_fail_cleanly
+def import_(
+    maps: Annotated[Path, typer.Argument(help="Saliency maps made by another tool: a folder of .npy or greyscale "
+                                         "PNG files named like the images, one .npz keyed by relative path, or an "
+                                         "HDF5 file with a path column.")],
+    data: Annotated[Path, typer.Option("--data", help="The images the maps explain (as `perturb masks` takes them).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")],
+    method: Annotated[str, typer.Option("--method", help="The method's name, recorded in the store "
+                                        "(e.g. captum-saliency).")],
+    model: ModelOpt = "efficientnet_lite0",
+    sign: Annotated[str, typer.Option("--sign", help="Signed values: abs (|v|, default), positive (max(v, 0)) "
+                                      "or raw (as they are).")] = "abs",
+    channels: Annotated[str, typer.Option("--channels", help="A channel axis reduced by max (default), sum or "
+                                          "mean.")] = "max",
+    target: TargetOpt = TargetChoice.top1,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Store saliency maps made by any other tool, for `evaluate`, `compare` and `report`.
+
+    Maps are matched to images and checked before the model loads; see docs in the README.
+    """
+    from .jobs.importing import import_maps
+    from .jobs.run import RunConfig
+
+    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    summary = import_maps(maps, data, out, model, method=method, run=run, sign=sign, channels=channels,
+                          overwrite=overwrite, device=_device(device))
+    for line in summary.lines():
+        typer.echo(line)
+
+
 @app.command()
 @_fail_cleanly
 def evaluate(
