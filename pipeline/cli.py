@@ -40,6 +40,9 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Solver preset: 
                                         "`perturb presets`.")]
 TargetOpt = Annotated[TargetChoice, typer.Option("--target", help="The class explained: top1 (the model's "
                                                  "prediction) or label (the folder's class).")]
+TargetsOpt = Annotated[Optional[Path], typer.Option("--targets", help="A CSV with the columns path,class: the "
+                                                   "class explained for each image (path relative to DATA; class "
+                                                   "as an index, wnid or name), instead of --target.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Images processed together "
                                                  "(default: 8).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Image-decoding processes, 0 = "
@@ -110,6 +113,16 @@ def _given(**options: Any) -> dict[str, Any]:
     """The options the user set (None: unset, so the library's default applies); Enums as values."""
     return {name: value.value if isinstance(value, enum.Enum) else value
             for name, value in options.items() if value is not None}
+
+
+def _targets(path: Path | None, data: Path, limit: int | None):
+    """The ``--targets`` table read and checked against ``data`` (None when not given); before the
+    model loads, so a bad file costs nothing."""
+    if path is None:
+        return None
+    from .data.targets import read_targets
+
+    return read_targets(path, data, limit=limit)
 
 
 def _solver_config(preset_name: str, assignments: list[str] | None, iterations: int | None):
@@ -186,6 +199,7 @@ def masks(
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
+    targets: TargetsOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Offset of every image's random stream "
                                                 "(default: 0).")] = None,
     device: DeviceOpt = None,
@@ -206,7 +220,7 @@ def masks(
     from .jobs.run import RunConfig, run_masks
 
     config = _solver_config(preset, set_, iterations)
-    run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_,
+    run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_, targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
     classifier = load_model(model, device=shard.device(_device(device)))
@@ -301,6 +315,7 @@ def baseline(
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
+    targets: TargetsOpt = None,
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     shard_: ShardOpt = None,
@@ -314,7 +329,8 @@ def baseline(
     from .models import load_model
     from .jobs.run import RunConfig
 
-    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    run = RunConfig(targets=_targets(targets, data, limit),
+                    **_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     shard = resolve_shard(shard_)
     classifier = load_model(model, device=shard.device(_device(device)))
     summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
@@ -425,6 +441,7 @@ def sweep(
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
+    targets: TargetsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Solve, evaluate and compare several presets on the same images (resumable)."""
@@ -434,7 +451,8 @@ def sweep(
     from .jobs.sweep import run_sweep
 
     variants = [(name, _solver_config(name, set_, iterations)) for name in preset_]  # fail before solving
-    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    run = RunConfig(targets=_targets(targets, data, limit),
+                    **_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
     classifier = load_model(model, device=_device(device))
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
@@ -482,7 +500,7 @@ def demo(
     store = out / "masks.h5"
     masks(images, out=store, iterations=iterations, batch_size="4", workers=0, device=device,
           model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target=TargetChoice.top1,
-          seed=None, overwrite=False, compile_=False, max_pixels=None)
+          targets=None, seed=None, overwrite=False, compile_=False, max_pixels=None)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
     evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=step,

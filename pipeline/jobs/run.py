@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..config import SolverConfig, store_provenance, to_dict
 from ..data import MAX_DECODED_PIXELS, ImageDataset, discover, make_loader
+from ..data.targets import TargetTable
 from ..distributed import Shard
 from ..errors import ConfigError, DeviceMemoryError
 from ..options import Target, choice
@@ -38,13 +39,15 @@ class RunConfig:
     :data:`AUTO_BATCH_CAP`) that fits the GPU's free memory, measured by :func:`auto_batch_size`;
     :data:`CPU_BATCH` on a CPU.
     ``target``: ``top1`` explains the model's prediction, ``label`` the ground-truth class (images
-    without a label are then skipped). ``seed`` offsets each image's random stream (its dataset
+    without a label are then skipped). ``targets``: a per-image class table
+    (:func:`pipeline.data.targets.read_targets`, ``--targets FILE.csv``) that, when given, is explained
+    instead of ``top1`` (with ``target="label"`` it is refused: both choose the class). ``seed`` offsets each image's random stream (its dataset
     index), so results do not depend on the batch size or the order of resumed runs.
     ``compile``: solve through :meth:`pipeline.models.Classifier.compiled` (worth it on a GPU).
     ``max_pixels``: images that would decode to more pixels are skipped as "too large"
     (:func:`pipeline.data.decode_image`); recorded in the store's configuration when it is not the
     default (so stores made before the option existed still resume).
-    Only ``target``, ``seed`` and ``max_pixels`` change the stored rows; the rest may differ
+    Only ``target``, ``targets``, ``seed`` and ``max_pixels`` change the stored rows; the rest may differ
     between a run and its resume.
     """
 
@@ -56,9 +59,15 @@ class RunConfig:
     progress: bool = True
     compile: bool = False
     max_pixels: int = MAX_DECODED_PIXELS
+    targets: TargetTable | None = None
 
     def __post_init__(self) -> None:
         choice("target", self.target, Target)
+        if self.targets is not None and not isinstance(self.targets, TargetTable):
+            raise ConfigError(f"targets must be a TargetTable (pipeline.data.targets.read_targets), got "
+                              f"{type(self.targets).__name__}")
+        if self.targets is not None and self.target == "label":
+            raise ConfigError("--targets and --target label both choose the class explained; give one of them")
         batch_ok = self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)
         if not batch_ok or self.workers < 0 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"--batch-size must be 'auto' or >= 1 (got {self.batch_size!r}), --workers >= 0 "
@@ -88,11 +97,28 @@ class RunSummary:
 def store_config(solver: SolverConfig, run: RunConfig, classifier: Classifier) -> dict[str, Any]:
     """The configuration recorded in (and identifying) a store: everything that changes a mask,
     and the preset and overrides that named it (outside its identity, :mod:`pipeline.identity`)."""
-    config = {"solver": to_dict(solver), "model": classifier.spec, "target": run.target, "seed": run.seed,
+    config = {"solver": to_dict(solver), "model": classifier.spec, **target_config(run), "seed": run.seed,
               "input_size": list(classifier.input_size), **store_provenance(solver)}
     if run.max_pixels != MAX_DECODED_PIXELS:  # only when set: the default keeps older stores' run_key
         config["max_pixels"] = run.max_pixels
     return config
+
+
+def target_config(run: RunConfig) -> dict[str, Any]:
+    """How a run chooses the class explained, as recorded in (and identifying) its store:
+    ``{"target": "top1"|"label"}``, or with a targets table ``{"target": "file", "targets":
+    {"sha256": digest, "classes": n}}`` (another table is another run)."""
+    if run.targets is None:
+        return {"target": run.target}
+    return {"target": "file", "targets": {"sha256": run.targets.digest, "classes": len(run.targets.classes)}}
+
+
+def batch_targets(batch: dict[str, Any], records: list, run: RunConfig) -> torch.Tensor | None:
+    """``(b,)`` int64: the class to explain for each image of a loader batch: the folder's label
+    (``target="label"``) or the targets table's class; None for ``top1`` (the model's prediction)."""
+    if run.targets is not None:
+        return run.targets.lookup([records[int(i)].relpath for i in batch["index"]])
+    return batch["label"] if run.target == "label" else None
 
 
 def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solver: SolverConfig,
@@ -185,6 +211,8 @@ class _StoreJob:
              run: RunConfig, overwrite: bool, shard: Shard | None) -> _StoreJob:
         """Discover the images, and for a shard check it against its run (:meth:`MaskShard.prepare`)."""
         records = discover(source, classifier.vocabulary, limit=run.limit)
+        if run.targets is not None:
+            _check_targets(run.targets, records, classifier)
         root = Path(source) if Path(source).is_dir() else Path(source).parent
         if shard is None or not shard.sharded:
             return cls(records, root, Path(out), config, overwrite, None)
@@ -208,6 +236,15 @@ class _StoreJob:
                               attrs=job.attrs)
         summary.notes.extend(job.finish())
         return summary
+
+
+def _check_targets(targets: TargetTable, records: list, classifier: Classifier) -> None:
+    """Every image has a row in ``targets`` and every class is one of the classifier's."""
+    targets.lookup([r.relpath for r in records])
+    beyond = sorted({c for c in targets.classes.values() if c >= len(classifier.vocabulary)})
+    if beyond:
+        raise ConfigError(f"targets file {targets.source!r} names classes {beyond[:3]} beyond the model's "
+                          f"{len(classifier.vocabulary)} classes")
 
 
 def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifier: Classifier,
@@ -304,7 +341,8 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
     if len(chosen):
         device = classifier.device
         images = batch["image"][chosen]
-        targets = batch["label"][chosen] if run.target == "label" else None
+        chosen_targets = batch_targets(batch, records, run)
+        targets = None if chosen_targets is None else chosen_targets[chosen]
         seeds = batch["index"][chosen] + run.seed
         result = _solve_fitting(classifier, images.to(device, non_blocking=True), solver, targets, seeds)
         for name, values in result.columns().items():
@@ -333,7 +371,8 @@ def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier:
             for j in chosen.tolist():
                 waiting[int(rows["index"][j])] = _take(rows, [j])
             if len(chosen):
-                yield StreamBatch(batch["image"][chosen], batch["label"][chosen] if run.target == "label" else None,
+                targets = batch_targets(batch, records, run)
+                yield StreamBatch(batch["image"][chosen], None if targets is None else targets[chosen],
                                   batch["index"][chosen] + run.seed, batch["index"][chosen])
 
     def flush() -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
