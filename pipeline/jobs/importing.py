@@ -34,6 +34,8 @@ which identifies the store (a run resumes where it stopped), is::
     {"method": NAME, "import": {"source", "format", "sign", "channels", "resize", "normalise"},
      "model": SPEC, "target": "top1"|"label", "input_size": [H, W]}
 
+(with ``RunConfig.targets``, ``"target": "file"`` and the table's digest, :func:`pipeline.jobs.run.target_config`).
+
 It has no ``"solver"`` key, so :func:`pipeline.evaluation.store_saliency` reads ``1 - mask`` as for
 a baseline.
 """
