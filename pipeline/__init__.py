@@ -48,6 +48,7 @@ _API: dict[str, str] = {
     "repair_store": "pipeline.store.repair",
     # images
     "discover": "pipeline.data", "read_input": "pipeline.data",
+    "read_targets": "pipeline.data.targets", "TargetTable": "pipeline.data.targets",
     # evaluation and reports
     "evaluate_store": "pipeline.evaluation", "EvalConfig": "pipeline.evaluation",
     "store_saliency": "pipeline.evaluation", "compare_runs": "pipeline.report.compare",

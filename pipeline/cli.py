@@ -73,6 +73,9 @@ PresetOpt = Annotated[str, typer.Option("--preset", "-p", help=f"Solver preset: 
                                         "`perturb presets`.")]
 TargetOpt = Annotated[TargetChoice, typer.Option("--target", help="The class explained: top1 (the model's "
                                                  "prediction) or label (the folder's class).")]
+TargetsOpt = Annotated[Optional[Path], typer.Option("--targets", help="A CSV with the columns path,class: the "
+                                                   "class explained for each image (path relative to DATA; class "
+                                                   "as an index, wnid or name), instead of --target.")]
 BatchOpt = Annotated[str, typer.Option("--batch-size", "-b", help="Images processed together, or 'auto' (default): "
                                        "8 on a CPU; on a GPU, what fits its free memory (up to 128) for "
                                        "`masks`, and 32 for the other commands.")]
@@ -167,6 +170,16 @@ def _load_model(spec: str, device: str):
     return load_model(spec, device=device)
 
 
+def _targets(path: Path | None, data: Path, limit: int | None):
+    """The ``--targets`` table read and checked against ``data`` (None when not given); before the
+    model loads, so a bad file costs nothing."""
+    if path is None:
+        return None
+    from .data.targets import read_targets
+
+    return read_targets(path, data, limit=limit)
+
+
 def _solver_config(preset_name: str, assignments: list[str] | None, iterations: int | None):
     from .config import resolve
 
@@ -240,6 +253,7 @@ def masks(
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
+    targets: TargetsOpt = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Offset of every image's random stream "
                                                 "(default: 0).")] = None,
     device: DeviceOpt = None,
@@ -260,7 +274,7 @@ def masks(
     from .jobs.settings import RunConfig, store_config
 
     config = _solver_config(preset, set_, iterations)
-    run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_,
+    run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_, targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
     checked = preflight(data, out, store_config(config, run, model, (0, 0)), run.limit, overwrite, shard.sharded)
@@ -362,6 +376,7 @@ def baseline(
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
+    targets: TargetsOpt = None,
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     shard_: ShardOpt = None,
@@ -378,9 +393,46 @@ def baseline(
     shard = resolve_shard(shard_)
     preflight(data, limit=limit)  # a bad path is said before the model loads
     on = shard.device(_device(device))
-    run = RunConfig(batch_size=_fixed_batch(batch_size, on), **_given(workers=workers, limit=limit, target=target))
+    run = RunConfig(batch_size=_fixed_batch(batch_size, on), targets=_targets(targets, data, limit),
+                    **_given(workers=workers, limit=limit, target=target))
     classifier = _load_model(model, on)
     summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@app.command("import")
+@_fail_cleanly
+def import_(
+    maps: Annotated[Path, typer.Argument(help="Saliency maps made by another tool: a folder of .npy or greyscale "
+                                         "PNG files named like the images, one .npz keyed by relative path, or an "
+                                         "HDF5 file with a path column.")],
+    data: Annotated[Path, typer.Option("--data", help="The images the maps explain (as `perturb masks` takes them).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")],
+    method: Annotated[str, typer.Option("--method", help="The method's name, recorded in the store "
+                                        "(e.g. captum-saliency).")],
+    model: ModelOpt = "efficientnet_lite0",
+    sign: Annotated[str, typer.Option("--sign", help="Signed values: abs (|v|, default), positive (max(v, 0)) "
+                                      "or raw (as they are).")] = "abs",
+    channels: Annotated[str, typer.Option("--channels", help="A channel axis reduced by max (default), sum or "
+                                          "mean.")] = "max",
+    target: TargetOpt = TargetChoice.top1,
+    batch_size: BatchOpt = None,
+    workers: WorkersOpt = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Store saliency maps made by any other tool, for `evaluate`, `compare` and `report`.
+
+    Maps are matched to images and checked before the model loads; see docs in the README.
+    """
+    from .jobs.importing import import_maps
+    from .jobs.run import RunConfig
+
+    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    summary = import_maps(maps, data, out, model, method=method, run=run, sign=sign, channels=channels,
+                          overwrite=overwrite, device=_device(device))
     for line in summary.lines():
         typer.echo(line)
 
@@ -452,6 +504,7 @@ def sweep(
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     target: TargetOpt = TargetChoice.top1,
+    targets: TargetsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Solve, evaluate and compare several presets on the same images (resumable)."""
@@ -466,6 +519,12 @@ def sweep(
     run = RunConfig(batch_size=_batch_size(batch_size), **_given(workers=workers, limit=limit, target=target))
     evaluation = EvalConfig(batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
     classifier = _load_model(model, on)
+
+
+    run = RunConfig(targets=_targets(targets, data, limit),
+                    **_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
+    classifier = load_model(model, device=_device(device))
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
     for line in result.lines():
         typer.echo(line)
@@ -511,7 +570,7 @@ def demo(
     store = out / "masks.h5"
     masks(images, out=store, iterations=iterations, batch_size="4", workers=0, device=device,
           model="efficientnet_lite0", preset=DEFAULT_PRESET, set_=None, limit=None, target=TargetChoice.top1,
-          seed=None, overwrite=False, compile_=False, max_pixels=None)
+          targets=None, seed=None, overwrite=False, compile_=False, max_pixels=None)
     inspect(store)
     export(store, out=out / "pictures", row=None, limit=16, data=None)
     evaluate(store, out=out / "evaluation", data=None, boxes=make_demo_boxes(out / "boxes"), step=step,

@@ -63,12 +63,21 @@ def _index(wnids: tuple[str, ...]) -> dict[str, int]:
 
 @lru_cache(maxsize=1)
 def imagenet_vocabulary() -> ClassVocabulary:
-    """The 1000 ImageNet-1k classes in the standard index order (from timm's bundled lists)."""
-    from timm.data import ImageNetInfo
+    """The 1000 ImageNet-1k classes in the standard index order (from timm's bundled lists).
 
-    info = ImageNetInfo()
-    wnids = tuple(info.index_to_label_name(i) for i in range(info.num_classes()))
-    names = tuple(info.index_to_description(i).split(",")[0].strip() for i in range(len(wnids)))
+    The lists are read from timm's package folder without importing timm (seconds of imports), so
+    a ``--targets`` file is checked at once; the result is what ``timm.data.ImageNetInfo`` gives.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the ImageNet class list ships with timm, which is not installed: pip install timm")
+    info = Path(next(iter(spec.submodule_search_locations))) / "data" / "_info"
+    wnids = tuple((info / "imagenet_synsets.txt").read_text(encoding="utf-8").splitlines())
+    lemmas = dict(line.split("\t", 1) for line in
+                  (info / "imagenet_synset_to_lemma.txt").read_text(encoding="utf-8").splitlines() if "\t" in line)
+    names = tuple(lemmas[w].split(",")[0].strip() for w in wnids)
     return ClassVocabulary(wnids=wnids, names=names)
 
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..methods import get_method
 from ..methods.simple import minmax
 from ..models import Classifier
-from .run import RunConfig, RunSummary, batch_rows, run_store
+from .run import RunConfig, RunSummary, batch_rows, batch_targets, run_store, target_config
 
 __all__ = ["baseline_saliency", "baseline_config", "run_baseline"]
 
@@ -64,7 +64,7 @@ def baseline_saliency(name: str, classifier: Classifier, images01: torch.Tensor,
 
 def baseline_config(name: str, classifier: Classifier, run: RunConfig) -> dict[str, Any]:
     """The configuration recorded in (and identifying) a baseline store."""
-    return {"baseline": get_method(name).name, "model": classifier.spec, "target": run.target,
+    return {"baseline": get_method(name).name, "model": classifier.spec, **target_config(run),
             "seed": run.seed, "input_size": list(classifier.input_size)}
 
 
@@ -104,10 +104,8 @@ def _baseline_batch(name: str, batch: dict[str, Any], records: list, classifier:
     images = batch["image"][chosen].to(device)
     with torch.no_grad():
         probs = classifier(classifier.normalize(images)).float().softmax(1)
-    if run.target == "label":
-        targets = batch["label"][chosen].to(device)
-    else:
-        targets = probs.argmax(1)
+    given = batch_targets(batch, records, run)
+    targets = probs.argmax(1) if given is None else given[chosen].to(device)
     seeds = batch["index"][chosen].to(device) + run.seed
     heat = baseline_saliency(name, classifier, images, targets, seeds)
     rows["target"][chosen] = targets.cpu()

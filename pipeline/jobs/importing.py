@@ -34,6 +34,8 @@ which identifies the store (a run resumes where it stopped), is::
     {"method": NAME, "import": {"source", "format", "sign", "channels", "resize", "normalise"},
      "model": SPEC, "target": "top1"|"label", "input_size": [H, W]}
 
+(with ``RunConfig.targets``, ``"target": "file"`` and the table's digest, :func:`pipeline.jobs.run.target_config`).
+
 It has no ``"solver"`` key, so :func:`pipeline.evaluation.store_saliency` reads ``1 - mask`` as for
 a baseline.
 """
@@ -54,7 +56,7 @@ from ..errors import ConfigError
 from ..models import Classifier, load_model
 from ..options import choice
 from ..store import STATUS_SKIPPED
-from .run import EXTRA_COLUMNS, RunConfig, RunSummary, batch_rows, run_store
+from .run import EXTRA_COLUMNS, RunConfig, RunSummary, batch_rows, batch_targets, run_store, target_config
 
 __all__ = ["IMPORT_REASONS", "ImportSummary", "MapChannels", "MapSign", "import_config", "import_maps",
            "prepare_map"]
@@ -107,7 +109,7 @@ def import_config(method: str, source: MapSource, sign: str, channels: str, clas
     return {"method": method,
             "import": {"source": str(Path(source.path).resolve()), "format": source.kind, "sign": sign,
                        "channels": channels, "resize": RESIZE, "normalise": NORMALISE},
-            "model": classifier.spec, "target": run.target, "input_size": list(classifier.input_size)}
+            "model": classifier.spec, **target_config(run), "input_size": list(classifier.input_size)}
 
 
 def import_maps(maps: str | Path, data: str | Path, out: str | Path, model: Classifier | str = "efficientnet_lite0",
@@ -189,7 +191,8 @@ def _import_batch(batch: dict[str, Any], records: list, source: MapSource, keys:
     device = classifier.device
     with torch.no_grad():
         probs = classifier(classifier.normalize(batch["image"][index].to(device))).float().softmax(1)
-    targets = batch["label"][index].to(device) if run.target == "label" else probs.argmax(1)
+    given = batch_targets(batch, records, run)
+    targets = probs.argmax(1) if given is None else given[index].to(device)
     saliency = minmax(torch.stack(maps)[:, None])
     rows["target"][index] = targets.cpu()
     rows["p_original"][index] = probs.gather(1, targets[:, None])[:, 0].cpu()

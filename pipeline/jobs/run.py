@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -20,12 +20,15 @@ from tqdm.auto import tqdm
 from ..config import SolverConfig
 from ..data import ImageDataset, discover, make_loader
 from ..distributed import Shard
-from ..errors import DeviceMemoryError
+from ..errors import ConfigError, DeviceMemoryError
 from ..models import Classifier
 from ..solve import SolveResult, solve
 from ..store import STATUS_OK, STATUS_SKIPPED, MaskWriter
-from .settings import RunConfig, store_config
+from .settings import RunConfig, store_config, target_config
 from .shards import MaskShard
+
+if TYPE_CHECKING:
+    from ..data.targets import TargetTable
 
 EXTRA_COLUMNS = ("area", "tv")
 """Per-image solver statistics stored beside the schema's columns."""
@@ -139,6 +142,8 @@ class _StoreJob:
              run: RunConfig, overwrite: bool, shard: Shard | None) -> _StoreJob:
         """Discover the images, and for a shard check it against its run (:meth:`MaskShard.prepare`)."""
         records = discover(source, classifier.vocabulary, limit=run.limit)
+        if run.targets is not None:
+            _check_targets(run.targets, records, classifier)
         root = Path(source) if Path(source).is_dir() else Path(source).parent
         if shard is None or not shard.sharded:
             return cls(records, root, Path(out), config, overwrite, None)
@@ -162,6 +167,15 @@ class _StoreJob:
                               attrs=job.attrs)
         summary.notes.extend(job.finish())
         return summary
+
+
+def _check_targets(targets: "TargetTable", records: list, classifier: Classifier) -> None:
+    """Every image has a row in ``targets`` and every class is one of the classifier's."""
+    targets.lookup([r.relpath for r in records])
+    beyond = sorted({c for c in targets.classes.values() if c >= len(classifier.vocabulary)})
+    if beyond:
+        raise ConfigError(f"targets file {targets.source!r} names classes {beyond[:3]} beyond the model's "
+                          f"{len(classifier.vocabulary)} classes")
 
 
 def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifier: Classifier,
@@ -258,7 +272,8 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
     if len(chosen):
         device = classifier.device
         images = batch["image"][chosen]
-        targets = batch["label"][chosen] if run.target == "label" else None
+        chosen_targets = batch_targets(batch, records, run)
+        targets = None if chosen_targets is None else chosen_targets[chosen]
         seeds = batch["index"][chosen] + run.seed
         result = _solve_fitting(classifier, images.to(device, non_blocking=True), solver, targets, seeds)
         for name, values in result.columns().items():
@@ -287,7 +302,8 @@ def _solve_streamed(loader: Iterable[dict[str, Any]], records: list, classifier:
             for j in chosen.tolist():
                 waiting[int(rows["index"][j])] = _take(rows, [j])
             if len(chosen):
-                yield StreamBatch(batch["image"][chosen], batch["label"][chosen] if run.target == "label" else None,
+                targets = batch_targets(batch, records, run)
+                yield StreamBatch(batch["image"][chosen], None if targets is None else targets[chosen],
                                   batch["index"][chosen] + run.seed, batch["index"][chosen])
 
     def flush() -> Iterator[tuple[dict[str, Any], torch.Tensor]]:

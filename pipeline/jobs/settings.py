@@ -12,7 +12,7 @@ from ..data import MAX_DECODED_PIXELS
 from ..errors import ConfigError
 from ..options import Target, choice
 
-__all__ = ["RunConfig", "store_config"]
+__all__ = ["RunConfig", "store_config", "target_config"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class RunConfig:
     :data:`AUTO_BATCH_CAP`) that fits the GPU's free memory, measured by :func:`auto_batch_size`;
     :data:`CPU_BATCH` on a CPU.
     ``target``: ``top1`` explains the model's prediction, ``label`` the ground-truth class (images
-    without a label are then skipped). ``seed`` offsets each image's random stream (its dataset
+    without a label are then skipped). ``targets``: a per-image class table
+    (:func:`pipeline.data.targets.read_targets`, ``--targets FILE.csv``) that, when given, is explained
+    instead of ``top1`` (with ``target="label"`` it is refused: both choose the class). ``seed`` offsets each image's random stream (its dataset
     index), so results do not depend on the batch size or the order of resumed runs.
     ``compile``: solve through :meth:`pipeline.models.Classifier.compiled` (worth it on a GPU).
     ``max_pixels``: images that would decode to more pixels are skipped as "too large"
@@ -41,9 +43,18 @@ class RunConfig:
     progress: bool = True
     compile: bool = False
     max_pixels: int = MAX_DECODED_PIXELS
+    targets: Any = None  # a pipeline.data.targets.TargetTable (that module imports torch)
 
     def __post_init__(self) -> None:
         choice("target", self.target, Target)
+        if self.targets is not None:
+            from ..data.targets import TargetTable
+
+            if not isinstance(self.targets, TargetTable):
+                raise ConfigError(f"targets must be a TargetTable (pipeline.data.targets.read_targets), got "
+                                  f"{type(self.targets).__name__}")
+            if self.target == "label":
+                raise ConfigError("--targets and --target label both choose the class explained; give one of them")
         batch_ok = self.batch_size == "auto" or (isinstance(self.batch_size, int) and self.batch_size >= 1)
         if not batch_ok or self.workers < 0 or (self.limit is not None and self.limit < 1):
             raise ConfigError(f"--batch-size must be 'auto' or >= 1 (got {self.batch_size!r}), --workers >= 0 "
@@ -63,8 +74,18 @@ def store_config(solver: SolverConfig, run: RunConfig, model: Any,
     """
     spec = model if isinstance(model, str) else model.spec
     size = input_size if input_size is not None else model.input_size
-    config = {"solver": to_dict(solver), "model": spec, "target": run.target, "seed": run.seed,
+    config = {"solver": to_dict(solver), "model": spec, **target_config(run), "seed": run.seed,
               "input_size": list(size), **store_provenance(solver)}
     if run.max_pixels != MAX_DECODED_PIXELS:  # only when set: the default keeps older stores' run_key
         config["max_pixels"] = run.max_pixels
     return config
+
+
+def target_config(run: RunConfig) -> dict[str, Any]:
+    """How a run chooses the class explained, as recorded in (and identifying) its store:
+    ``{"target": "top1"|"label"}``, or with a targets table ``{"target": "file", "targets":
+    {"sha256": digest, "classes": n}}`` (another table is another run)."""
+    if run.targets is None:
+        return {"target": run.target}
+    return {"target": "file", "targets": {"sha256": run.targets.digest, "classes": len(run.targets.classes)}}
+
