@@ -36,3 +36,19 @@ def test_a_moved_tree_finds_its_images_and_symlinks_are_kept(tmp_path):
     result = runner.invoke(app, ["export", str(moved / "b.h5"), "--out", str(tmp_path / "pictures"), "--limit", "2"])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "pictures").glob("*.png"))) == 4  # heatmap and overlay of both images
+
+
+def test_stores_made_before_threads_and_source_relative_were_recorded_still_read(tmp_path):
+    import h5py
+
+    from pipeline.store import MaskWriter
+
+    path = tmp_path / "old.h5"
+    with MaskWriter(path, {"a": 1}, "model", tmp_path / "images", (1, 2, 2)):
+        pass
+    with h5py.File(path, "r+") as file:
+        del file.attrs["threads"], file.attrs["source_relative"]
+    with MaskStore(path) as store:
+        assert store.image_root() == tmp_path / "images"
+    with MaskWriter(path, {"a": 1}, "model", tmp_path / "images", (1, 2, 2)) as writer:
+        assert len(writer) == 0  # and it resumes

@@ -55,6 +55,7 @@ class Attribute:
     kind: str
     meaning: str
     always: bool = True  # written into every store by MaskWriter
+    required: bool = True  # needed to read a store (False: added later; older stores lack it)
 
 
 MASK = Dataset(
@@ -102,14 +103,14 @@ ATTRIBUTES: tuple[Attribute, ...] = (
               "the folder of a file list)"),
     Attribute("source_relative", "str", "`source` relative to the store's folder, tried when `source` "
               "does not exist (the store and its images moved or mounted elsewhere together); \"\" when "
-              "none exists; absent in older stores"),
+              "none exists; absent in older stores", required=False),
     Attribute("mask_shape", "int (3,)", "(K, h, w) of one row's masks"),
     Attribute("input_size", "int (2,)", "(H, W) of the solver's input"),
     Attribute("shard", "str", '"r-of-n" for a shard\'s store, else ""'),
     Attribute("versions", "JSON str", "versions of pipeline, torch, h5py, numpy, python"),
     Attribute("created", "str", "creation time, ISO 8601, UTC"),
     Attribute("threads", "int", "torch's intra-op thread count of the process that created the store "
-              "(CPU results are bit-identical at the same count); absent in older stores"),
+              "(CPU results are bit-identical at the same count); absent in older stores", required=False),
     Attribute("merged_from", "JSON str", "the shard file names of a merged store", always=False),
     Attribute("shard_plan", "str", "a shard's store: 16 hex digits identifying the sharded run's "
               "plan (`<out>.shards/run.json`)", always=False),
@@ -124,7 +125,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 READ_DEFAULTS: dict[str, Any] = {"parts_merged": 0}
 """Attributes a reader takes as these values when a store file lacks them."""
 
-REQUIRED_ATTRIBUTES = tuple(a.name for a in ATTRIBUTES if a.always and a.name not in READ_DEFAULTS)
+REQUIRED_ATTRIBUTES = tuple(a.name for a in ATTRIBUTES if a.always and a.required and a.name not in READ_DEFAULTS)
 """The attributes whose presence makes an HDF5 file a mask store."""
 
 
