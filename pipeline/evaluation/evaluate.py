@@ -82,6 +82,7 @@ from ..store import STATUS_OK, MaskStore
 from .settings import AUC_COLUMNS, CURVES, EvalConfig
 from .gallery import write_pictures
 from .outputs import write_tables
+from .presence import check_images_present
 from .saliency import stored_pictures
 from .summary import per_image_table, summarise
 
@@ -122,6 +123,9 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
 
     Raises:
         StoreError: the store cannot be read. ConfigError: the classifier does not match it.
+        ImageReadError: none, or more than half, of the images to evaluate are under the image
+            root (:func:`pipeline.evaluation.presence.check_images_present`); fewer missing files
+            are skipped rows (``eval_status`` "unreadable: missing").
     """
     if config.alpha_split is not None and boxes is None:  # refused before any work is done
         raise ConfigError("alpha_split (choosing thresholds on held-out images) needs ground-truth boxes; "
@@ -131,6 +135,7 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
     box_map = load_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
     with MaskStore(store_path) as store:
         _check_classifier(store, classifier)
+        check_images_present(store, data_root, indices)  # a wrong folder is refused, not scored NaN
         table = store.table()
         root = Path(data_root) if data_root is not None else Path(store.source)
         metrics, curves, game = _evaluate_rows(store, table, root, classifier, box_map, config, progress,
