@@ -108,15 +108,28 @@ def summary_lines(summary: Mapping[str, Any], config: EvalConfig) -> tuple[list[
     lines = [f"{name:36s} {stats['mean']:.4f} +- {stats['sem'] or 0:.4f} (n={stats['count']})"
              for name, stats in summary["metrics"].items()
              if stats.get("mean") is not None and not (config.alpha_split and name.startswith("loc_"))]
+    warnings = target_lines(summary)
     held_out = summary.get("localization_split")
     if held_out and "error" in held_out:
-        return lines, [f"held-out alpha not computed: {held_out['error']}"]
+        return lines, [*warnings, f"held-out alpha not computed: {held_out['error']}"]
     if held_out:
         lines.append(f"held-out alpha: chosen on {held_out['n_calibration']} images, error on {held_out['n_test']}")
         for choice in held_out["choices"]:
             lines.append(f"  {choice['method']:6s} {choice['box_kind']:9s} alpha {choice['alpha']:<5g} "
                          f"error {100 * choice['test_error']:.1f}% (calibration {100 * choice['calibration_error']:.1f}%)")
-    return lines, []
+    return lines, warnings
+
+
+def target_lines(summary: Mapping[str, Any]) -> list[str]:
+    """A line when localised rows explain a target other than their label (a ``--target top1``
+    store): localisation then scores the predicted class's mask against the label's boxes."""
+    counts = summary.get("counts") or {}
+    differs, localized = counts.get("localized_target_differs_from_label"), counts.get("localized")
+    if not differs or not localized:
+        return []
+    return [f"localisation: the target differs from the label on {differs} of {localized} localised images "
+            f"({100 * differs / localized:.0f}%): their masks explain the predicted class but are scored "
+            "against the label's boxes; solve with --target label to localise the label's class"]
 
 
 def unreadable_lines(per_image: pd.DataFrame, shown: int = 3) -> list[str]:

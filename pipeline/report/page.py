@@ -112,7 +112,7 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
     note = (f'<p class="note">Means over the evaluated images with 95% percentile-bootstrap intervals '
             f"({config.n_boot} resamples, seed {config.seed}; the same numbers as <code>perturb compare</code>). "
             f"<code>{RANK_METRIC}</code> is insertion AUC minus zero-substrate deletion AUC per image. "
-            "<em>better</em>: which direction is better.</p>")
+            "<em>better</em>: which direction is better.</p>") + _target_note(runs)
     if len(runs) == 1:
         table = Table("summary", ["metric", "better", "n", "mean", "95% CI low", "95% CI high", "sem"])
         for row in intervals.to_dict("records"):
@@ -145,6 +145,22 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
                                  cls="best" if run.name == best else ""))
         wide.add(cells, metric=metric)
     return note + rank.html() + wide.html()
+
+
+def _target_note(runs: Sequence[RunData]) -> str:
+    """A visible warning for each run whose localised masks explain another class than the label's
+    (a ``--target top1`` store): localisation scores them against the label's boxes."""
+    notes = []
+    for run in runs:
+        counts = run.summary.get("counts") or {}
+        differs, localized = counts.get("localized_target_differs_from_label"), counts.get("localized")
+        if differs and localized:
+            prefix = f"{esc(run.name)}: " if len(runs) > 1 else ""
+            notes.append(f'<p class="warn">{prefix}the target differs from the label on <b>{differs} of '
+                         f"{localized}</b> localised images ({100 * differs / localized:.0f}%): their masks "
+                         "explain the predicted class but are scored against the label's boxes. Solve with "
+                         "<code>--target label</code> to localise the label's class.</p>")
+    return "".join(notes)
 
 
 def _differences(runs: Sequence[RunData], intervals: pd.DataFrame) -> str:
