@@ -206,7 +206,7 @@ def explain(
     config = _solver_config(preset, set_, iterations)
     classifier = load_model(model, device=_device(device))
     index = None if target in (None, "top1") else classifier.vocabulary.resolve(target)
-    result = explain_image(image, classifier, config, out, target=index)
+    result = explain_image(image, classifier, config, out, target=index, progress=True)
     r = result.result
     typer.echo(f"class        {int(r.targets[0])} {classifier.vocabulary.wnids[int(r.targets[0])]} {result.class_name}")
     typer.echo(f"p original   {float(r.p_original[0]):.4f}")
@@ -474,19 +474,24 @@ def evaluate(
         typer.echo(line)
 
 
+NameOpt = Annotated[Optional[list[str]], typer.Option(
+    "--name", help="A run's name in the tables (repeatable, one per run folder, in order; default: the folder names).")]
+
+
 @app.command()
 @_fail_cleanly
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Report folders of `perturb evaluate`; the first is the reference.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for comparison.md, comparison.csv, curves.png.")] = Path("comparison"),
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples per interval.")] = 2000,
+    name: NameOpt = None,
 ) -> None:
     """Put evaluated runs side by side: means, 95% bootstrap intervals, paired differences."""
     from .report.compare import compare_runs
 
-    table = compare_runs(runs, out, n_boot=n_boot)
+    table = compare_runs(runs, out, n_boot=n_boot, names=name or None)
     typer.echo((out / "comparison.md").read_text())
-    _write_report(runs, out / "report.html", n_boot=n_boot, comparison=table)
+    _write_report(runs, out / "report.html", n_boot=n_boot, comparison=table, names=name or None)
 
 
 @app.command()
@@ -550,9 +555,10 @@ def report(
                                                  "(default: each run's recorded image folder).")] = None,
     gallery: Annotated[int, typer.Option("--gallery", help="Images per gallery row (best, worst, random) "
                                          "and metric.")] = 4,
+    name: NameOpt = None,
 ) -> None:
     """Write one self-contained HTML page (tables, curves, galleries) for evaluated runs."""
-    _write_report(runs, out, n_boot=n_boot, gallery=gallery, data_root=data)
+    _write_report(runs, out, n_boot=n_boot, gallery=gallery, data_root=data, names=name or None)
 
 
 @app.command()

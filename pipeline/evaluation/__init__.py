@@ -16,12 +16,13 @@ from .gallery import (
     write_pictures,
 )
 from .merge import combine_parts, merge_evaluations
+from .presence import MISSING_SHARE, ImagePresence, check_images_present
 from .saliency import StoredPictures, store_saliency, stored_pictures
 from .settings import AUC_COLUMNS, CURVES, EvalConfig, metric_direction
 from .summary import metric_columns, summarise
 
 __all__ = ["AUC_COLUMNS", "CURVES", "GALLERY_METRICS", "GALLERY_SEED", "THUMBNAILS_FILE", "THUMBNAIL_SIDE",
-           "WEAK_RATIO", "EvalConfig", "EvalResult", "StoredPictures", "StrengthReport", "causal_batch",
+           "MISSING_SHARE", "WEAK_RATIO", "EvalConfig", "EvalResult", "StoredPictures", "ImagePresence", "StrengthReport", "causal_batch", "check_images_present",
            "combine_parts", "evaluate_store", "flagged_rows", "gallery_picks", "merge_evaluations",
            "metric_columns", "metric_direction", "perturbation_strength", "picture_rows", "read_thumbnails",
            "store_saliency", "stored_pictures", "summarise", "write_pictures"]

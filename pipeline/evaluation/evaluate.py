@@ -54,6 +54,7 @@ ground-truth class: ``target_is_label`` marks each image and the summary counts 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -82,6 +83,7 @@ from ..store import STATUS_OK, MaskStore
 from .settings import AUC_COLUMNS, CURVES, EvalConfig
 from .gallery import write_pictures
 from .outputs import write_tables
+from .presence import check_images_present
 from .saliency import stored_pictures
 from .summary import per_image_table, summarise
 
@@ -122,6 +124,9 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
 
     Raises:
         StoreError: the store cannot be read. ConfigError: the classifier does not match it.
+        ImageReadError: none, or more than half, of the images to evaluate are under the image
+            root (:func:`pipeline.evaluation.presence.check_images_present`); fewer missing files
+            are skipped rows (``eval_status`` "unreadable: missing").
     """
     if config.alpha_split is not None and boxes is None:  # refused before any work is done
         raise ConfigError("alpha_split (choosing thresholds on held-out images) needs ground-truth boxes; "
@@ -131,6 +136,7 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
     box_map = load_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
     with MaskStore(store_path) as store:
         _check_classifier(store, classifier)
+        check_images_present(store, data_root, indices)  # a wrong folder is refused, not scored NaN
         table = store.table()
         root = Path(data_root) if data_root is not None else store.image_root()
         metrics, curves, game = _evaluate_rows(store, table, root, classifier, box_map, config, progress,
@@ -144,7 +150,9 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         out.mkdir(parents=True, exist_ok=True)
         paths = write_tables(out, per_image, summary, curves)
         if config.plots:
-            paths.update(write_pictures(out, store, per_image, curves, root, config, box_map is not None))
+            boxes_of = None if box_map is None else partial(label_boxes, box_map=box_map,
+                                                            wnids=classifier.vocabulary.wnids)
+            paths.update(write_pictures(out, store, per_image, curves, root, config, box_map is not None, boxes_of))
     return EvalResult(per_image, summary, paths)
 
 def _check_classifier(store: MaskStore, classifier: Classifier) -> None:
@@ -250,6 +258,18 @@ def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, 
     game.update(hit, label)
     out["pointing_hit"], out["energy_pg"] = float(hit), energy_pointing_game(heat, gt)
     return out
+
+def label_boxes(row: pd.Series, box_map: Mapping[str, ImageBoxes], wnids: Sequence[str]) -> np.ndarray:
+    """The boxes of ``row``'s label class in its original frame ``(K, 4)``, as localisation scores
+    them: none for no label, no annotation, or an annotation of another image size."""
+    label = int(row["label"])
+    entry = box_map.get(Path(str(row["path"])).stem)
+    size_differs = entry is not None and entry.size is not None and \
+        tuple(entry.size) != (int(row["width"]), int(row["height"]))
+    if entry is None or size_differs or not 0 <= label < len(wnids):
+        return np.zeros((0, 4), np.int64)
+    return entry.for_class(wnids[label])
+
 
 def _stack_curves(curves: dict[str, list], table: pd.DataFrame, store: MaskStore,
                   config: EvalConfig) -> dict[str, Any]:

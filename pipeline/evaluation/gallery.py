@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from ..names import display_name
-from ..pictures import gallery_figure, jpeg_thumbnail, overlay, plot_curves, to_uint8
+from ..pictures import draw_boxes, gallery_figure, jpeg_thumbnail, overlay, plot_curves, to_uint8
 from ..store import STATUS_OK, MaskStore
 
 from .diagnostics import WEAK_RATIO
@@ -37,7 +37,12 @@ THUMBNAIL_SIDE: int = 140
 
 THUMBNAILS_FILE = "thumbnails.parquet"
 """The evaluation folder's thumbnails: columns ``path`` (as in ``per_image.parquet``) and ``jpeg``
-(bytes: the image at the store's input size with its saliency overlaid, :data:`THUMBNAIL_SIDE` px)."""
+(bytes: the image in its original aspect ratio with its saliency overlaid and, when boxes were
+given, the label's ground-truth boxes drawn, :data:`THUMBNAIL_SIDE` px on the longer side)."""
+
+BoxesOf = Callable[[pd.Series], np.ndarray]
+"""A per-image table row -> its ground-truth boxes ``(K, 4)`` ``(xmin, ymin, xmax, ymax)`` in the
+original frame (``K = 0`` for none)."""
 
 
 def gallery_picks(table: pd.DataFrame, metric: str, count: int, seed: int) -> dict[str, pd.DataFrame]:
@@ -96,7 +101,7 @@ def picture_rows(per_image: pd.DataFrame, count: int, seed: int = GALLERY_SEED) 
 
 
 def write_pictures(out: Path, store: MaskStore, per_image: pd.DataFrame, curves: dict[str, Any], root: Path,
-                   config: EvalConfig, with_boxes: bool) -> dict[str, Path]:
+                   config: EvalConfig, with_boxes: bool, boxes_of: BoxesOf | None = None) -> dict[str, Path]:
     """``curves.png``, one ``gallery_<metric>.png`` per gallery metric (best images in the top row,
     worst in the bottom row, ``config.gallery`` each) and :data:`THUMBNAILS_FILE` (the images of
     :func:`picture_rows` with ``config.gallery``), read once from ``root``; no gallery and no
@@ -106,12 +111,13 @@ def write_pictures(out: Path, store: MaskStore, per_image: pd.DataFrame, curves:
         per_image: the evaluation's table (index = store row position).
         curves: the ``curves.npz`` content.
         with_boxes: the run has localisation (``energy_pg`` gets a gallery).
+        boxes_of: the ground-truth boxes drawn on each picture; None draws none.
     """
     paths = {"curves_png": out / "curves.png"}
     plot_curves({store.path.stem: curves}, CURVES).savefig(paths["curves_png"], dpi=100)
     if config.gallery < 1:
         return paths
-    drawn = _overlays(store, per_image, root, config)
+    drawn = _overlays(store, per_image, root, config, boxes_of)
     thumbnails = pd.DataFrame({"path": [display_name(per_image["path"].iat[p]) for p in drawn],
                                "jpeg": [jpeg_thumbnail(picture, THUMBNAIL_SIDE) for picture in drawn.values()]})
     paths["thumbnails"] = out / THUMBNAILS_FILE
@@ -128,14 +134,20 @@ def write_pictures(out: Path, store: MaskStore, per_image: pd.DataFrame, curves:
     return paths
 
 
-def _overlays(store: MaskStore, per_image: pd.DataFrame, root: Path, config: EvalConfig) -> dict[int, np.ndarray]:
-    """Row position -> uint8 ``(H, W, 3)`` image with its saliency overlaid, at the input size, for
-    the readable images of :func:`picture_rows`."""
+def _overlays(store: MaskStore, per_image: pd.DataFrame, root: Path, config: EvalConfig,
+              boxes_of: BoxesOf | None) -> dict[int, np.ndarray]:
+    """Row position -> uint8 ``(H, W, 3)`` image with its saliency overlaid (and its boxes drawn),
+    in the image's original frame so that it keeps its aspect ratio, for the readable images of
+    :func:`picture_rows`."""
     drawn: dict[int, np.ndarray] = {}
     rows = picture_rows(per_image, config.gallery)
-    for batch in stored_pictures(store, rows, root, batch_size=config.batch_size):
+    for batch in stored_pictures(store, rows, root, frame="original"):
         for i in np.flatnonzero(batch.ok):
-            drawn[int(batch.rows[i])] = to_uint8(overlay(batch.images[i], batch.saliency[i]))
+            row = int(batch.rows[i])
+            picture = to_uint8(overlay(batch.images[i], batch.saliency[i]))
+            if boxes_of is not None:
+                picture = draw_boxes(picture, boxes_of(per_image.iloc[row]))
+            drawn[row] = picture
     return drawn
 
 

@@ -111,6 +111,9 @@ def _counts(per_image: pd.DataFrame, evaluated: pd.Series, with_boxes: bool) -> 
         located = loc_status == "ok"
         counts["localized"] = int(located.sum())
         counts["localized_target_differs_from_label"] = int((located & differs).sum())
+        # a --target top1 store localises the predicted class against the label's boxes
+        counts["localized_target_differs_share"] = (
+            counts["localized_target_differs_from_label"] / counts["localized"] if counts["localized"] else 0.0)
         counts["loc_excluded_by_reason"] = loc_status[evaluated & ~located].value_counts().to_dict()
     return counts
 

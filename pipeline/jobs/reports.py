@@ -14,14 +14,15 @@ def write_run_report(runs: Sequence[str | Path], out: str | Path, n_boot: int = 
     a comparison page (several runs, or a ``comparison`` table) links the ``comparison.csv`` and
     ``.md`` beside it when they compare exactly these runs. Returns the page's path.
 
-    ``options``: ``vocabulary``, ``data_root``, ``comparison``, ``extra_files`` of
+    ``options``: ``vocabulary``, ``data_root``, ``comparison``, ``extra_files``, ``names`` of
     :func:`pipeline.report.build_report`.
     """
     from ..report import ReportConfig, comparison_files, write_report
 
     out = Path(out)
     if "comparison" in options or len(runs) > 1:
-        options.setdefault("extra_files", comparison_files(out.parent, [Path(r).name for r in runs]))
+        names = options.get("names") or [Path(r).name for r in runs]
+        options.setdefault("extra_files", comparison_files(out.parent, names))
     return write_report(runs, out, ReportConfig(n_boot=n_boot, gallery=gallery), **options)
 
 

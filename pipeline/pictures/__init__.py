@@ -8,7 +8,9 @@ file: :func:`pipeline.evaluation.stored_pictures` pairs stored rows with their i
 """
 
 from .images import (
+    BOX_COLOUR,
     OVERLAY_WEIGHT,
+    draw_boxes,
     explain_pictures,
     heatmap,
     jpeg_thumbnail,
@@ -18,5 +20,5 @@ from .images import (
 )
 from .plots import gallery_figure, new_figure, plot_curves, plot_localisation, png_bytes
 
-__all__ = ["OVERLAY_WEIGHT", "explain_pictures", "gallery_figure", "heatmap", "jpeg_thumbnail", "new_figure",
+__all__ = ["BOX_COLOUR", "OVERLAY_WEIGHT", "draw_boxes", "explain_pictures", "gallery_figure", "heatmap", "jpeg_thumbnail", "new_figure",
            "overlay", "plot_curves", "plot_localisation", "png_bytes", "save_pictures", "to_uint8"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw
 
 OVERLAY_WEIGHT: float = 0.45
 """Share of the heatmap in the overlays of galleries and report thumbnails (the image keeps 0.55)."""
@@ -100,3 +100,25 @@ def jpeg_thumbnail(picture: np.ndarray, side: int, quality: int = 80) -> bytes:
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
+
+
+BOX_COLOUR = (255, 255, 255)
+"""Outline of ground-truth boxes drawn on pictures (white, with a black edge inside so it shows
+on light and dark images alike)."""
+
+
+def draw_boxes(picture: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """A copy of uint8 ``(H, W, 3)`` ``picture`` with ``boxes`` ``(K, 4)`` ``(xmin, ymin, xmax,
+    ymax)`` (pixel coordinates of the picture, inclusive) outlined; lines scale with the picture
+    so they stay visible in a thumbnail."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    if not len(boxes):
+        return picture
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(picture.shape[:2]) / 100))
+    for xmin, ymin, xmax, ymax in boxes.tolist():
+        draw.rectangle((xmin, ymin, xmax, ymax), outline=BOX_COLOUR, width=width)
+        if xmax - xmin > 2 * width and ymax - ymin > 2 * width:
+            draw.rectangle((xmin + width, ymin + width, xmax - width, ymax - width), outline=(0, 0, 0), width=1)
+    return np.asarray(image)

@@ -65,7 +65,8 @@ class ReportConfig:
 
 def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: ReportConfig = ReportConfig(),
                  vocabulary: ClassVocabulary | None = None, data_root: str | Path | None = None,
-                 comparison: pd.DataFrame | None = None, extra_files: Sequence[str | Path] = ()) -> str:
+                 comparison: pd.DataFrame | None = None, extra_files: Sequence[str | Path] = (),
+                 names: Sequence[str] | None = None) -> str:
     """The HTML of the report on ``run_dirs`` (the first is the reference of paired differences).
 
     Args:
@@ -78,6 +79,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
         comparison: :func:`pipeline.report.compare.compare_runs`'s table for these runs, computed with
             ``config.n_boot`` and ``config.seed`` (reused instead of bootstrapping again).
         extra_files: more files to link (``comparison.csv`` ...).
+        names: the runs' names, one per folder (as given to ``compare_runs``); None = folder names.
 
     Raises:
         ConfigError: no run, repeated names, a folder that is not an evaluation.
@@ -85,7 +87,7 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
     from .page import build_page
     from .tables import interval_table, load_runs
 
-    runs = load_runs(run_dirs)
+    runs = load_runs(run_dirs, names)
     if vocabulary is None:
         vocabulary = _default_vocabulary(runs)
     intervals = interval_table(runs, config.n_boot, config.seed, comparison)
@@ -94,10 +96,11 @@ def build_report(run_dirs: Sequence[str | Path], out: str | Path, config: Report
 
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, config: ReportConfig = ReportConfig(),
                  vocabulary: ClassVocabulary | None = None, data_root: str | Path | None = None,
-                 comparison: pd.DataFrame | None = None, extra_files: Sequence[str | Path] = ()) -> Path:
+                 comparison: pd.DataFrame | None = None, extra_files: Sequence[str | Path] = (),
+                 names: Sequence[str] | None = None) -> Path:
     """Write :func:`build_report`'s page to ``out`` (parent folders created); returns the path."""
     out = Path(out)
-    text = build_report(run_dirs, out, config, vocabulary, data_root, comparison, extra_files)
+    text = build_report(run_dirs, out, config, vocabulary, data_root, comparison, extra_files, names)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -133,16 +133,39 @@ def metric_row(metric: str, name: str, run: pd.DataFrame, ref_name: str, ref: pd
     return row
 
 
+def run_names(folders: Sequence[Path], names: Sequence[str] | None = None) -> list[str]:
+    """The runs' names: ``names`` when given (one per folder), else the folders' names.
+
+    Raises:
+        ConfigError: a count that differs from the folders', an empty name, or repeated names.
+    """
+    if names is None:
+        chosen = [f.name for f in folders]
+        if len(set(chosen)) != len(chosen):
+            raise ConfigError(f"run folders must have distinct names (they name the runs); got {chosen}, "
+                              "or name the runs with names=[...] (--name)")
+        return chosen
+    chosen = [str(n) for n in names]
+    if len(chosen) != len(folders):
+        raise ConfigError(f"give one name per run folder (--name); got {len(chosen)} names for "
+                          f"{len(folders)} folders")
+    if any(not n.strip() for n in chosen) or len(set(chosen)) != len(chosen):
+        raise ConfigError(f"run names must be distinct and not empty; got {chosen}")
+    return chosen
+
+
 def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 2000,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, names: Sequence[str] | None = None) -> pd.DataFrame:
     """Compare evaluated runs; write ``comparison.csv``, ``comparison.md`` and ``curves.png`` to ``out``.
 
     Args:
         run_dirs: :func:`pipeline.evaluation.evaluate_store` output folders; the first is the
-            reference for paired differences. Runs are named by folder name (must be unique).
+            reference for paired differences.
         out: output folder, created if missing.
         n_boot: bootstrap resamples per interval, ``>= 1``.
         seed: base seed of the bootstrap.
+        names: the runs' names in the tables, one per folder; None names them by folder name
+            (which must then be unique).
 
     Returns:
         One row per (metric, run): ``metric, better, run, n, mean, ci_low, ci_high, n_paired, diff,
@@ -152,11 +175,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
         ConfigError: no run, repeated names, a folder without ``per_image.parquet``, bad ``n_boot``.
     """
     folders = [Path(d) for d in run_dirs]
-    names = [f.name for f in folders]
     if not folders:
         raise ConfigError("compare_runs needs at least one run folder")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"run folders must have distinct names (they name the runs); got {names}")
+    names = run_names(folders, names)
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ConfigError(f"n_boot must be an integer >= 1; got {n_boot!r}")
     runs = {name: load_run(folder) for name, folder in zip(names, folders)}

@@ -112,7 +112,7 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
     note = (f'<p class="note">Means over the evaluated images with 95% percentile-bootstrap intervals '
             f"({config.n_boot} resamples, seed {config.seed}; the same numbers as <code>perturb compare</code>). "
             f"<code>{RANK_METRIC}</code> is insertion AUC minus zero-substrate deletion AUC per image. "
-            "<em>better</em>: which direction is better.</p>")
+            "<em>better</em>: which direction is better.</p>") + _target_note(runs)
     if len(runs) == 1:
         table = Table("summary", ["metric", "better", "n", "mean", "95% CI low", "95% CI high", "sem"])
         for row in intervals.to_dict("records"):
@@ -131,13 +131,13 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
                   num_cell(row["diff"], "diff"), num_cell(row["diff_ci_low"], "diff_ci_low"),
                   num_cell(row["diff_ci_high"], "diff_ci_high")], metric=row["metric"], run=row["run"])
     wide = Table("summary", ["metric", "better", *[f"{run.name}: mean [95% CI]" for run in runs]],
-                 "Mean [95% CI] per run; the best mean of each metric in bold")
+                 "Mean [95% CI] per run; the best mean of a metric in bold when its interval overlaps "
+                 "no other run's")
     for metric, rows in intervals.groupby("metric", sort=False):
         by_run = rows.set_index("run")
         means = by_run["mean"].astype(float)
         better = rows["better"].iloc[0]
-        best = (means.idxmax() if better == "higher" else means.idxmin() if better == "lower" else None) \
-            if means.notna().any() else None
+        best = _clear_best(by_run, better)
         cells = [text_cell(metric), text_cell(better)]
         for run in runs:
             r = by_run.loc[run.name]
@@ -145,6 +145,38 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
                                  cls="best" if run.name == best else ""))
         wide.add(cells, metric=metric)
     return note + rank.html() + wide.html()
+
+
+def _clear_best(by_run: pd.DataFrame, better: str) -> str | None:
+    """The run with the best mean of one metric (``by_run``: ``mean``, ``ci_low``, ``ci_high``
+    per run) when its 95% interval lies wholly on the better side of every other run's; else None."""
+    means = by_run["mean"].astype(float)
+    if better not in ("higher", "lower") or not means.notna().any():
+        return None
+    best = means.idxmax() if better == "higher" else means.idxmin()
+    others = by_run.drop(index=best)
+    low, high = float(by_run.at[best, "ci_low"]), float(by_run.at[best, "ci_high"])
+    if better == "higher":
+        clear = (low > others["ci_high"].astype(float)).all()
+    else:
+        clear = (high < others["ci_low"].astype(float)).all()
+    return best if clear else None
+
+
+def _target_note(runs: Sequence[RunData]) -> str:
+    """A visible warning for each run whose localised masks explain another class than the label's
+    (a ``--target top1`` store): localisation scores them against the label's boxes."""
+    notes = []
+    for run in runs:
+        counts = run.summary.get("counts") or {}
+        differs, localized = counts.get("localized_target_differs_from_label"), counts.get("localized")
+        if differs and localized:
+            prefix = f"{esc(run.name)}: " if len(runs) > 1 else ""
+            notes.append(f'<p class="warn">{prefix}the target differs from the label on <b>{differs} of '
+                         f"{localized}</b> localised images ({100 * differs / localized:.0f}%): their masks "
+                         "explain the predicted class but are scored against the label's boxes. Solve with "
+                         "<code>--target label</code> to localise the label's class.</p>")
+    return "".join(notes)
 
 
 def _differences(runs: Sequence[RunData], intervals: pd.DataFrame) -> str:

@@ -32,6 +32,17 @@ def store_path(run: RunData) -> Path | None:
     return beside if beside.is_file() else None
 
 
+def resolved(path: Any, base: Path | None = None) -> Any:
+    """A recorded path shown absolute with symlinks resolved (relative ones against ``base``), so
+    every path of the provenance is written the same way; other values (None, "<dict>") as they are."""
+    if not isinstance(path, (str, Path)) or not str(path) or str(path).startswith("<"):
+        return path
+    path = Path(path)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return str(path.resolve())
+
+
 def plain(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
@@ -73,14 +84,17 @@ def _provenance_rows(run: RunData) -> dict[str, Any]:
     # configuration matches.
     name = config_name(store_config, str(facts.get("store.preset") or ""), facts.get("store.overrides") or ())
     rows: dict[str, Any] = {
-        "run folder": str(run.folder),
+        "run folder": resolved(run.folder),
         "model": settings.pop("model", store_config.get("model")),
         "method / preset": name or "–",
         "target": store_config.get("target"),
-        "data source (images)": settings.pop("data_root", None),
-        "boxes": settings.pop("boxes", None),
+        "data source (images)": resolved(settings.pop("data_root", None)),
+        "boxes": resolved(settings.pop("boxes", None)),
         "per_image.parquet file time": mtime(run.folder / "per_image.parquet"),
     }
+    store = facts.get("store.path")
+    facts.update({key: resolved(facts.get(key), Path(store).parent if store else None)
+                  for key in ("store.path", "store.source") if facts.get(key)})
     rows.update(facts)
     rows.update({f"counts.{k}": v for k, v in flatten(run.summary.get("counts") or {}).items()})
     rows.update({f"config.{k}": v for k, v in flatten(store_config).items()})

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row
+from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row, run_names
 from ..evaluation import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
 from ..evaluation import AUC_COLUMNS
@@ -66,18 +66,17 @@ class RunData:
         return [self.folder / name for name in TABLE_FILES if (self.folder / name).is_file()]
 
 
-def load_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
-    """Read run folders (the first is the reference of paired differences).
+def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None) -> list[RunData]:
+    """Read run folders (the first is the reference of paired differences), named ``names`` (one
+    per folder; None = by folder name, :func:`pipeline.report.compare.run_names`).
 
     Raises:
-        ConfigError: no folder, repeated folder names, a folder without ``per_image.parquet``.
+        ConfigError: no folder, repeated names, a folder without ``per_image.parquet``.
     """
     folders = [Path(d) for d in run_dirs]
     if not folders:
         raise ConfigError("a report needs at least one run folder (an output of `perturb evaluate`)")
-    names = [f.name for f in folders]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"run folders must have distinct names (they name the runs); got {names}")
+    names = run_names(folders, names)
     runs = []
     for name, folder in zip(names, folders):
         loaded = load_run(folder)  # raises the ConfigError for a folder that is not a run

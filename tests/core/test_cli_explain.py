@@ -18,7 +18,7 @@ def test_explain_writes_the_four_pictures_and_reports(tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("heatmap", "mask", "cam", "perturbated"):
         picture = Image.open(out / f"{name}.png")
-        assert picture.size == (224, 224)
+        assert picture.size == (337, 224)  # chelsea is 451 x 300: its aspect ratio, 224 on the short side
     assert "Egyptian cat" in result.output
     for line in ("p original", "p perturbed", "p final"):
         assert line in result.output
