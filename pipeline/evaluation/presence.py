@@ -50,7 +50,7 @@ def check_images_present(store: MaskStore, data_root: str | Path | None,
         ImageReadError: every image, or more than :data:`MISSING_SHARE` of them, is missing; the
             message names the folder looked in and the one the store recorded.
     """
-    root = Path(data_root) if data_root is not None else Path(store.source)
+    root = Path(data_root) if data_root is not None else store.image_root()
     chosen = store.column("status").astype(str) == STATUS_OK
     if indices is not None:
         chosen &= np.isin(store.column("index"), np.asarray(list(indices), dtype=np.int64))
