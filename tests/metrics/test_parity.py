@@ -1,22 +1,17 @@
 """The metrics against independent code: deletion/insertion against Quantus, the pointing game
 against TorchRay (both skipped when the ``peers`` extra is not installed).
 
-The harness (``benchmarks/metric_parity.py``) configures Quantus to the project's protocol; here
+The reference (``tests/reference/metrics.py``) configures Quantus to the project's protocol; here
 it runs on a tiny fixed convolutional model and random 32x32 images, so the comparison is cheap.
 """
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from metric_parity import CURVES, quantus_curves, tie_free, torchray_class_accuracy, torchray_hit  # noqa: E402
-
-from pipeline.metrics import PointingGame, auc, blur_substrate, causal_curves, pointing_game_hit, zero_substrate  # noqa: E402
+from pipeline.metrics import PointingGame, auc, blur_substrate, causal_curves, pointing_game_hit, zero_substrate
+from tests.reference.metrics import CURVES, quantus_curves, tie_free, torchray_class_accuracy, torchray_hit
 
 SIZE, STEP = 32, 64  # 16 steps of 64 pixels
 

@@ -21,8 +21,8 @@ from pipeline.errors import StoreError
 from pipeline.store.repair import repair_store
 from pipeline.store import MaskStore, MaskWriter, parts_dir, summary
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the rows and masks of tests/test_store.py
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "store"))  # the rows and masks of tests/store/test_store.py
 from test_store import CONFIG, batch, mask_of, write  # noqa: E402
 
 runner = CliRunner()

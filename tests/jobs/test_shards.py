@@ -78,7 +78,7 @@ def _assert_same_store(path, reference):
 
 def _worker_env():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
     return env
 
 
@@ -267,7 +267,7 @@ def test_sharded_evaluation_merges_into_the_one_process_report(reference, tmp_pa
 
 
 def test_slurm_scripts_chain_the_merge_after_the_array():
-    folder = Path(__file__).parents[1] / "scripts" / "slurm"
+    folder = Path(__file__).parents[2] / "scripts" / "slurm"
     for script in sorted(folder.iterdir()):
         checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert checked.returncode == 0, (script.name, checked.stderr)

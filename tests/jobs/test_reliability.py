@@ -31,7 +31,7 @@ from pipeline.models import load_model
 from pipeline.jobs.run import RunConfig, run_masks, store_config
 from pipeline.store import MaskStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import fuzz_inputs  # noqa: E402
 
@@ -211,7 +211,7 @@ def test_names_from_the_data_cannot_add_markup_to_reports(tmp_path):
     assert markdown_text("<img src=x>|*a*") == "\\<img src=x\\>\\|\\*a\\*"
     assert markdown_code("a`b|c") == "``a`b\\|c``" and markdown_code("`x") == "`` `x ``"
     assert html_text('<b a="1">&') == "&lt;b a=&quot;1&quot;&gt;&amp;"
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "report"))
     from test_compare import base_table, write_run
 
     names = ["plain", "<script>x<¦script> | `tick` *b*"]

@@ -31,7 +31,7 @@ from pipeline.store import (
     summary,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {"solver": {"iterations": 300, "lr": 0.1}, "perturbation": "blur", "size": (224, 224)}
 SHAPE = (1, 28, 28)
 
