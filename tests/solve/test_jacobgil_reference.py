@@ -20,15 +20,6 @@ ITERATIONS = 3
 TOLERANCE = 2.5e-4  # mean absolute difference of the 28x28 masks
 
 
-@pytest.fixture()
-def one_thread():
-    # On a loaded 2-core machine two torch threads ran a solver iteration 4-10x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("preset_name", ["jacobgil-code", "jacobgil"])
 def test_jacobgil_presets_match_the_reference_loop(classifier, chelsea, preset_name, one_thread):
     row = compare(classifier, chelsea, preset_name, ITERATIONS, seed=0)
