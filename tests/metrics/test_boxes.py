@@ -7,23 +7,9 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.metrics import ImageBoxes, load_boxes, read_kaggle_csv, read_voc_folder
+from tests.helpers.boxes import voc_xml
 
 REAL_BBOX = Path("/work/shared/data/imagenet-val-100/bbox")
-
-
-def voc_xml(width, height, objects):
-    """An ImageNet-style annotation with one <object> per (wnid, xmin, ymin, xmax, ymax)."""
-    objs = "".join(
-        f"<object><name>{w}</name><pose>Unspecified</pose><truncated>0</truncated>"
-        f"<difficult>0</difficult><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-        f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
-        for w, a, b, c, d in objects
-    )
-    return (
-        "<annotation><folder>val</folder><filename>x</filename>"
-        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
-        f"<segmented>0</segmented>{objs}</annotation>"
-    )
 
 
 @pytest.fixture

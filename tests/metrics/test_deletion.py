@@ -16,6 +16,7 @@ from pipeline.metrics import (
     pixel_order,
     zero_substrate,
 )
+from tests.helpers.models import tiny_convnet
 
 
 class SumModel(nn.Module):
@@ -117,13 +118,8 @@ def test_number_of_points_and_final_all_substrate_score(step, n_points):
 
 def random_case(b=3, h=5, w=6, classes=4, seed=0):
     """A fixed random conv model and inputs; saliency quantised so it has many ties."""
+    model = tiny_convnet(classes, seed)
     gen = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * h * w, classes))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    model.eval()
     images = torch.randn(b, 3, h, w, generator=gen)
     saliency = (torch.rand(b, 1, h, w, generator=gen) * 4).floor()
     targets = torch.randint(classes, (b,), generator=gen)

@@ -1,31 +1,19 @@
 """The metrics against independent code: deletion/insertion against Quantus, the pointing game
 against TorchRay (both skipped when the ``peers`` extra is not installed).
 
-The harness (``benchmarks/metric_parity.py``) configures Quantus to the project's protocol; here
+The reference (``tests/reference/metrics.py``) configures Quantus to the project's protocol; here
 it runs on a tiny fixed convolutional model and random 32x32 images, so the comparison is cheap.
 """
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from metric_parity import CURVES, quantus_curves, tie_free, torchray_class_accuracy, torchray_hit  # noqa: E402
-
-from pipeline.metrics import PointingGame, auc, blur_substrate, causal_curves, pointing_game_hit, zero_substrate  # noqa: E402
+from pipeline.metrics import PointingGame, auc, blur_substrate, causal_curves, pointing_game_hit, zero_substrate
+from tests.helpers.models import tiny_convnet
+from tests.reference.metrics import CURVES, quantus_curves, tie_free, torchray_class_accuracy, torchray_hit
 
 SIZE, STEP = 32, 64  # 16 steps of 64 pixels
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-                          nn.Linear(32, 5))
-    return model.eval().requires_grad_(False)
 
 
 def project_curves(model, x: torch.Tensor, saliency: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
@@ -42,7 +30,7 @@ def project_curves(model, x: torch.Tensor, saliency: torch.Tensor, target: int) 
 def test_deletion_insertion_equal_quantus(plateaus):
     pytest.importorskip("quantus")
     pytest.importorskip("cv2")
-    model, rng = tiny_model(), np.random.default_rng(1)
+    model, rng = tiny_convnet(classes=5), np.random.default_rng(1)
     for _ in range(2):
         x = torch.from_numpy(rng.normal(size=(1, 3, SIZE, SIZE)).astype(np.float32))
         heat = rng.uniform(size=(SIZE, SIZE))

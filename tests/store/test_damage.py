@@ -19,17 +19,12 @@ import pipeline.store.writer
 from pipeline.cli import app
 from pipeline.errors import StoreError
 from pipeline.store.repair import repair_store
-from pipeline.store import MaskStore, MaskWriter, parts_dir, summary
+from pipeline.store import MaskStore, parts_dir, summary
+from tests.helpers.rows import batch, killed, mask_of, open_writer, write
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the rows and masks of tests/test_store.py
-from test_store import CONFIG, batch, mask_of, write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
-
-
-def writer(path, **kwargs) -> MaskWriter:
-    return MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val", **kwargs)
 
 
 def committed(path) -> dict[int, np.ndarray]:
@@ -42,21 +37,13 @@ def committed(path) -> dict[int, np.ndarray]:
     return dict(zip(index.tolist(), masks))
 
 
-def killed(path, batches, **kwargs) -> None:
-    """Commit ``batches`` and stop as a kill would: parts left unfolded, lock released."""
-    w = writer(path, **kwargs)
-    for rows, masks in batches:
-        w.append(rows, masks)
-    w._release()
-
-
 def test_truncated_file_is_refused_in_one_line_not_called_locked(tmp_path):
     path = tmp_path / "masks.h5"
     write(path, [batch(list(range(40)))])
     data = path.read_bytes()
     for cut in (len(data) - 1, len(data) // 2, 100):
         path.write_bytes(data[:cut])
-        for open_it in (lambda: MaskStore(path), lambda: writer(path)):
+        for open_it in (lambda: MaskStore(path), lambda: open_writer(path)):
             with pytest.raises(StoreError, match="shorter than HDF5 recorded.*copy it again") as caught:
                 open_it()
             assert "locked" not in str(caught.value) and "\n" not in str(caught.value)
@@ -72,7 +59,7 @@ def test_garbage_part_is_named_and_repair_keeps_every_other_row(tmp_path):
     write(path, [batch([0, 1])])
     killed(path, [batch([2, 3]), batch([4]), batch([5, 6])])
     (parts_dir(path) / "000000003.h5").write_bytes(os.urandom(800))  # batch [4] (part 1 was folded)
-    for open_it in (lambda: MaskStore(path), lambda: writer(path)):
+    for open_it in (lambda: MaskStore(path), lambda: open_writer(path)):
         with pytest.raises(StoreError, match=r"batch file .*000000003\.h5.* is damaged.*perturb repair"):
             open_it()
     result = runner.invoke(app, ["repair", str(path)])
@@ -139,7 +126,7 @@ def test_fold_interrupted_at_each_step_loses_and_repeats_nothing(tmp_path, monke
                "append": (pipeline.store.writer, "_append_columns", stop_append),
                "rename": (pipeline.store.writer.os, "replace", stop_rename),
                "delete": (Path, "unlink", stop_delete)}
-    w = writer(path, merge_every=3)
+    w = open_writer(path, merge_every=3)
     w.append(*batch([2]))
     w.append(*batch([3, 4]))
     monkeypatch.setattr(*patches[step])
@@ -155,7 +142,7 @@ def test_fold_interrupted_at_each_step_loses_and_repeats_nothing(tmp_path, monke
 
 def test_store_copied_while_being_written(tmp_path):
     path = tmp_path / "run" / "masks.h5"
-    w = writer(path, merge_every=2)
+    w = open_writer(path, merge_every=2)
     w.append(*batch([0, 1]))
     early = tmp_path / "early.h5"
     shutil.copyfile(path, early)  # the file alone, copied before a fold: an earlier, whole state
@@ -170,7 +157,7 @@ def test_store_copied_while_being_written(tmp_path):
     with pytest.raises(StoreError, match=r"does not match its batch folder.*lacks batch\(es\) \[1, 2\]"):
         MaskStore(early)  # else it would silently lack rows 0..2
     with pytest.raises(StoreError, match="does not match its batch folder"):
-        writer(early)
+        open_writer(early)
     assert repair_store(early).rows == 1
     assert sorted(committed(early)) == [3]
 
@@ -194,7 +181,7 @@ def test_read_only_store_reads_and_refuses_writing_in_one_line(tmp_path, monkeyp
         assert sorted(committed(path)) == [0, 1, 2]
         assert summary(path)["done"] == 3
         with pytest.raises(StoreError, match="cannot be written here.*Read-only file system.*can still be read"):
-            writer(path)
+            open_writer(path)
     finally:
         for entry in (tmp_path, parts_dir(path), *parts_dir(path).iterdir(), path):
             entry.chmod(0o755 if entry.is_dir() else 0o644)
@@ -202,22 +189,11 @@ def test_read_only_store_reads_and_refuses_writing_in_one_line(tmp_path, monkeyp
 
 WRITER = """
 import sys
-import numpy as np
 sys.path.insert(0, sys.argv[1])
 from pipeline.store import MaskWriter  # numpy and h5py only: starts in a fraction of a second
+from tests.helpers.rows import CONFIG, batch
 
-def batch(index):  # the rows and masks of tests/test_store.py's batch()
-    n = len(index)
-    rows = {"index": np.asarray(index), "path": [f"n02124075/img_{i}.JPEG" for i in index],
-            "height": [100 + i for i in index], "width": [200 + i for i in index], "label": [285] * n,
-            "target": [281] * n, "status": ["ok"] * n, "reason": [""] * n,
-            "p_original": np.linspace(0.5, 0.9, n), "p_perturbed": np.full(n, 0.01),
-            "p_final": np.full(n, 0.05), "loss": np.arange(n) / 10, "area": np.asarray(index) / 1000}
-    masks = [((np.arange(28 * 28).reshape(1, 28, 28) + 7 * i) % 101 / 100.0) for i in index]
-    return rows, np.stack(masks).astype(np.float32)
-
-config = {"solver": {"iterations": 300, "lr": 0.1}, "perturbation": "blur", "size": (224, 224)}
-with MaskWriter(sys.argv[2], config, "tf_efficientnet_lite0", "/data/val", merge_every=3) as writer:
+with MaskWriter(sys.argv[2], CONFIG, "tf_efficientnet_lite0", "/data/val", merge_every=3) as writer:
     print("ready", flush=True)
     for start in range(0, 45, 3):
         writer.append(*batch(list(range(start, start + 3))))
@@ -254,7 +230,7 @@ def test_a_part_folded_away_while_it_is_opened_is_retried_not_called_damaged(tmp
     def fold_then_open(name, *args, **kwargs):
         if Path(name).parent == parts_dir(path) and not raced:
             raced.append(name)
-            with writer(path):  # a writer folds the parts into the store meanwhile
+            with open_writer(path):  # a writer folds the parts into the store meanwhile
                 pass
             raise OSError("Unable to synchronously open file (can't retrieve stat info for file)")
         return real_open(name, *args, **kwargs)

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.store import MaskStore
 
-from .conftest import sample
+from tests.helpers.images import sample
 
 runner = CliRunner()
 

@@ -36,11 +36,8 @@ def test_state_dict_file_on_an_architecture(tmp_path):
     torch.testing.assert_close(model.module.fc.weight, reference.fc.weight)
 
 
-def test_torchscript_file(tmp_path):
-    module = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 1000)))
-    path = tmp_path / "tiny.pt"
-    module.save(str(path))
-    model = load_model(str(path))
+def test_torchscript_file(tiny_model):
+    model = load_model(tiny_model)
     assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 1000)
 
 
@@ -65,12 +62,11 @@ def test_not_a_torchscript_file(tmp_path):
         load_model(str(path))
 
 
-def test_compiled_classifier_keeps_what_a_store_records():
+def test_compiled_classifier_keeps_what_a_store_records(classifier):
     # --compile wraps the network only: the spec (and so a store's run key) is the uncompiled one.
     from pipeline.config import preset
     from pipeline.jobs.run import RunConfig, store_config
 
-    classifier = load_model("efficientnet_lite0")
     compiled = classifier.compiled()
     assert compiled.module is not classifier.module and compiled.device == classifier.device
     assert store_config(preset("paper"), RunConfig(), compiled) == store_config(preset("paper"), RunConfig(), classifier)

@@ -22,14 +22,14 @@ from torchvision.transforms.functional import gaussian_blur
 from pipeline.config import MaskConfig, ObjectiveConfig, SolverConfig, to_dict
 from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalConfig, evaluate_store, store_saliency
-from pipeline.imagenet import ClassVocabulary
 from pipeline.solve.masks import saliency as solver_saliency
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
 from pipeline.store import COLUMNS, MaskStore, MaskWriter
+from tests.helpers.boxes import voc_xml
+from tests.helpers.models import classifier_of
 
 C = 3.0
 P_FULL = math.exp(C) / (math.exp(C) + 9)
-WNIDS = tuple(f"n{i:08d}" for i in range(10))
 
 
 def tiny_classifier() -> Classifier:
@@ -38,9 +38,7 @@ def tiny_classifier() -> Classifier:
     with torch.no_grad():
         linear.weight.zero_()
         linear.weight[0] = 16 * C / 3
-    module = frozen(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear))
-    vocabulary = ClassVocabulary(wnids=WNIDS, names=tuple(f"class{i}" for i in range(10)))
-    return Classifier(module, "tiny", (16, 16), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), vocabulary)
+    return classifier_of(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear))
 
 
 def save_png(path, array01: np.ndarray) -> None:
@@ -146,13 +144,6 @@ def test_blur_curves_match_a_naive_loop_and_do_not_depend_on_batching(deletion_c
         np.testing.assert_allclose(curves["insertion"][i], expected_ins, atol=1e-6)
     # Insertion ends on the image itself, deletion on the substrate.
     assert curves["insertion"][0, -1] == pytest.approx(P_FULL, abs=1e-6)
-
-
-def voc_xml(width: int, height: int, objects: list[tuple]) -> str:
-    parts = [f"<object><name>{w}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-             f"<ymax>{d}</ymax></bndbox></object>" for w, a, b, c, d in objects]
-    return (f"<annotation><size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
-            + "".join(parts) + "</annotation>")
 
 
 @pytest.fixture()

@@ -5,39 +5,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
-import skimage.data
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.errors import StoreError
 from pipeline.store import MaskStore, parts_dir
+from tests.helpers.rows import committed_rows
 
 runner = CliRunner()
-PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
-
-
-def _picture(name):
-    array = getattr(skimage.data, name)()
-    return array[..., :3]
-
-
-@pytest.fixture(scope="module")
-def imagenet_folder(tmp_path_factory):
-    """Three classes of an ImageNet-style folder: tench (0), goldfish (1), Egyptian cat (285)."""
-    root = tmp_path_factory.mktemp("val")
-    layout = {"n01440764": PICTURES[2:4], "n01443537": PICTURES[4:6], "n02124075": PICTURES[:2]}
-    for wnid, names in layout.items():
-        (root / wnid).mkdir()
-        for name in names:
-            Image.fromarray(_picture(name)).resize((160, 120)).save(root / wnid / f"{name}.jpg")
-    (root / "n02124075" / "broken.jpg").write_bytes(b"not a jpeg at all")
-    return root
 
 
 def test_masks_run_labels_and_skips(imagenet_folder, tmp_path):
@@ -115,7 +93,7 @@ def test_sigterm_stops_a_run_like_ctrl_c(imagenet_folder, tmp_path):
                "-n", "15", "-b", "2", "--workers", "0", "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while _committed_rows(out) < 2 and time.time() < deadline and process.poll() is None:
+    while committed_rows(out) < 2 and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)  # what a scheduler sends before it kills
     _, stderr = process.communicate(timeout=120)
@@ -125,22 +103,13 @@ def test_sigterm_stops_a_run_like_ctrl_c(imagenet_folder, tmp_path):
         assert 2 <= len(store) < 7 and store.pending_parts == 0
 
 
-def _committed_rows(path: Path) -> int:
-    """Rows a running writer has committed (a store may be read while it is written)."""
-    try:
-        with MaskStore(path) as store:
-            return len(store)
-    except StoreError:  # the writer has not created the file yet
-        return 0
-
-
 def test_sigkill_mid_run_then_resume_loses_nothing(imagenet_folder, tmp_path):
     out = tmp_path / "killed.h5"
     command = [sys.executable, "-m", "pipeline", "masks", str(imagenet_folder), "--out", str(out),
                "-n", "15", "-b", "2", "--workers", "0", "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while _committed_rows(out) < 2 and time.time() < deadline and process.poll() is None:
+    while committed_rows(out) < 2 and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)  # now inside the next batch's solve
     process.send_signal(signal.SIGKILL)
@@ -163,15 +132,13 @@ def test_sigkill_mid_run_then_resume_loses_nothing(imagenet_folder, tmp_path):
     assert after["path"][: len(before)].tolist() == before["path"].tolist()
 
 
-def test_out_of_memory_halves_the_batch(monkeypatch):
+def test_out_of_memory_halves_the_batch(classifier, monkeypatch):
     """A batch that does not fit is solved in halves, with the same per-image results."""
     import torch
 
     import pipeline.jobs.run as run_module
     from pipeline.config import override, preset
-    from pipeline.models import load_model
 
-    classifier = load_model()
     images = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     config = override(preset("blur"), ["optim.iterations=2"])
     seeds = torch.arange(4)
@@ -245,12 +212,11 @@ def test_streamed_run_out_of_memory_stops_cleanly_and_keeps_what_finished(imagen
     assert again.exit_code == 0 and f"{len(table)} already done" in again.output, again.output
 
 
-def test_batch_size_must_be_a_number_or_auto(imagenet_folder, tmp_path):
+def test_batch_size_must_be_a_number_or_auto(classifier, imagenet_folder, tmp_path):
     from pipeline.config import preset
-    from pipeline.models import load_model
     from pipeline.jobs.run import CPU_BATCH, auto_batch_size
 
-    assert auto_batch_size(load_model(), preset("paper")) == CPU_BATCH  # on a CPU
+    assert auto_batch_size(classifier, preset("paper")) == CPU_BATCH  # on a CPU
     result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(tmp_path / "x.h5"), "-b", "many"])
     assert result.exit_code == 1 and "--batch-size 'many'" in result.output
 

@@ -1,5 +1,5 @@
 """The ``jacobgil`` presets against an independent rewrite of jacobgil's script's loop
-(``benchmarks/jacobgil_reference.py``), on chelsea with the same noise draws.
+(``tests/reference/jacobgil.py``), on chelsea with the same noise draws.
 
 Adam steps by ``m / sqrt(v)``: where a cell's gradient is near zero, float rounding decides the
 sign of a full-size step, so two correct implementations drift apart cell by cell as iterations
@@ -8,30 +8,16 @@ halving the TV weight in the reference moves it by about 7e-4 and other noise dr
 tolerance sits between.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from jacobgil_reference import agreement, compare, gaussian_11, median_11, reference_mask, solver_noise  # noqa: E402
-
-from pipeline.config import override, preset  # noqa: E402
-from pipeline.solve.perturbations import gaussian_blur, median_blur  # noqa: E402
-from pipeline.solve import solve  # noqa: E402
+from pipeline.config import override, preset
+from pipeline.solve.perturbations import gaussian_blur, median_blur
+from pipeline.solve import solve
+from tests.reference.jacobgil import agreement, compare, gaussian_11, median_11, reference_mask, solver_noise
 
 ITERATIONS = 3
 TOLERANCE = 2.5e-4  # mean absolute difference of the 28x28 masks
-
-
-@pytest.fixture()
-def one_thread():
-    # On a loaded 2-core machine two torch threads ran a solver iteration 4-10x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("preset_name", ["jacobgil-code", "jacobgil"])

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.store import MaskWriter
 from pipeline.store.schema import ATTRIBUTES, COLUMNS, DATASETS, EXTRA, MASK, dtype_name
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "store.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "store.md"
 
 
 def doc_table(heading: str) -> list[list[str]]:

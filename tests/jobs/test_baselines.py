@@ -4,9 +4,7 @@ import math
 
 import numpy as np
 import pytest
-import skimage.data
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -14,19 +12,9 @@ from pipeline.jobs.baselines import baseline_saliency, run_baseline
 from pipeline.methods.simple import centre_gaussian, gradcam_layer
 from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalConfig, evaluate_store
-from pipeline.imagenet import ClassVocabulary
-from pipeline.models import Classifier, frozen, load_model
 from pipeline.jobs.run import RunConfig
 from pipeline.store import MaskStore
-
-WNIDS = tuple(f"n{i:08d}" for i in range(3))
-
-
-def classifier_of(module: nn.Module, size=(16, 16)) -> Classifier:
-    """A Classifier around ``module`` with identity normalisation (mean 0, std 1)."""
-    vocabulary = ClassVocabulary(wnids=WNIDS, names=("a", "b", "c"))
-    return Classifier(frozen(module), "tiny", size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), vocabulary)
-
+from tests.helpers.models import classifier_of
 
 def images(batch: int, size=(16, 16), seed=0) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).uniform(size=(batch, 3, *size))).float()
@@ -101,26 +89,13 @@ def test_gradcam_of_a_tiny_conv_model_by_hand():
     torch.testing.assert_close(heat[:, 0], (expected - low) / (high - low), atol=1e-5, rtol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    torch.set_num_threads(2)
-    return load_model("efficientnet_lite0")
-
-
-@pytest.fixture(scope="module")
-def chelsea():
-    """(1, 3, 224, 224) in [0, 1], resized without cropping."""
-    array = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).float()[None] / 255
-    return F.interpolate(array, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-
-
 @pytest.mark.parametrize("name", ["gradient", "gradcam"])
-def test_model_baselines_on_chelsea(lite0, chelsea, name):
-    heat = baseline_saliency(name, lite0, chelsea, torch.tensor([285]), torch.tensor([0]))
+def test_model_baselines_on_chelsea(classifier, chelsea, name):
+    heat = baseline_saliency(name, classifier, chelsea, torch.tensor([285]), torch.tensor([0]))
     assert heat.shape == (1, 1, 224, 224) and torch.isfinite(heat).all()
     assert heat.min() == 0.0 and heat.max() == 1.0 and heat.std() > 0.01
     if name == "gradcam":
-        assert gradcam_layer(lite0.module)[0] == "bn2"
+        assert gradcam_layer(classifier.module)[0] == "bn2"
         # The cat's face fills roughly x 50..190, y 40..210 of the 224x224 input.
         inside = heat[0, 0, 40:211, 50:191].sum() / heat.sum()
         area = (171 * 141) / 224**2

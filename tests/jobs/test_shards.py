@@ -12,9 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import skimage.data
-import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -22,47 +19,17 @@ from pipeline.distributed import Shard, resolve_shard
 from pipeline.errors import ConfigError, StoreError
 from pipeline.jobs.shards import MaskShard, read_plan, shards_dir
 from pipeline.store import MaskStore
+from tests.helpers.cli import SOLVE
+from tests.helpers.models import torch_threads
+from tests.helpers.rows import committed_rows
 
 runner = CliRunner()
-PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
-SOLVE = ["-n", "2", "-b", "2", "--workers", "0", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """An ImageNet-style folder: 6 pictures in 3 classes and one broken file (7 indices)."""
-    root = tmp_path_factory.mktemp("val")
-    layout = {"n01440764": PICTURES[2:4], "n01443537": PICTURES[4:6], "n02124075": PICTURES[:2]}
-    for wnid, names in layout.items():
-        (root / wnid).mkdir()
-        for name in names:
-            picture = getattr(skimage.data, name)()[..., :3]
-            Image.fromarray(picture).resize((160, 120)).save(root / wnid / f"{name}.jpg")
-    (root / "n02124075" / "broken.jpg").write_bytes(b"not a jpeg")
-    return root
-
-
-@pytest.fixture
-def one_thread():
-    """The solver in this process on one thread, as each torchrun worker runs (OMP_NUM_THREADS=1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def reference(folder, tmp_path_factory):
-    """The one-process store the sharded runs must equal (table, masks, configuration)."""
-    out = tmp_path_factory.mktemp("one") / "one.h5"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = runner.invoke(app, ["masks", str(folder), "--out", str(out), *SOLVE])
-    finally:
-        torch.set_num_threads(threads)
-    assert result.exit_code == 0, result.output
-    with MaskStore(out) as store:
+def reference(solved_store):
+    """The one-process store the sharded runs must equal (table, masks, configuration, path)."""
+    with MaskStore(solved_store) as store:
         return store.table(), store.masks().numpy(), store.config, store.path
 
 
@@ -78,7 +45,7 @@ def _assert_same_store(path, reference):
 
 def _worker_env():
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
     return env
 
 
@@ -116,15 +83,11 @@ def test_shard_comes_from_the_option_then_torchrun_then_slurm():
 
 
 @pytest.fixture(scope="module")
-def half_run(folder, tmp_path_factory):
+def half_run(imagenet_folder, tmp_path_factory):
     """Shard 0 of 2 of a run done with --shard by hand; shard 1 not started."""
     out = tmp_path_factory.mktemp("hand") / "s.h5"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = runner.invoke(app, ["masks", str(folder), "--out", str(out), "--shard", "0/2", *SOLVE])
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1):
+        result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(out), "--shard", "0/2", *SOLVE])
     assert result.exit_code == 0, result.output
     assert "waiting for shards 1 of 2" in result.output
     return out
@@ -137,8 +100,8 @@ def _one_error_line(result):
     return lines[0]
 
 
-def test_shards_that_do_not_belong_to_the_run_are_refused(folder, half_run):
-    args = ["masks", str(folder), "--out", str(half_run), *SOLVE]
+def test_shards_that_do_not_belong_to_the_run_are_refused(imagenet_folder, half_run):
+    args = ["masks", str(imagenet_folder), "--out", str(half_run), *SOLVE]
     line = _one_error_line(runner.invoke(app, [*args, "--shard", "1/3"]))
     assert "split into 2 shards" in line and "shard 1/3" in line
     line = _one_error_line(runner.invoke(app, [*args, "--shard", "1/2", "--set", "tv_coeff=0.5"]))
@@ -150,7 +113,7 @@ def test_shards_that_do_not_belong_to_the_run_are_refused(folder, half_run):
     assert not half_run.exists() and read_plan(half_run).world == 2  # nothing was written
 
 
-def test_shard_by_hand_and_slurm_array_task_then_merge(folder, half_run, reference, monkeypatch, one_thread):
+def test_shard_by_hand_and_slurm_array_task_then_merge(imagenet_folder, half_run, reference, monkeypatch, one_thread):
     inspected = runner.invoke(app, ["inspect", str(half_run)])
     assert inspected.exit_code == 0, inspected.output
     assert "4 of 4      complete" in inspected.output and "0 of 3      missing" in inspected.output
@@ -158,7 +121,7 @@ def test_shard_by_hand_and_slurm_array_task_then_merge(folder, half_run, referen
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
     monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
-    result = runner.invoke(app, ["masks", str(folder), "--out", str(half_run), *SOLVE])
+    result = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(half_run), *SOLVE])
     assert result.exit_code == 0, result.output
     assert "3 solved now" in result.output and "perturb merge" in result.output
     with MaskStore(MaskShard.shard_path(half_run, 1, 2)) as store:
@@ -167,7 +130,7 @@ def test_shard_by_hand_and_slurm_array_task_then_merge(folder, half_run, referen
     assert merged.exit_code == 0, merged.output
     _assert_same_store(half_run, reference)
     assert not shards_dir(half_run).exists()
-    again = runner.invoke(app, ["masks", str(folder), "--out", str(half_run), *SOLVE])
+    again = runner.invoke(app, ["masks", str(imagenet_folder), "--out", str(half_run), *SOLVE])
     assert again.exit_code == 0 and "already merged" in again.output
 
 
@@ -200,27 +163,19 @@ def _worker_pid(agent, rank):
     return None
 
 
-def _rows(path):
-    try:
-        with MaskStore(path) as store:
-            return len(store)
-    except StoreError:
-        return 0
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker through /proc")
-def test_torchrun_with_a_killed_rank_equals_one_process(folder, reference, tmp_path):
+def test_torchrun_with_a_killed_rank_equals_one_process(imagenet_folder, reference, tmp_path):
     # A real `torchrun --nproc-per-node 2 --max-restarts 1`: rank 1 is killed with SIGKILL after its
     # first batch, torchrun restarts both workers, each resumes its shard, rank 0 merges; the merged
     # store equals the one-process run row for row, masks bit for bit.
     out = tmp_path / "k.h5"
-    process = subprocess.Popen(_torchrun(folder, out, "--max-restarts", "1"), env=_worker_env(),
+    process = subprocess.Popen(_torchrun(imagenet_folder, out, "--max-restarts", "1"), env=_worker_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, killed = time.time() + 300, None
     shard = MaskShard.shard_path(out, 1, 2)
     while killed is None and time.time() < deadline and process.poll() is None:
         worker = _worker_pid(process.pid, 1)
-        if worker is not None and _rows(shard) >= 1:  # shard 1 has committed a batch, solves the next
+        if worker is not None and committed_rows(shard) >= 1:  # shard 1 has committed a batch, solves the next
             os.kill(worker, signal.SIGKILL)
             killed = worker
         time.sleep(0.1)
@@ -267,7 +222,7 @@ def test_sharded_evaluation_merges_into_the_one_process_report(reference, tmp_pa
 
 
 def test_slurm_scripts_chain_the_merge_after_the_array():
-    folder = Path(__file__).parents[1] / "scripts" / "slurm"
+    folder = Path(__file__).parents[2] / "scripts" / "slurm"
     for script in sorted(folder.iterdir()):
         checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert checked.returncode == 0, (script.name, checked.stderr)

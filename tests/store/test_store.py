@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import random
@@ -30,44 +29,9 @@ from pipeline.store import (
     shard_path,
     summary,
 )
+from tests.helpers.rows import CONFIG, SHAPE, batch, killed, mask_of, write
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = {"solver": {"iterations": 300, "lr": 0.1}, "perturbation": "blur", "size": (224, 224)}
-SHAPE = (1, 28, 28)
-
-
-def mask_of(index: int) -> np.ndarray:
-    """A distinct, reproducible ``(1, 28, 28)`` mask in [0, 1] for each index."""
-    return ((np.arange(28 * 28).reshape(SHAPE) + 7 * index) % 101 / 100.0).astype(np.float32)
-
-
-def batch(indices, skipped=(), extras=("area",)) -> tuple[dict, np.ndarray]:
-    """Rows and masks for ``indices``; those in ``skipped`` are skipped as truncated."""
-    n = len(indices)
-    status = ["skipped" if i in skipped else "ok" for i in indices]
-    rows = {
-        "index": np.asarray(indices, dtype=np.int64),
-        "path": [f"n02124075/img_{i}.JPEG" for i in indices],
-        "height": [100 + i for i in indices],
-        "width": [200 + i for i in indices],
-        "label": [285] * n,
-        "target": [-1 if s == "skipped" else 281 for s in status],
-        "status": status,
-        "reason": ["truncated" if s == "skipped" else "" for s in status],
-        "p_original": np.linspace(0.5, 0.9, n),
-        "p_perturbed": np.full(n, 0.01),
-        "p_final": np.full(n, 0.05),
-        "loss": np.arange(n, dtype=np.float64) / 10,
-    }
-    for name in extras:
-        rows[name] = np.asarray(indices, dtype=np.float32) / 1000
-    return rows, np.stack([mask_of(i) for i in indices])
-
-
-def write(path, batches, config=CONFIG, **kwargs) -> None:
-    with MaskWriter(path, config, "tf_efficientnet_lite0", "/data/val", **kwargs) as writer:
-        for rows, masks in batches:
-            writer.append(rows, masks)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_round_trip_of_three_batches(tmp_path):
@@ -200,14 +164,6 @@ def test_bad_appends_and_files_are_refused(tmp_path):
         MaskStore(tmp_path / "foreign.h5")
 
 
-def _killed(path: Path, batches, **kwargs) -> None:
-    """Append ``batches`` and stop as a killed writer would: without closing (no fold)."""
-    writer = MaskWriter(path, CONFIG, "tf_efficientnet_lite0", "/data/val", **kwargs)
-    for rows, masks in batches:
-        writer.append(rows, masks)
-    writer._release()  # what the process's death does (drop the lock); close() would fold
-
-
 def test_store_file_is_never_written_in_place_between_folds(tmp_path):
     path = tmp_path / "masks.h5"
     write(path, [batch([0, 1])])
@@ -228,7 +184,7 @@ def test_store_file_is_never_written_in_place_between_folds(tmp_path):
 def test_what_kills_leave_is_read_and_cleaned_on_reopen(tmp_path):
     path = tmp_path / "masks.h5"
     write(path, [batch([0, 1, 2])])
-    _killed(path, [batch([3, 4]), batch([5], skipped={5})])
+    killed(path, [batch([3, 4]), batch([5], skipped={5})])
     parts = parts_dir(path)
     # a kill while writing a part, and a kill while folding (a half-made copy of the store)
     (parts / "000000009.h5.tmp").write_bytes(b"half a part")
@@ -247,7 +203,7 @@ def test_what_kills_leave_is_read_and_cleaned_on_reopen(tmp_path):
     with MaskStore(path) as store:
         assert store.column("index").tolist() == [0, 1, 2, 3, 4, 5, 7, 6]
     # a kill after a fold's rename, before it deleted its parts: they are not read twice
-    _killed(path, [batch([8])])
+    killed(path, [batch([8])])
     saved = {p.name: p.read_bytes() for p in parts.iterdir()}
     write(path, [])  # opens and folds
     parts.mkdir()
@@ -378,7 +334,7 @@ def test_lock_is_released_by_close_and_by_a_killed_writer_with_forked_children(t
 
 def test_extra_columns_of_parts_read_before_any_fold(tmp_path):
     path = tmp_path / "masks.h5"
-    _killed(path, [batch([0, 1], extras=("area", "tv"))])
+    killed(path, [batch([0, 1], extras=("area", "tv"))])
     with MaskStore(path) as store:
         assert store.columns[-2:] == ["area", "tv"] and store.column("tv").tolist() == [0, np.float32(0.001)]
         assert summary(store)["done"] == 2
@@ -401,16 +357,13 @@ with MaskWriter(sys.argv[1], CONFIG, "toy", "/data", merge_every=8) as writer:
 
 
 def _kill_script() -> str:
-    """A writer loop for ``python -c``; it reuses this file's row helpers but not its imports
+    """A writer loop for ``python -c``; it imports the shared row helpers, not this file's imports
     (torch would add seconds to every start)."""
     return "\n".join([
         "import sys, time",
-        "import numpy as np",
         f"sys.path.insert(0, {str(ROOT)!r})",
         "from pipeline.store import MaskWriter",
-        f"CONFIG, SHAPE = {CONFIG!r}, {SHAPE!r}",
-        inspect.getsource(mask_of),
-        inspect.getsource(batch),
+        "from tests.helpers.rows import CONFIG, batch",
         KILL_LOOP,
     ])
 
@@ -457,7 +410,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
 def test_merge_takes_a_killed_shards_unfolded_batches(tmp_path):
     base = tmp_path / "run" / "masks.h5"
     write(base, [batch([0, 2])], shard=(0, 2))
-    _killed(base, [batch([1]), batch([3])], shard=(1, 2))
+    killed(base, [batch([1]), batch([3])], shard=(1, 2))
     shards = [shard_path(base, r, 2) for r in range(2)]
     merged = merge_shards(shards, tmp_path / "merged.h5")
     with MaskStore(merged) as store:

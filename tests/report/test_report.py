@@ -24,6 +24,8 @@ from pipeline.report.compare import RANK_METRIC, compare_runs
 from pipeline.imagenet import ClassVocabulary
 from pipeline.report import ReportConfig, build_report
 from pipeline.report.markup import fmt
+from tests.helpers.boxes import write_chelsea_box
+from tests.helpers.images import write_folder
 
 runner = CliRunner()
 EVIL = "<script>alert(1)</script>"
@@ -102,20 +104,13 @@ def same(a, b):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
-    root = base / "data"
-    for wnid, name in (("n02124075", "chelsea"), ("n07920052", "coffee")):
-        (root / wnid).mkdir(parents=True)
-        Image.fromarray(getattr(skimage.data, name)()).save(root / wnid / f"{name}.png")
+    root = write_folder(base / "data", {"n02124075": ["chelsea"], "n07920052": ["coffee"]}, suffix=".png")
     # A file called <script>alert(1)</script>.JPEG: the "/" makes "<script>alert(1)<" a folder.
     evil = root / "n02124075" / f"{EVIL}.JPEG"
     evil.parent.mkdir(parents=True)
     Image.fromarray(skimage.data.astronaut()).resize((160, 160)).save(evil, format="JPEG")
     (root / "n02124075" / "broken.jpg").write_bytes(b"not a jpeg")
-    boxes = base / "boxes"
-    boxes.mkdir()
-    (boxes / "chelsea.xml").write_text(
-        "<annotation><size><width>451</width><height>300</height></size><object><name>n02124075</name>"
-        "<bndbox><xmin>80</xmin><ymin>20</ymin><xmax>400</xmax><ymax>299</ymax></bndbox></object></annotation>")
+    boxes = write_chelsea_box(base / "boxes")
     steps = [["masks", str(root), "--out", str(base / "m.h5"), "-n", "2", "-b", "4", "--workers", "0",
               "--device", "cpu"],
              ["evaluate", str(base / "m.h5"), "--out", str(base / "masks"), "--boxes", str(boxes), "--step", "12544",

@@ -1,8 +1,9 @@
 """Reliability of a dataset run: odd file names, fuzzed files, decompression bombs, determinism.
 
-The runs use a tiny TorchScript classifier (the ``fuzz`` benchmark's): what is tested is
-the input handling and the store, which do not depend on the model, and it keeps each run to
-about a second.
+The runs use the tiny TorchScript classifier (``tiny_model``, tests/conftest.py): what is tested
+is the input handling and the store, which do not depend on the model, and it keeps each run to
+about a second; the damaged files come from tests/helpers/damage.py, as in
+the ``fuzz`` benchmark mode.
 """
 
 import builtins
@@ -10,9 +11,7 @@ import io
 import os
 import re
 import struct
-import sys
 import warnings
-import zlib
 from pathlib import Path
 
 import h5py
@@ -30,17 +29,10 @@ from pipeline.errors import ImageReadError
 from pipeline.models import load_model
 from pipeline.jobs.run import RunConfig, run_masks, store_config
 from pipeline.store import MaskStore
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks.modes import fuzz as fuzz_inputs  # noqa: E402
+from tests.helpers.damage import NO_PERMISSION, VANISH, add_odd_entries, make_damaged, stated_png
+from tests.helpers.evaluations import base_table, write_run
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return str(fuzz_inputs.tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt"))
 
 
 def _jpeg(picture: str, size=(96, 72)) -> bytes:
@@ -49,19 +41,19 @@ def _jpeg(picture: str, size=(96, 72)) -> bytes:
     return buffer.getvalue()
 
 
-def _masks(data: Path, out: Path, tiny: str, *extra: str):
+def _masks(data: Path, out: Path, tiny_model: str, *extra: str):
     args = ["masks", str(data), "--out", str(out), "-n", "2", "-b", "3", "--workers", "0", "--device", "cpu",
-            "--model", tiny, *extra]
+            "--model", tiny_model, *extra]
     return runner.invoke(app, args)
 
 
-def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny):
+def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny_model):
     data = tmp_path / "data"
     data.mkdir()
     latin1 = os.fsdecode(b"caf\xe9.JPEG")  # 'caf\udce9.JPEG', as Python lists it
     (data / latin1).write_bytes(_jpeg("chelsea"))
     (data / "plain.jpg").write_bytes(_jpeg("coffee"))
-    result = _masks(data, tmp_path / "m.h5", tiny)
+    result = _masks(data, tmp_path / "m.h5", tiny_model)
     assert result.exit_code == 0, result.output
     with MaskStore(tmp_path / "m.h5") as store:
         table = store.table()
@@ -79,7 +71,7 @@ def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny):
     assert (tmp_path / "pics" / (os.fsdecode(b"caf\xe9") + "_overlay.png")).is_file()
     from pipeline.evaluation import EvalConfig, evaluate_store
 
-    evaluated = evaluate_store(tmp_path / "m.h5", None, load_model(tiny), tmp_path / "eval",
+    evaluated = evaluate_store(tmp_path / "m.h5", None, load_model(tiny_model), tmp_path / "eval",
                                config=EvalConfig(step=4096, workers=0, plots=False))
     assert evaluated.table["eval_status"].eq("ok").all()
     assert "caf\\xe9.JPEG" in (tmp_path / "eval" / "per_image.csv").read_text(encoding="utf-8")
@@ -89,31 +81,31 @@ def test_a_name_that_is_not_utf8_is_stored_and_opens_again(tmp_path, tiny):
     assert "caf\\xe9.JPEG" in Path(page).read_text(encoding="utf-8")
 
 
-def test_fuzzed_files_and_odd_entries_each_get_a_row_and_stop_nothing(tmp_path, tiny, monkeypatch):
+def test_fuzzed_files_and_odd_entries_each_get_a_row_and_stop_nothing(tmp_path, tiny_model, monkeypatch):
     pictures = [(_jpeg(name), ".JPEG") for name in ("chelsea", "coffee", "astronaut")]
     png = io.BytesIO()
     Image.fromarray(skimage.data.rocket()).resize((48, 32)).save(png, "PNG")
     folder = tmp_path / "fuzz"
-    kinds = fuzz_inputs.make_damaged(folder, pictures + [(png.getvalue(), ".png")], 36, seed=3)
-    kinds.update(fuzz_inputs.add_odd_entries(folder, pictures[0][0]))
+    kinds = make_damaged(folder, pictures + [(png.getvalue(), ".png")], 36, seed=3)
+    kinds.update(add_odd_entries(folder, pictures[0][0]))
     listed = discover(folder)
     real_open, real_discover = builtins.open, pipeline.jobs.run.discover
 
     def guarded_open(file, *args, **kwargs):  # root reads mode-000 files: refuse these instead
-        if isinstance(file, (str, bytes, os.PathLike)) and fuzz_inputs.NO_PERMISSION in os.fsdecode(file):
+        if isinstance(file, (str, bytes, os.PathLike)) and NO_PERMISSION in os.fsdecode(file):
             raise PermissionError(13, "Permission denied", os.fsdecode(file))
         return real_open(file, *args, **kwargs)
 
     def discover_then_delete(*args, **kwargs):  # files that vanish after the listing
         records = real_discover(*args, **kwargs)
         for record in records:
-            if fuzz_inputs.VANISH in record.path.name:
+            if VANISH in record.path.name:
                 record.path.unlink()
         return records
 
     monkeypatch.setattr(builtins, "open", guarded_open)
     monkeypatch.setattr(pipeline.jobs.run, "discover", discover_then_delete)
-    classifier = load_model(tiny)
+    classifier = load_model(tiny_model)
     config = override(preset("blur"), ["optim.iterations=1"])
     summary = run_masks(folder, tmp_path / "f.h5", classifier, config, RunConfig(batch_size=8, workers=0,
                                                                                   progress=False))
@@ -134,17 +126,9 @@ def test_fuzzed_files_and_odd_entries_each_get_a_row_and_stop_nothing(tmp_path, 
     assert all(reason[n] == "not an image" for n, k in kinds.items() if k == "random_bytes")
 
 
-def _png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
-def test_decompression_bombs_are_skipped_and_a_giant_jpeg_is_decoded_small(tmp_path, tiny):
+def test_decompression_bombs_are_skipped_and_a_giant_jpeg_is_decoded_small(tmp_path, tiny_model):
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_png_header(100_000, 100_000))
+    bomb.write_bytes(stated_png(100_000, 100_000))
     jpeg = bytearray(_jpeg("chelsea", (16, 16)))
     sof = jpeg.index(b"\xff\xc0")
     jpeg[sof + 5:sof + 9] = struct.pack(">HH", 65500, 65500)  # the largest size a JPEG can state
@@ -165,12 +149,12 @@ def test_decompression_bombs_are_skipped_and_a_giant_jpeg_is_decoded_small(tmp_p
     limited = ImageDataset(records, max_pixels=2_000_000)[0]
     assert not limited["ok"] and limited["reason"] == "too large"
     # The limit is part of the run's identity only when it is not the default (older stores resume).
-    classifier = load_model(tiny)
+    classifier = load_model(tiny_model)
     solver = preset("blur")
     assert "max_pixels" not in store_config(solver, RunConfig(), classifier)
     assert store_config(solver, RunConfig(max_pixels=10**6), classifier)["max_pixels"] == 10**6
     assert RunConfig().max_pixels == MAX_DECODED_PIXELS
-    result = _masks(tmp_path, tmp_path / "out" / "m.h5", tiny, "--max-pixels", "2000000")
+    result = _masks(tmp_path, tmp_path / "out" / "m.h5", tiny_model, "--max-pixels", "2000000")
     assert result.exit_code == 0, result.output
     with MaskStore(tmp_path / "out" / "m.h5") as store:
         reasons = dict(zip(store.column("path"), store.column("reason")))
@@ -178,7 +162,7 @@ def test_decompression_bombs_are_skipped_and_a_giant_jpeg_is_decoded_small(tmp_p
     assert reasons == {"bomb.jpg": "too large", "bomb.png": "too large", "giant.jpg": "too large"}
 
 
-def test_the_same_command_twice_gives_bit_identical_stores(tmp_path, tiny):
+def test_the_same_command_twice_gives_bit_identical_stores(tmp_path, tiny_model):
     data = tmp_path / "data"
     data.mkdir()
     for name in ("chelsea", "coffee", "astronaut", "rocket"):
@@ -186,7 +170,7 @@ def test_the_same_command_twice_gives_bit_identical_stores(tmp_path, tiny):
     (data / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     # The jacobgil preset adds noise at every iteration: each image's stream must repeat exactly.
     for out in ("a.h5", "b.h5"):
-        result = _masks(data, tmp_path / out, tiny, "--preset", "jacobgil", "-n", "3")
+        result = _masks(data, tmp_path / out, tiny_model, "--preset", "jacobgil", "-n", "3")
         assert result.exit_code == 0, result.output
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         assert sorted(a) == sorted(b)
@@ -211,8 +195,6 @@ def test_names_from_the_data_cannot_add_markup_to_reports(tmp_path):
     assert markdown_text("<img src=x>|*a*") == "\\<img src=x\\>\\|\\*a\\*"
     assert markdown_code("a`b|c") == "``a`b\\|c``" and markdown_code("`x") == "`` `x ``"
     assert html_text('<b a="1">&') == "&lt;b a=&quot;1&quot;&gt;&amp;"
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_compare import base_table, write_run
 
     names = ["plain", "<script>x<¦script> | `tick` *b*"]
     runs = [write_run(tmp_path / name, base_table(seed=k), curves=False) for k, name in enumerate(names)]

@@ -10,7 +10,7 @@ from pipeline.solve import masks as masklib
 from pipeline.config import override, preset
 from pipeline.solve import solve
 
-from .conftest import sample_input
+from tests.helpers.images import sample_input
 
 extremal = pytest.importorskip("torchray.attribution.extremal_perturbation")
 

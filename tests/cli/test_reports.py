@@ -4,29 +4,21 @@ import json
 
 import pandas as pd
 import pytest
-import skimage.data
-from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.helpers.boxes import write_chelsea_box
+from tests.helpers.images import write_folder
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    (root / "n02124075").mkdir()
-    Image.fromarray(skimage.data.chelsea()).save(root / "n02124075" / "chelsea.png")
-    (root / "n07920052").mkdir()
-    Image.fromarray(skimage.data.coffee()).save(root / "n07920052" / "coffee.png")
-    boxes = root.parent / "boxes"
-    boxes.mkdir(exist_ok=True)
-    # chelsea is 451 x 300; the cat's face roughly fills the middle of the picture.
-    (boxes / "chelsea.xml").write_text(
-        "<annotation><size><width>451</width><height>300</height></size><object><name>n02124075</name>"
-        "<bndbox><xmin>80</xmin><ymin>20</ymin><xmax>400</xmax><ymax>299</ymax></bndbox></object></annotation>")
-    return root, boxes
+    """chelsea and coffee as PNG files in their ImageNet classes, and the box of chelsea's cat."""
+    root = write_folder(tmp_path_factory.mktemp("data"), {"n02124075": ["chelsea"], "n07920052": ["coffee"]},
+                        suffix=".png")
+    return root, write_chelsea_box(root.parent / "boxes")
 
 
 def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
@@ -45,7 +37,7 @@ def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
     assert set(comparison["run"]) == {"jacobgil", "blur"}
     assert (out / "comparison.md").read_text().count("|") > 10
     for page in (out / "report.html", out / "jacobgil" / "report.html", out / "blur" / "report.html"):
-        assert page.read_text().count('data-table="summary"') == 1  # the HTML reports (tests/test_report.py)
+        assert page.read_text().count('data-table="summary"') == 1  # the HTML reports (tests/report/test_report.py)
     # Resumed: nothing solved or evaluated again.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("report is up to date") == 2
