@@ -16,7 +16,7 @@ from pipeline.methods import get_method, method_names
 from pipeline.methods.simple import minmax
 from pipeline.models import Classifier, frozen
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_simple_methods_are_registered_by_name():

@@ -21,7 +21,7 @@ from pipeline.metrics import CALIBRATION_ALPHAS
 from pipeline.store import MaskStore
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
 # -b 6 over 7 indices (index 4 unreadable): one process computes a batch of 5 images (+ the broken
 # one) and image 6 alone; shard 0 computes images 0, 2 and 6 together, shard 1 images 1, 3 and 5.
