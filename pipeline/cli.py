@@ -290,6 +290,19 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
     return names
 
 
+def _method_options(assignments: list[str] | None, layer: str | None = None) -> dict[str, str]:
+    """``--opt KEY=VALUE`` (and ``--layer NAME``) as ``{key: "value"}``; the method coerces the values."""
+    options = {}
+    for text in assignments or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise PipelineError(f"--opt {text!r} must be KEY=VALUE, e.g. --opt n_steps=32")
+        options[key.strip()] = value.strip()
+    if layer is not None:
+        options["layer"] = layer
+    return options
+
+
 @app.command()
 @_fail_cleanly
 def baseline(
@@ -304,20 +317,26 @@ def baseline(
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     shard_: ShardOpt = None,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="A method option, e.g. --opt n_steps=32 "
+                                                     "(repeatable); an unknown name lists the method's options.")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="The layer of a layer method (Grad-CAM, cam:*, "
+                                                 "excitation backprop); see `perturb models --layers MODEL`.")] = None,
 ) -> None:
-    """Write a baseline saliency method's maps in the mask-store format (for the same metrics).
+    """Write a saliency method's maps in the mask-store format (for the same metrics).
 
     Under torchrun or a Slurm array each process computes its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .jobs.baselines import run_baseline
+    from .jobs.baselines import checked_method, run_baseline
     from .models import load_model
     from .jobs.run import RunConfig
 
+    options = _method_options(opt, layer)
+    checked_method(name, None, options)  # an unknown method or option fails before the model loads
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     shard = resolve_shard(shard_)
     classifier = load_model(model, device=shard.device(_device(device)))
-    summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
+    summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard, options=options)
     for line in summary.lines():
         typer.echo(line)
 
