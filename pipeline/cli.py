@@ -149,12 +149,23 @@ def explain(
 
 
 @app.command()
-def models() -> None:
-    """List the model specs that can be loaded."""
-    from .models import builtin_models
+@_fail_cleanly
+def models(
+    layers: Annotated[Optional[str], typer.Option("--layers", help="List this model's layers with a spatial output "
+                                                  "(the --layer of layer methods); * marks the default.")] = None,
+) -> None:
+    """List the model specs that can be loaded, or one model's layers (--layers MODEL)."""
+    if layers is None:
+        from .models import builtin_models
 
-    for spec, text in builtin_models().items():
-        typer.echo(f"{spec:22s} {text}")
+        for spec, text in builtin_models().items():
+            typer.echo(f"{spec:22s} {text}")
+        return
+    from .methods.layers import layer_listing
+    from .models import load_model
+
+    for line in layer_listing(load_model(layers, device="cpu")):
+        typer.echo(line)
 
 
 @app.command()
