@@ -408,7 +408,11 @@ def compare(
 @_fail_cleanly
 def sweep(
     data: DataArg,
-    preset_: Annotated[list[str], typer.Option("--preset", "-p", help="A variant to run (repeatable); the first is the reference.")],
+    preset_: Annotated[Optional[list[str]], typer.Option("--preset", "-p", help="A preset to run (repeatable); the first is the reference.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="A saliency method to run as `perturb baseline` "
+                                                        "does (repeatable), after the presets (the reference when no preset).")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="A method's option, METHOD:KEY=VALUE, e.g. "
+                                                     "--opt captum:IntegratedGradients:n_steps=16 (repeatable).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder: one sub-folder per preset and the comparison.")] = Path("results/sweep"),
     model: ModelOpt = "efficientnet_lite0",
     iterations: IterOpt = None,
@@ -421,19 +425,39 @@ def sweep(
     target: TargetOpt = TargetChoice.top1,
     device: DeviceOpt = None,
 ) -> None:
-    """Solve, evaluate and compare several presets on the same images (resumable)."""
+    """Solve, evaluate and compare several presets and saliency methods on the same images (resumable)."""
     from .evaluation import EvalConfig
+    from .jobs.baselines import checked_method
     from .models import load_model
     from .jobs.run import RunConfig
-    from .jobs.sweep import run_sweep
+    from .jobs.sweep import MethodVariant, run_sweep
 
-    variants = [(name, _solver_config(name, set_, iterations)) for name in preset_]  # fail before solving
+    variants = [(name, _solver_config(name, set_, iterations)) for name in preset_ or ()]  # fail before solving
+    options = _sweep_method_options(opt, method or [])
+    for name in method or ():
+        checked_method(name, None, options.get(name, {}))  # an unknown method or option fails before loading
+        variants.append((name, MethodVariant(name, options.get(name, {}))))
     run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
     evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
     classifier = load_model(model, device=_device(device))
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
     for line in result.lines():
         typer.echo(line)
+
+
+def _sweep_method_options(assignments: list[str] | None, methods: list[str]) -> dict[str, dict[str, str]]:
+    """``--opt METHOD:KEY=VALUE`` as ``{method: {key: "value"}}`` (METHOD may hold ':', as captum:Saliency)."""
+    options: dict[str, dict[str, str]] = {}
+    for text in assignments or ():
+        target, sep, value = text.partition("=")
+        name, colon, key = target.rpartition(":")
+        if not sep or not colon or not key.strip():
+            raise PipelineError(f"--opt {text!r} must be METHOD:KEY=VALUE, e.g. --opt rise:num_masks=500")
+        if name not in methods:
+            raise PipelineError(f"--opt {text!r} names {name!r}, which is not a --method of this sweep "
+                                f"({', '.join(methods) or 'none'})")
+        options.setdefault(name, {})[key.strip()] = value.strip()
+    return options
 
 
 def _write_report(runs: list[Path], out: Path, n_boot: int = 2000, gallery: int = 4, **options) -> Path:
