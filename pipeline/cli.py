@@ -317,7 +317,8 @@ def _method_options(assignments: list[str] | None, layer: str | None = None) -> 
 @app.command()
 @_fail_cleanly
 def baseline(
-    name: Annotated[str, typer.Argument(help=f"The saliency method: {'|'.join([*method_names(), *ALIASES])}.")],
+    name: Annotated[str, typer.Argument(help=f"The saliency method: {', '.join([*method_names(), *ALIASES])} "
+                                       "(docs/methods.md).")],
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
