@@ -217,12 +217,22 @@ def explain(
 
 
 @app.command()
-def models() -> None:
-    """List the model specs that can be loaded."""
-    from .models import builtin_models
+@_fail_cleanly
+def models(
+    layers: Annotated[Optional[str], typer.Option("--layers", help="List this model's layers with a spatial output "
+                                                  "(the --layer of layer methods); * marks the default.")] = None,
+) -> None:
+    """List the model specs that can be loaded, or one model's layers (--layers MODEL)."""
+    if layers is None:
+        from .models import builtin_models
 
-    for spec, text in builtin_models().items():
-        typer.echo(f"{spec:22s} {text}")
+        for spec, text in builtin_models().items():
+            typer.echo(f"{spec:22s} {text}")
+        return
+    from .methods.layers import layer_listing
+
+    for line in layer_listing(_load_model(layers, "cpu")):
+        typer.echo(line)
 
 
 @app.command()
@@ -365,10 +375,24 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
     return names
 
 
+def _method_options(assignments: list[str] | None, layer: str | None = None) -> dict[str, str]:
+    """``--opt KEY=VALUE`` (and ``--layer NAME``) as ``{key: "value"}``; the method coerces the values."""
+    options = {}
+    for text in assignments or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise PipelineError(f"--opt {text!r} must be KEY=VALUE, e.g. --opt n_steps=32")
+        options[key.strip()] = value.strip()
+    if layer is not None:
+        options["layer"] = layer
+    return options
+
+
 @app.command()
 @_fail_cleanly
 def baseline(
-    name: Annotated[str, typer.Argument(help=f"The saliency method: {'|'.join([*method_names(), *ALIASES])}.")],
+    name: Annotated[str, typer.Argument(help=f"The saliency method: {', '.join([*method_names(), *ALIASES])} "
+                                       "(docs/methods.md).")],
     data: DataArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="HDF5 store to write (resumed when it exists).")] = Path("baseline.h5"),
     model: ModelOpt = "efficientnet_lite0",
@@ -380,23 +404,29 @@ def baseline(
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
     shard_: ShardOpt = None,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="A method option, e.g. --opt n_steps=32 "
+                                                     "(repeatable); an unknown name lists the method's options.")] = None,
+    layer: Annotated[Optional[str], typer.Option("--layer", help="The layer of a layer method (Grad-CAM, cam:*, "
+                                                 "excitation backprop); see `perturb models --layers MODEL`.")] = None,
 ) -> None:
-    """Write a baseline saliency method's maps in the mask-store format (for the same metrics).
+    """Write a saliency method's maps in the mask-store format (for the same metrics).
 
     Under torchrun or a Slurm array each process computes its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .jobs.baselines import run_baseline
+    from .jobs.baselines import checked_method, run_baseline
     from .jobs.preflight import preflight
     from .jobs.run import RunConfig
 
+    options = _method_options(opt, layer)
+    checked_method(name, None, options)  # an unknown method or option fails before the model loads
     shard = resolve_shard(shard_)
     preflight(data, limit=limit)  # a bad path is said before the model loads
     on = shard.device(_device(device))
     run = RunConfig(batch_size=_fixed_batch(batch_size, on), targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target))
     classifier = _load_model(model, on)
-    summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard)
+    summary = run_baseline(name, data, out, classifier, run, overwrite=overwrite, shard=shard, options=options)
     for line in summary.lines():
         typer.echo(line)
 
@@ -417,7 +447,7 @@ def import_(
     channels: Annotated[str, typer.Option("--channels", help="A channel axis reduced by max (default), sum or "
                                           "mean.")] = "max",
     target: TargetOpt = TargetChoice.top1,
-    batch_size: BatchOpt = None,
+    batch_size: BatchOpt = "auto",
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
     device: DeviceOpt = None,
@@ -430,9 +460,10 @@ def import_(
     from .jobs.importing import import_maps
     from .jobs.run import RunConfig
 
-    run = RunConfig(**_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
+    on = _device(device)
+    run = RunConfig(batch_size=_fixed_batch(batch_size, on), **_given(workers=workers, limit=limit, target=target))
     summary = import_maps(maps, data, out, model, method=method, run=run, sign=sign, channels=channels,
-                          overwrite=overwrite, device=_device(device))
+                          overwrite=overwrite, device=on)
     for line in summary.lines():
         typer.echo(line)
 
@@ -498,7 +529,11 @@ def compare(
 @_fail_cleanly
 def sweep(
     data: DataArg,
-    preset_: Annotated[list[str], typer.Option("--preset", "-p", help="A variant to run (repeatable); the first is the reference.")],
+    preset_: Annotated[Optional[list[str]], typer.Option("--preset", "-p", help="A preset to run (repeatable); the first is the reference.")] = None,
+    method: Annotated[Optional[list[str]], typer.Option("--method", help="A saliency method to run as `perturb baseline` "
+                                                        "does (repeatable), after the presets (the reference when no preset).")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option("--opt", help="A method's option, METHOD:KEY=VALUE, e.g. "
+                                                     "--opt captum:IntegratedGradients:n_steps=16 (repeatable).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Sweep folder: one sub-folder per preset and the comparison.")] = Path("results/sweep"),
     model: ModelOpt = "efficientnet_lite0",
     iterations: IterOpt = None,
@@ -512,27 +547,42 @@ def sweep(
     targets: TargetsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Solve, evaluate and compare several presets on the same images (resumable)."""
+    """Solve, evaluate and compare several presets and saliency methods on the same images (resumable)."""
     from .evaluation import EvalConfig
+    from .jobs.baselines import checked_method
     from .jobs.preflight import preflight
     from .jobs.run import RunConfig
-    from .jobs.sweep import run_sweep
+    from .jobs.sweep import MethodVariant, run_sweep
 
-    variants = [(name, _solver_config(name, set_, iterations)) for name in preset_]  # fail before solving
+    variants = [(name, _solver_config(name, set_, iterations)) for name in preset_ or ()]  # fail before solving
+    options = _sweep_method_options(opt, method or [])
+    for name in method or ():
+        checked_method(name, None, options.get(name, {}))  # an unknown method or option fails before loading
+        variants.append((name, MethodVariant(name, options.get(name, {}))))
     preflight(data, limit=limit)  # a bad path is said before the model loads
     on = _device(device)
-    run = RunConfig(batch_size=_batch_size(batch_size), **_given(workers=workers, limit=limit, target=target))
+    run = RunConfig(batch_size=_batch_size(batch_size), targets=_targets(targets, data, limit),
+                    **_given(workers=workers, limit=limit, target=target))
     evaluation = EvalConfig(batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
     classifier = _load_model(model, on)
-
-
-    run = RunConfig(targets=_targets(targets, data, limit),
-                    **_given(batch_size=batch_size, workers=workers, limit=limit, target=target))
-    evaluation = EvalConfig(**_given(step=step, batch_size=batch_size, workers=workers))
-    classifier = load_model(model, device=_device(device))
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
     for line in result.lines():
         typer.echo(line)
+
+
+def _sweep_method_options(assignments: list[str] | None, methods: list[str]) -> dict[str, dict[str, str]]:
+    """``--opt METHOD:KEY=VALUE`` as ``{method: {key: "value"}}`` (METHOD may hold ':', as captum:Saliency)."""
+    options: dict[str, dict[str, str]] = {}
+    for text in assignments or ():
+        target, sep, value = text.partition("=")
+        name, colon, key = target.rpartition(":")
+        if not sep or not colon or not key.strip():
+            raise PipelineError(f"--opt {text!r} must be METHOD:KEY=VALUE, e.g. --opt rise:num_masks=500")
+        if name not in methods:
+            raise PipelineError(f"--opt {text!r} names {name!r}, which is not a --method of this sweep "
+                                f"({', '.join(methods) or 'none'})")
+        options.setdefault(name, {})[key.strip()] = value.strip()
+    return options
 
 
 def _write_report(runs: list[Path], out: Path, n_boot: int = 2000, gallery: int = 4, **options) -> Path:

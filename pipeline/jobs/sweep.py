@@ -1,7 +1,9 @@
-"""Sweeps: solve, evaluate and compare several perturbation variants on the same images.
+"""Sweeps: solve, evaluate and compare several perturbation variants and saliency methods on the
+same images.
 
-A sweep folder holds one sub-folder per variant (``<out>/<preset>/masks.h5`` plus its evaluation
-report and ``report.html``) and the comparison of them all (``<out>/comparison.md``, ``.csv``,
+A sweep folder holds one sub-folder per variant (``<out>/<preset>/masks.h5``, or for a saliency
+method :class:`MethodVariant` ``<out>/<method name, ':' as '-'>/masks.h5`` written by
+:func:`pipeline.jobs.baselines.run_baseline`, plus its evaluation report and ``report.html``) and the comparison of them all (``<out>/comparison.md``, ``.csv``,
 ``curves.png``, ``report.html``). Every
 step resumes: masks through the store, and a variant whose report stamp matches its store (run,
 row count), boxes and evaluation settings is not evaluated again.
@@ -10,9 +12,10 @@ row count), boxes and evaluation settings is not evaluated again.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -20,11 +23,27 @@ from ..config import SolverConfig
 from ..errors import ConfigError
 from ..evaluation import EvalConfig, evaluate_store
 from ..models import Classifier
+from .baselines import checked_method, run_baseline
 from .reports import report_line, write_run_report
 from .run import RunConfig, RunSummary, run_masks
 from ..store import MaskStore
 
 Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A saliency method in a sweep: a name :func:`pipeline.methods.get_method` knows and its options
+    (``{"n_steps": "16"}``), run as ``perturb baseline`` runs it."""
+
+    method: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def variant_folder(name: str) -> str:
+    """The sub-folder of variant ``name``: ``captum:IntegratedGradients`` -> ``captum-IntegratedGradients``
+    (no ':' or path separator in a folder name)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "-", name)
 
 
 @dataclass(frozen=True)
@@ -42,30 +61,38 @@ class SweepResult:
 
 
 def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
-              variants: Mapping[str, SolverConfig] | Sequence[tuple[str, SolverConfig]],
+              variants: Mapping[str, SolverConfig | MethodVariant] | Sequence[tuple[str, SolverConfig | MethodVariant]],
               run: RunConfig = RunConfig(), boxes: str | Path | None = None,
               evaluation: EvalConfig = EvalConfig(), notify: Notify | None = None,
               reports: bool = True) -> SweepResult:
-    """Solve every variant (name -> solver configuration, e.g. ``{name: preset(name)}``) on the
-    images of ``source``, evaluate each store, and compare them, the first variant being the
-    reference; with ``reports``, write each variant's ``report.html`` and the comparison's.
+    """Solve every variant (name -> solver configuration, e.g. ``{name: preset(name)}``, or a
+    :class:`MethodVariant`) on the images of ``source``, evaluate each store, and compare them, the
+    first variant being the reference; with ``reports``, write each variant's ``report.html`` and
+    the comparison's. Every method's options are checked before anything is solved.
 
     Raises:
-        ConfigError: no variant, or a repeated name.
+        ConfigError: no variant, a repeated name (or folder), or an unknown method, option or layer.
     """
     from ..report.compare import compare_runs
 
     variants = list(variants.items() if isinstance(variants, Mapping) else variants)
-    names = [name for name, _ in variants]
+    names = [variant_folder(name) for name, _ in variants]
     if not names or len(set(names)) != len(names):
-        raise ConfigError(f"a sweep needs distinct presets (--preset a --preset b ...), got {names}")
+        raise ConfigError(f"a sweep needs distinct presets and methods (--preset a --method b ...), got "
+                          f"{[name for name, _ in variants]}")
+    checked = {name: checked_method(config.method, classifier, config.options)[1]
+               for name, config in variants if isinstance(config, MethodVariant)}  # fail before solving
     out = Path(out)
     say = notify or (lambda message: None)
     summaries = {}
-    for name, config in variants:
+    for (label, config), name in zip(variants, names):
         folder = out / name
         say(f"[{name}] solving masks")
-        summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, run)
+        if isinstance(config, MethodVariant):
+            summaries[name] = run_baseline(config.method, source, folder / "masks.h5", classifier, run,
+                                           options=checked[label])
+        else:
+            summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, run)
         stamp = _report_stamp(folder / "masks.h5", summaries[name].total, boxes, evaluation)
         if _read(folder / "report.stamp") == stamp:
             say(f"[{name}] report is up to date")

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..models import Classifier
 
-__all__ = ["LayerInfo", "candidate_layers", "default_layer", "resolve_layer"]
+__all__ = ["LayerInfo", "candidate_layers", "default_layer", "layer_listing", "resolve_layer"]
 
 _LISTED_DEPTH = 2  # an unknown-layer error lists the spatial layers up to this many dots deep
 
@@ -96,6 +96,16 @@ def candidate_layers(classifier: Classifier) -> list[LayerInfo]:
     module (a module called twice is listed once, with its first output).
     """
     return _spatial_layers(classifier.module, classifier.input_size)
+
+
+def layer_listing(classifier: Classifier) -> list[str]:
+    """One line per :func:`candidate_layers` entry: ``name  kind  (C, h, w)``, the default marked ``*``
+    (what ``perturb models --layers MODEL`` prints)."""
+    default = default_layer(classifier.module)
+    found = candidate_layers(classifier)
+    width = max((len(layer.name) for layer in found), default=0)
+    return [f"{'*' if layer.name == default else ' '} {layer.name:{width}s}  {layer.kind:18s} "
+            f"{'x'.join(str(n) for n in layer.shape)}" for layer in found]
 
 
 def _spatial_layers(module: nn.Module, input_size: tuple[int, int]) -> list[LayerInfo]:
