@@ -52,6 +52,14 @@ class RunSummary:
         return text + self.notes
 
 
+def batch_targets(batch: dict[str, Any], records: list, run: RunConfig) -> torch.Tensor | None:
+    """``(b,)`` int64: the class to explain for each image of a loader batch: the folder's label
+    (``target="label"``) or the targets table's class; None for ``top1`` (the model's prediction)."""
+    if run.targets is not None:
+        return run.targets.lookup([records[int(i)].relpath for i in batch["index"]])
+    return batch["label"] if run.target == "label" else None
+
+
 def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solver: SolverConfig,
               run: RunConfig = RunConfig(), overwrite: bool = False, shard: Shard | None = None) -> RunSummary:
     """Solve and store the masks of every image under ``source`` into the HDF5 store ``out``.
