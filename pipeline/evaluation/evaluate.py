@@ -144,7 +144,7 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
         boxes_name = str(boxes) if isinstance(boxes, (str, Path)) else None if boxes is None else "<dict>"
         meta = {"store": str(Path(store_path).resolve()), "store_config": store.config,
                 "model": store.model, "data_root": str(root), "input_size": list(store.input_size),
-                "boxes": boxes_name}
+                "boxes": boxes_name, "store_attributes": store_facts(store)}
         per_image, summary = summarise(per_image_table(table, metrics), game, config, meta, box_map is not None)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +154,18 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
                                                             wnids=classifier.vocabulary.wnids)
             paths.update(write_pictures(out, store, per_image, curves, root, config, box_map is not None, boxes_of))
     return EvalResult(per_image, summary, paths)
+
+STORE_FACTS = ("created", "source", "shard", "schema_version", "preset", "overrides", "threads", "versions")
+"""The store attributes an evaluation records (``settings.store_attributes``), so the report's
+provenance never opens the store."""
+
+
+def store_facts(store: MaskStore) -> dict[str, Any]:
+    """The store's :data:`STORE_FACTS` attributes and its run key, JSON-ready."""
+    facts = {key: store.attrs[key] for key in STORE_FACTS if key in store.attrs}
+    facts = {key: value.item() if hasattr(value, "item") else value for key, value in facts.items()}
+    return {**facts, "run_key": store.run_key}
+
 
 def _check_classifier(store: MaskStore, classifier: Classifier) -> None:
     if store.model != classifier.spec:

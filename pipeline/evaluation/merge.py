@@ -30,7 +30,7 @@ __all__ = ["combine_parts", "merge_evaluations"]
 NOT_EVALUATED = ("not selected", "skipped in store")
 """``eval_status`` of a part's rows that another part (or nobody) evaluated."""
 
-META_KEYS = ("store", "store_config", "model", "data_root", "input_size", "boxes")
+META_KEYS = ("store", "store_config", "model", "data_root", "input_size", "boxes", "store_attributes")
 """The settings of ``summary.json`` that come from the store and the options, not the metrics."""
 
 
@@ -91,7 +91,7 @@ def merge_evaluations(store_path: str | Path, folders: Sequence[str | Path], out
         with np.load(folder / "curves.npz") as data:
             parts.append((pd.read_parquet(folder / "per_image.parquet"), {name: data[name] for name in data.files}))
     settings = json.loads((folders[0] / "summary.json").read_text(encoding="utf-8"))["settings"]
-    meta = {key: settings[key] for key in META_KEYS}
+    meta = {key: settings[key] for key in META_KEYS if key in settings}
     with MaskStore(store_path) as store:
         table = store.table()
         metrics, curves = combine_parts(table, parts)

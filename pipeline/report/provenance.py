@@ -52,9 +52,20 @@ def plain(value: Any) -> str:
 
 
 def _store_facts(run: RunData) -> dict[str, Any]:
-    """``store.<attribute>`` of the run's store (its run key recomputed), or a ``store.note``."""
+    """``store.<attribute>`` of the run's store (its run key recomputed), or a ``store.note``: from
+    what the evaluation recorded (``settings.store_attributes``); only an evaluation folder written
+    before those were recorded has its store opened."""
     path = store_path(run)
     facts: dict[str, Any] = {"store.path": str(path) if path else None}
+    recorded = run.settings.get("store_attributes")
+    if isinstance(recorded, dict):
+        attrs = dict(recorded)
+        for key in ("created", "run_key", "source", "shard", "schema_version", "preset", "overrides"):
+            if key in attrs:
+                facts[f"store.{key}"] = attrs[key]
+        if isinstance(attrs.get("versions"), dict):
+            facts.update({f"versions.{k}": v for k, v in attrs["versions"].items()})
+        return facts
     if path is None or not path.is_file():
         facts["store.note"] = "mask store not found"
         return facts

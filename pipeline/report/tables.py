@@ -9,7 +9,6 @@ rows, generators and seeds, so a report and ``comparison.csv`` agree to the last
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,7 +23,7 @@ from ..evaluation import AUC_COLUMNS
 from ..imagenet import ClassVocabulary
 
 __all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
-           "flagged_images", "preset_of", "GALLERY_METRICS", "CLASS_METRICS"]
+           "flagged_images", "GALLERY_METRICS", "CLASS_METRICS"]
 
 GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
 """Metrics with a gallery (best, worst, random images), when the run has values for them."""
@@ -235,41 +234,3 @@ def flagged_images(run: RunData) -> tuple[StrengthReport, pd.DataFrame]:
     flagged = ok.assign(ratio=ratio)[ratio >= WEAK_RATIO]
     flagged = flagged.sort_values(["ratio", "path"], ascending=[False, True], kind="stable")
     return report, flagged[["path", "target", "p_original", "p_perturbed", "ratio"]].reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------
-# provenance
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_flatten(item, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
-def preset_of(store_config: dict[str, Any]) -> str:
-    """The preset a solver store was made with: its name when the stored solver configuration
-    is a preset's exactly, else the closest preset and the fields that differ. Baseline stores
-    give ``baseline <name>``; other stores an empty string."""
-    if "baseline" in store_config:
-        return f"baseline {store_config['baseline']}"
-    solver = store_config.get("solver")
-    if not isinstance(solver, dict):
-        return ""
-    from ..config import PRESETS, to_dict
-
-    stored = _flatten(json.loads(json.dumps(solver)))
-    best, best_diff = "", None
-    for name, config in PRESETS.items():
-        candidate = _flatten(json.loads(json.dumps(to_dict(config))))
-        diff = sorted(k for k in stored.keys() | candidate.keys() if stored.get(k) != candidate.get(k))
-        if best_diff is None or len(diff) < len(best_diff):
-            best, best_diff = name, diff
-    if not best_diff:
-        return best
-    changed = ", ".join(f"{k}={json.dumps(stored.get(k))}" for k in best_diff[:6])
-    more = f" and {len(best_diff) - 6} more" if len(best_diff) > 6 else ""
-    return f"{best} with {changed}{more}"

@@ -224,3 +224,15 @@ def test_a_folder_without_thumbnails_gets_a_page_with_a_note(evaluated_run, tmp_
     figures = _figures(page)
     assert figures and all(jpeg is None for _, jpeg in figures)
     assert f"no {THUMBNAILS_FILE} in" in page and "galleries show no pictures" in page
+
+
+def test_the_report_never_opens_the_store(evaluated_run, tmp_path, monkeypatch):
+    out, store, root, colours, result = evaluated_run
+    import pipeline.store.reader
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report opened the mask store")
+
+    monkeypatch.setattr(pipeline.store.reader.MaskStore, "__init__", refuse)
+    page = write_report([out], tmp_path / "r.html", ReportConfig(n_boot=10, gallery=1)).read_text()
+    assert "run_key" in page and "mask store not found" not in page  # provenance from summary.json
