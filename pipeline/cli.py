@@ -166,7 +166,8 @@ def _load_model(spec: str, device: str):
     """Load the classifier, saying so while it loads (a few seconds on a CPU)."""
     from .models import load_model
 
-    typer.echo(f"loading {spec} on {device} ...", err=True)
+    if sys.stderr.isatty():  # a person waiting at a terminal; logs and pipes get no progress line
+        typer.echo(f"loading {spec} on {device} ...", err=True)
     return load_model(spec, device=device)
 
 

@@ -72,11 +72,15 @@ def test_defaults_named_in_help_are_the_librarys():
     assert stated("masks", "max_pixels") == MAX_DECODED_PIXELS == RunConfig().max_pixels
     assert stated("masks", "seed") == RunConfig().seed
     for name in ("baseline", "sweep"):
-        assert stated(name, "batch_size") == RunConfig().batch_size
         assert stated(name, "workers") == RunConfig().workers
     assert stated("evaluate", "step") == EvalConfig().step
-    assert stated("evaluate", "batch_size") == EvalConfig().batch_size
     assert stated("evaluate", "workers") == EvalConfig().workers
+    # --batch-size is "auto" everywhere, with one meaning: on a CPU, the library's default
+    from pipeline.cli import _fixed_batch
+
+    for name in ("masks", "baseline", "sweep", "evaluate", "import"):
+        assert next(p for p in command.commands[name].params if p.name == "batch_size").default == "auto"
+    assert _fixed_batch("auto", "cpu") == RunConfig().batch_size == EvalConfig().batch_size
 
 
 def test_renamed_presets_say_their_new_name():

@@ -68,7 +68,10 @@ def test_settings_differences_are_reported_and_bad_input_refused(tmp_path):
     assert not (tmp_path / "out" / "curves.png").exists()
     with pytest.raises(ConfigError, match="distinct"):
         compare_runs([a, a], tmp_path / "out")
-    with pytest.raises(ConfigError, match="per_image.parquet"):
+    with pytest.raises(ConfigError, match="no evaluation folder at"):
         compare_runs([tmp_path / "missing"], tmp_path / "out")
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(ConfigError, match="not an evaluation folder.*per_image.parquet"):
+        compare_runs([tmp_path / "not-a-run"], tmp_path / "out")
     with pytest.raises(ConfigError, match="n_boot"):
         compare_runs([a], tmp_path / "out", n_boot=0)
