@@ -376,14 +376,18 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
     return names
 
 
+def _key_value(text: str, form: str, method: bool = False) -> tuple[str, str]:
+    """One ``--opt`` as ``(key, value)``, stripped (``method``: the key must be ``METHOD:KEY``)."""
+    key, sep, value = text.partition("=")
+    name, colon, member = key.rpartition(":")
+    if not sep or not key.strip() or (method and not (colon and name.strip() and member.strip())):
+        raise PipelineError(f"--opt {text!r} must be {form}")
+    return key.strip(), value.strip()
+
+
 def _method_options(assignments: list[str] | None, layer: str | None = None) -> dict[str, str]:
     """``--opt KEY=VALUE`` (and ``--layer NAME``) as ``{key: "value"}``; the method coerces the values."""
-    options = {}
-    for text in assignments or ():
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise PipelineError(f"--opt {text!r} must be KEY=VALUE, e.g. --opt n_steps=32")
-        options[key.strip()] = value.strip()
+    options = dict(_key_value(text, "KEY=VALUE, e.g. --opt n_steps=32") for text in assignments or ())
     if layer is not None:
         options["layer"] = layer
     return options
@@ -575,14 +579,12 @@ def _sweep_method_options(assignments: list[str] | None, methods: list[str]) -> 
     """``--opt METHOD:KEY=VALUE`` as ``{method: {key: "value"}}`` (METHOD may hold ':', as captum:Saliency)."""
     options: dict[str, dict[str, str]] = {}
     for text in assignments or ():
-        target, sep, value = text.partition("=")
-        name, colon, key = target.rpartition(":")
-        if not sep or not colon or not key.strip():
-            raise PipelineError(f"--opt {text!r} must be METHOD:KEY=VALUE, e.g. --opt rise:num_masks=500")
+        target, value = _key_value(text, "METHOD:KEY=VALUE, e.g. --opt rise:num_masks=500", method=True)
+        name, _, key = target.rpartition(":")
         if name not in methods:
             raise PipelineError(f"--opt {text!r} names {name!r}, which is not a --method of this sweep "
                                 f"({', '.join(methods) or 'none'})")
-        options.setdefault(name, {})[key.strip()] = value.strip()
+        options.setdefault(name, {})[key] = value
     return options
 
 

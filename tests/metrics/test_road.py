@@ -14,13 +14,7 @@ from pipeline.metrics.road import RoadConfig, road_auc, road_curves, road_ranks,
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy on torch tensors in pytorch-grad-cam
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one intra-op thread is faster on a shared 2-core machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 SIZE = 40  # 1600 pixels: int(1600 * p) and pytorch-grad-cam's percentile threshold remove the same count

@@ -16,24 +16,24 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.evaluation import EvalConfig, read_thumbnails
-from pipeline.imagenet import ClassVocabulary
 from pipeline.jobs.evaluate import evaluate_run
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
 from pipeline.pictures import BOX_COLOUR, draw_boxes
 from pipeline.report.compare import compare_runs
 from pipeline.store import COLUMNS, MaskWriter
 
 runner = CliRunner()
-WNIDS = tuple(f"n{i:08d}" for i in range(4))
+from tests.helpers.models import classifier_of  # noqa: E402
+
+WNIDS = tuple(f"n{i:08d}" for i in range(4))  # classifier_of's made-up wnids
 HEIGHT, WIDTH = 100, 200  # wide images: a square thumbnail would squash them
 
 
 def tiny_classifier() -> Classifier:
+    """Mean colour, summed into each of 4 classes (so class 0 wins every image)."""
     linear = nn.Linear(3, 4, bias=False)
     nn.init.constant_(linear.weight, 1.0)
-    module = frozen(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear))
-    return Classifier(module, "tiny", (16, 16), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
-                      ClassVocabulary(wnids=WNIDS, names=("a", "b", "c", "d")))
+    return classifier_of(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear), classes=4)
 
 
 def voc(box: tuple[int, int, int, int]) -> str:
