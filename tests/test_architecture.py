@@ -114,6 +114,7 @@ def test_no_private_name_crosses_a_subpackage():
     assert not crossing, crossing
 
 
+@pytest.mark.slow
 def test_the_example_runs_on_the_public_api(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "explain_folder.py"), "--out", str(tmp_path),
                              "--iterations", "2", "--limit", "2"], cwd=ROOT, capture_output=True, text=True,

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_captum_round_trip_example_runs_and_is_exact(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "captum_round_trip.py"), "--out", str(tmp_path),
                              "--limit", "2", "--iterations", "2", "--step", "7168"], cwd=ROOT, capture_output=True,

@@ -21,6 +21,7 @@ def folder(tmp_path_factory):
     return root, write_chelsea_box(root.parent / "boxes")
 
 
+@pytest.mark.slow
 def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
     root, boxes = folder
     out = tmp_path / "sweep"

@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -103,6 +104,7 @@ def test_sigterm_stops_a_run_like_ctrl_c(imagenet_folder, tmp_path):
         assert 2 <= len(store) < 7 and store.pending_parts == 0
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_loses_nothing(imagenet_folder, tmp_path):
     out = tmp_path / "killed.h5"
     command = [sys.executable, "-m", "pipeline", "masks", str(imagenet_folder), "--out", str(out),

@@ -163,6 +163,7 @@ def _worker_pid(agent, rank):
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker through /proc")
 def test_torchrun_with_a_killed_rank_equals_one_process(imagenet_folder, reference, tmp_path):
     # A real `torchrun --nproc-per-node 2 --max-restarts 1`: rank 1 is killed with SIGKILL after its

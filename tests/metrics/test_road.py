@@ -10,6 +10,7 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.metrics.imputation import ImputationConfig, linear_impute, noisy_linear_impute
 from pipeline.metrics.road import RoadConfig, road_auc, road_curves, road_ranks, road_removed
+from tests.helpers.models import tiny_convnet
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy on torch tensors in pytorch-grad-cam
 
@@ -18,12 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 SIZE = 40  # 1600 pixels: int(1600 * p) and pytorch-grad-cam's percentile threshold remove the same count
-
-
-def tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 6, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, 5))
-    return model.eval().requires_grad_(False)
 
 
 def blob_map(size: int, seed: int) -> torch.Tensor:
@@ -174,7 +169,7 @@ def test_road_curves_on_a_model_that_reads_one_pixel():
 def test_road_curves_do_not_depend_on_the_batch():
     """With noise on, images scored together or one at a time (same seeds) give the same curves:
     a sharded run equals a one-process run."""
-    model = tiny_model()
+    model = tiny_convnet(classes=5)
     images = torch.randn(3, 3, 24, 24, generator=torch.Generator().manual_seed(4))
     maps = torch.stack([blob_map(24, seed) for seed in range(3)]).float()[:, None]
     targets = torch.tensor([0, 3, 1])
@@ -212,7 +207,7 @@ def test_road_scores_equal_pytorch_grad_cam():
     road = pytest.importorskip("pytorch_grad_cam.metrics.road")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    model = tiny_model()
+    model = tiny_convnet(classes=5)
     images = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     maps = torch.stack([blob_map(SIZE, seed) for seed in range(3)]).float()
     targets = model(images).argmax(1)

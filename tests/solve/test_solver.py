@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pipeline.config import override, preset
@@ -83,6 +84,7 @@ def test_shift_moves_each_image_by_its_own_offset():
     assert torch.equal(out[1, 0, :, 2:], images[1, 0, :, :2])
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_each_mask_where_its_image_stopped(classifier, eight_images):
     # Images leave the batch as they converge; each keeps the mask a plain solve of the same batch
     # for that many iterations gives it (so compaction carries Adam's state, seeds and jitter

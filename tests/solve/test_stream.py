@@ -10,6 +10,8 @@ from pipeline.solve import solve
 from pipeline.solve.problem import Problem, objective
 from pipeline.solve.stream import StreamBatch, RowOptimizer, solve_stream
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: 2 threads on a loaded 2-core machine ran 4-10x slower
+
 
 def _batches(images, sizes):
     start = 0
@@ -19,6 +21,7 @@ def _batches(images, sizes):
         start += size
 
 
+@pytest.mark.slow
 def test_streamed_images_follow_their_own_trajectories(classifier, eight_images):
     # 5 images through 2 slots: images stop at different window ends and new ones take their slots
     # mid-run, so slot-mates are at different iterations. Each image must still get the mask and
@@ -48,6 +51,7 @@ def test_streamed_images_follow_their_own_trajectories(classifier, eight_images)
         assert int(results[i]["target"]) == int(reference.targets[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_stream_without_waiting_images_shrinks_like_solve(classifier, eight_images, schedule):
     # One batch of 3 in 3 slots: nothing waits, so the stream shrinks its slots as images stop, to
@@ -85,6 +89,7 @@ def test_slots_at_different_iterations_get_their_own_objective(classifier, eight
     torch.testing.assert_close(change[0], expected, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_stream_with_several_masks_per_image(classifier, eight_images):
     # Extremal perturbation with a fixed area weight may stop early: K = 2 masks per image, SGD with
     # momentum, refilled slots. Each image again gets what a plain solve of its length gives it.
