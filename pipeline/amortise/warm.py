@@ -1,0 +1,76 @@
+"""Warm starts: the solver starts every image from a predictor's mask and refines it.
+
+:func:`warm_config` adapts a preset to a start near the answer (fewer iterations, the L1 warm-up
+off: the warm-up exists to shrink the paper's uniform random start, which a predicted mask no
+longer is; docs/method.md, "Amortised masks", has the measurement), :func:`predict_masks` gives
+the starting masks of a batch, :func:`warm_solve` chains them into
+:func:`pipeline.solve.solver.solve`, and :func:`init_record` is what a store made this way records
+(the predictor's identity) beside its solver configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from ..config import SolverConfig
+from ..models import Classifier
+from ..solve import SolveResult, solve
+from ..solve.solver import Callback
+from .predictor import MaskPredictor, predict
+from .train import check_preset
+
+__all__ = ["REFINE_ITERATIONS", "warm_config", "predict_masks", "warm_solve", "init_record"]
+
+REFINE_ITERATIONS = 25
+"""Refinement iterations after a predicted start, when not told otherwise (docs/method.md)."""
+
+
+def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS, l1_start: float = 1.0,
+                lr: float | None = None) -> SolverConfig:
+    """``config`` for refining a predicted start: ``iterations`` (None keeps the preset's), the L1
+    warm-up from ``l1_start`` times the weight down to it over those iterations (1: off), and the
+    step size ``lr`` (None keeps the preset's)."""
+    check_preset(config)
+    optim = config.optim if iterations is None else dataclasses.replace(config.optim, iterations=iterations)
+    if lr is not None:
+        optim = dataclasses.replace(optim, lr=lr)
+    objective = dataclasses.replace(config.objective, l1_start=l1_start,
+                                    l1_decay=optim.iterations if l1_start != 1 else config.objective.l1_decay)
+    if l1_start == 1:  # off: recorded as the preset without a warm-up (to_dict leaves the defaults out)
+        objective = dataclasses.replace(objective, l1_decay=50)
+    return dataclasses.replace(config, objective=objective, optim=optim)
+
+
+def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,
+                  config: SolverConfig, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predicted starting masks of a batch: ``(B, 1, h, w)`` in (0, 1) with ``h = config.mask.size``,
+    and the targets ``(B,)`` (the top-1 prediction where ``targets`` is None); on the classifier's device.
+
+    ``images``: ``(B, 3, H, W)`` RGB in [0, 1] at the model's input size.
+    """
+    device = classifier.device
+    x = classifier.normalize(images.to(device).float())
+    with torch.no_grad():
+        masks, targets, _ = predict(predictor, classifier, x, targets, config.mask.size)
+    return masks, targets
+
+
+def warm_solve(classifier: Classifier, images: torch.Tensor, predictor: MaskPredictor, config: SolverConfig, *,
+               targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None,
+               callback: Callback | None = None) -> SolveResult:
+    """:func:`pipeline.solve.solver.solve` started from the predictor's masks (``config`` as given:
+    pass it through :func:`warm_config` to refine for fewer iterations without the L1 warm-up)."""
+    check_preset(config)
+    start, targets = predict_masks(predictor, classifier, images, config, targets)
+    return solve(classifier, images, config, targets=targets, seeds=seeds, callback=callback, init=start)
+
+
+def init_record(predictor: MaskPredictor) -> dict[str, Any]:
+    """What identifies a warm start in a store's configuration (``config["init"]``): the predictor's
+    identity (a hash of its weights and architecture), and what it was trained on."""
+    meta = getattr(predictor, "meta", {}) or {}
+    return {"predictor": predictor.identity, "images": meta.get("images"), "preset": meta.get("preset"),
+            "epochs": meta.get("epochs"), "loss": (meta.get("training") or {}).get("loss")}
