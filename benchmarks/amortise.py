@@ -198,9 +198,11 @@ def mode_train(args, classifier, info) -> None:
     if args.loss != "objective":
         solved = args.solved
     began = clock(classifier.device)
-    summary = train_predictor(listing, args.predictor or args.work / f"predictor-{args.loss}-{args.images}.pt",
-                              classifier, PRESET, args.epochs, config=TrainConfig(loss=args.loss), solved=solved,
-                              progress=not args.quiet)
+    config = TrainConfig(loss=args.loss, batch_size=args.batch, lr=args.train_lr, checkpoint_every=25)
+    tag = f"-from-{load_predictor(args.start).identity}" if args.start else ""
+    out = args.predictor or args.work / f"predictor-{args.loss}-{args.images}x{args.epochs}{tag}.pt"
+    summary = train_predictor(listing, out, classifier, PRESET, args.epochs, config=config, solved=solved,
+                              start=args.start, progress=not args.quiet)
     print("\n".join(summary.lines()), f"({clock(classifier.device) - began:.0f} s)")
 
 
@@ -215,8 +217,11 @@ def mode_pilot(args, classifier, info) -> None:
         ref_masks = store.masks([store.row_of_path(r.relpath) for r in records])
     problem = Problem(classifier, images, labels, base, seeds)
     reference_rows = _pilot_rows(*noise_free_objective(problem, ref_masks))
-    predictor = load_predictor(args.predictor, classifier)
-    start, _ = predict_masks(predictor, classifier, images, base, labels)
+    if str(args.predictor) == "oracle":  # the reference's own masks as the start: what a perfect predictor gives
+        identity, start = "oracle", ref_masks.clamp(0, 1)
+    else:
+        predictor = load_predictor(args.predictor, classifier)
+        identity, (start, _) = predictor.identity, predict_masks(predictor, classifier, images, base, labels)
     rows = []
     for text in args.variants:  # NAME[:KEY=VALUE...]; cold-N: the preset from its own start, N iterations
         name, *sets = text.split(":")
@@ -246,7 +251,7 @@ def mode_pilot(args, classifier, info) -> None:
         ref[f"mean_{metric}"] = sum(r[metric] for r in reference_rows) / len(reference_rows)
     rows.insert(0, ref)
     for row in rows:
-        row.update(machine=info["machine"], date=now(), loadavg=load_average(), predictor=predictor.identity)
+        row.update(machine=info["machine"], date=now(), loadavg=load_average(), predictor=identity)
     write_csv(RESULTS / f"{args.out}-{classifier.device.type}.csv", rows)
     print(table(rows, ["variant", "mean_J", "diff_J", "se_J", "mean_area", "diff_area", "mean_p_final",
                        "diff_p_final", "same_quality"]))
@@ -396,7 +401,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--loss", default="objective", choices=["objective", "regression", "both"])
     parser.add_argument("--solved", type=Path, default=None, help="train: store of solved masks (regression)")
-    parser.add_argument("--predictor", type=Path, default=None)
+    parser.add_argument("--predictor", type=Path, default=None,
+                        help="a predictor file; pilot also takes 'oracle' (start from the reference's masks)")
+    parser.add_argument("--start", type=Path, default=None, help="train: a predictor to fine-tune")
     parser.add_argument("--reference", type=Path, default=None, help="pilot: paper-fast store of the pilot images")
     parser.add_argument("--variants", nargs="*", default=["cold-25", "warm", "warm-l1x2:l1_start=2",
                                                             "warm-lr0.05:optim.lr=0.05"],
@@ -406,7 +413,8 @@ def main() -> None:
     parser.add_argument("--l1-start", type=float, default=1.0, help="curve: L1 warm-up of the refinement (1: off)")
     parser.add_argument("--paper-fast", type=Path, default=Path("/work/runs/methods/paper-fast/masks.h5"))
     parser.add_argument("--paper", type=Path, default=Path("/work/runs/methods/paper/masks.h5"))
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=8, help="images per solve (curve) or training step (train)")
+    parser.add_argument("--train-lr", type=float, default=1e-3, help="train: Adam's step on the predictor")
     parser.add_argument("--out", default=None, help="CSV stem under results/benchmarks/ (default: amortise-MODE)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet", action="store_true")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,16 +61,20 @@ class PredictorConfig:
     """The predictor's architecture.
 
     ``arch``: ``features`` (a head on the classifier's stride-8/16/32 features) or ``pixels`` (a
-    light encoder-decoder of the image itself). ``width``: channels of the head.
+    light encoder-decoder of the image itself). ``width``: channels of the head. ``start``: the
+    mask value an untrained head predicts everywhere.
     """
 
     arch: Arch = "features"
     width: int = 64
+    start: float = 0.5
 
     def __post_init__(self) -> None:
         choice("predictor.arch", self.arch, Arch)
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 8 or self.width % 8:
             raise ConfigError(f"predictor.width must be a multiple of 8 (>= 8), got {self.width!r}")
+        if not 0 < self.start < 1:
+            raise ConfigError(f"predictor.start must lie strictly between 0 and 1, got {self.start!r}")
 
 
 @dataclass(frozen=True)
@@ -178,9 +183,9 @@ class MaskPredictor(nn.Module):
                                          _block(w, w, stride=2))
             self.mix8 = _block(w, w)
         self.out = nn.Conv2d(w, 1, 3, padding=1)
-        with torch.no_grad():  # start near 0.5 everywhere, the mean of the paper's uniform start
+        with torch.no_grad():  # start near config.start everywhere
             self.out.weight.mul_(0.1)
-            self.out.bias.zero_()
+            self.out.bias.fill_(math.log(config.start / (1 - config.start)))
 
     def forward(self, features: Sequence[torch.Tensor], class_weights: torch.Tensor,
                 x: torch.Tensor) -> torch.Tensor:

@@ -46,8 +46,8 @@ from ..errors import ConfigError, StoreError
 from ..models import Classifier
 from ..options import Target, choice
 from ..solve.problem import Problem, objective
-from .predictor import (FORMAT, MaskPredictor, PredictorConfig, atomic_save, capture, head_masks, locate_taps,
-                        save_predictor)
+from .predictor import (FORMAT, MaskPredictor, PredictorConfig, atomic_save, capture, head_masks, load_predictor,
+                        locate_taps, save_predictor)
 
 __all__ = ["Loss", "TrainConfig", "TrainSummary", "train_predictor", "provenance", "checkpoint_path",
            "check_preset"]
@@ -115,7 +115,9 @@ class TrainSummary:
         if self.resumed_at is not None:
             text.append(f"resumed from the checkpoint at step {self.resumed_at}")
         if self.history:
-            text.append("mean loss per epoch: " + ", ".join(f"{v:.4f}" for v in self.history))
+            shown = self.history if len(self.history) <= 6 else [*self.history[:3], *self.history[-3:]]
+            cut = "" if len(self.history) <= 6 else f" (epochs 1-3 and {len(self.history) - 2}-{len(self.history)})"
+            text.append(f"mean loss per epoch{cut}: " + ", ".join(f"{v:.4f}" for v in shown))
         if self.left_out:
             text.append("left out: " + ", ".join(f"{n} {why}" for why, n in self.left_out.items()))
         return text
@@ -161,8 +163,8 @@ def _key(meta: dict[str, Any]) -> str:
 
 def train_predictor(data: str | Path, out: str | Path, classifier: Classifier, preset: str = "paper-fast",
                     epochs: int = 4, *, config: TrainConfig = TrainConfig(), overrides: Sequence[str] = (),
-                    solved: str | Path | None = None, limit: int | None = None, overwrite: bool = False,
-                    progress: bool = True) -> TrainSummary:
+                    solved: str | Path | None = None, start: str | Path | None = None, limit: int | None = None,
+                    overwrite: bool = False, progress: bool = True) -> TrainSummary:
     """Train a mask predictor on the images under ``data`` and save it to ``out``.
 
     Args:
@@ -175,6 +177,8 @@ def train_predictor(data: str | Path, out: str | Path, classifier: Classifier, p
         config: the training settings.
         solved: a mask store of (some of) these images, for the ``regression`` and ``both`` losses;
             images it has no mask for are left out.
+        start: a predictor file whose weights training starts from (fine-tuning; its architecture
+            is kept and ``config.predictor`` ignored); its identity is part of the provenance.
         limit: the first ``limit`` images only.
         overwrite: start afresh even if ``out`` or a checkpoint of other settings exists.
         progress: a tqdm bar over the steps.
@@ -200,12 +204,16 @@ def train_predictor(data: str | Path, out: str | Path, classifier: Classifier, p
     if not records:
         raise ConfigError(f"no image of {str(data)!r} to train on ({left_out or 'none found'})")
     meta = provenance(records, data, classifier, preset, overrides, solver, epochs, config, solved_meta)
+    initial = None
+    if start is not None:
+        initial = load_predictor(start, classifier)
+        meta["start"] = {"predictor": initial.identity, "path": str(Path(start).resolve())}
     out = Path(out)
     finished = _finished(out, meta, overwrite)
     if finished is not None:
         return finished
     return _train(records, out, classifier, solver, epochs, config, meta, targets_masks, left_out, overwrite,
-                  progress)
+                  progress, initial)
 
 
 def _training_records(data: str | Path, classifier: Classifier, config: TrainConfig,
@@ -258,16 +266,22 @@ def _finished(out: Path, meta: dict[str, Any], overwrite: bool) -> TrainSummary 
 
 def _train(records: list[ImageRecord], out: Path, classifier: Classifier, solver: SolverConfig, epochs: int,
            config: TrainConfig, meta: dict[str, Any], solved: dict[str, torch.Tensor] | None,
-           left_out: dict[str, int], overwrite: bool, progress: bool) -> TrainSummary:
+           left_out: dict[str, int], overwrite: bool, progress: bool,
+           initial: MaskPredictor | None = None) -> TrainSummary:
     device = classifier.device
     torch.manual_seed(config.seed)  # the initial weights
-    predictor = MaskPredictor(config.predictor, locate_taps(classifier)).to(device)
+    predictor = MaskPredictor(config.predictor if initial is None else initial.config, locate_taps(classifier))
+    if initial is not None:
+        predictor.load_state_dict(initial.state_dict())
+    predictor = predictor.to(device).train().requires_grad_(True)
     optimizer = torch.optim.Adam(predictor.parameters(), lr=config.lr)
     key = _key(meta)
     state = _resume(checkpoint_path(out), key, predictor, optimizer, overwrite)
     step, history, resumed_at = state["step"], state["history"], (state["step"] or None)
     per_epoch = math.ceil(len(records) / config.batch_size)
     dataset = ImageDataset(records, classifier.input_size)
+    # Regression alone never perturbs the images: the classifier's features are computed once.
+    cache = feature_cache(predictor, classifier, dataset, config) if config.loss == "regression" else None
     epoch_losses = state["epoch_losses"]
     with tqdm(total=epochs * per_epoch, initial=step, unit="step", desc="train predictor", disable=not progress,
               dynamic_ncols=True) as bar:
@@ -275,7 +289,7 @@ def _train(records: list[ImageRecord], out: Path, classifier: Classifier, solver
             epoch, position = divmod(step, per_epoch)
             order = epoch_order(len(records), config.seed, epoch)
             chosen = order[position * config.batch_size:(position + 1) * config.batch_size]
-            loss = train_step(predictor, optimizer, classifier, solver, dataset, chosen, config, epoch, solved)
+            loss = train_step(predictor, optimizer, classifier, solver, dataset, chosen, config, epoch, solved, cache)
             epoch_losses.append(loss)
             step += 1
             bar.update(1)
@@ -300,23 +314,54 @@ def epoch_order(count: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(count, generator=generator).tolist()
 
 
+def feature_cache(predictor: MaskPredictor, classifier: Classifier, dataset: ImageDataset,
+                  config: TrainConfig) -> dict[str, Any]:
+    """Every image's tap outputs (float32, about 1.5 MB per image for EfficientNet-Lite0 at 224 px),
+    target and readability, computed once in ``config.batch_size`` chunks in image order (so a
+    resumed training computes the same numbers); the normalised images too for ``arch="pixels"``."""
+    names, rows = predictor.taps.names, []
+    device = classifier.device
+    for start in range(0, len(dataset), config.batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + config.batch_size, len(dataset)))])
+        x = classifier.normalize(batch["image"].to(device))
+        with torch.no_grad(), capture(classifier, names) as features:
+            logits = classifier(x.contiguous(memory_format=torch.channels_last)).float()
+        targets = batch["label"].to(device) if config.target == "label" else logits.argmax(1)
+        for j in range(len(x)):
+            rows.append({"features": [features[n][j] for n in names], "target": targets[j], "ok": bool(batch["ok"][j]),
+                         "x": x[j] if predictor.config.arch == "pixels" else None})
+    return {"rows": rows}
+
+
 def train_step(predictor: MaskPredictor, optimizer: torch.optim.Optimizer, classifier: Classifier,
                solver: SolverConfig, dataset: ImageDataset, chosen: Sequence[int], config: TrainConfig, epoch: int,
-               solved: dict[str, torch.Tensor] | None) -> float:
+               solved: dict[str, torch.Tensor] | None, cache: dict[str, Any] | None = None) -> float:
     """One Adam step on the images ``chosen`` (positions in ``dataset``); returns the batch's mean loss
-    (one host read per step). Unreadable images are left out of the batch."""
-    batch = collate([dataset[i] for i in chosen])
-    ok = batch["ok"]
-    if not bool(ok.any()):
-        return float("nan")
+    (one host read per step). Unreadable images are left out of the batch. With a ``cache``
+    (:func:`feature_cache`; regression only) the images are not read again."""
     device = classifier.device
-    images = batch["image"][ok].to(device)
-    index = batch["index"][ok]
-    targets = batch["label"][ok].to(device) if config.target == "label" else None
-    seeds = (index + config.seed).to(device)
-    with capture(classifier, predictor.taps.names) as features:
-        problem = Problem(classifier, images, targets, solver, seeds)  # its forward fills the taps
-    masks = head_masks(predictor, classifier, features, problem.targets, problem.x, solver.mask.size)
+    if cache is not None:
+        rows = [cache["rows"][i] for i in chosen if cache["rows"][i]["ok"]]
+        if not rows:
+            return float("nan")
+        index = torch.tensor([i for i in chosen if cache["rows"][i]["ok"]])
+        features = {n: torch.stack([r["features"][k] for r in rows]) for k, n in enumerate(predictor.taps.names)}
+        targets = torch.stack([r["target"] for r in rows])
+        x = torch.stack([r["x"] for r in rows]) if rows[0]["x"] is not None else None
+        masks = head_masks(predictor, classifier, features, targets, x, solver.mask.size)
+        problem = None
+    else:
+        batch = collate([dataset[i] for i in chosen])
+        ok = batch["ok"]
+        if not bool(ok.any()):
+            return float("nan")
+        images = batch["image"][ok].to(device)
+        index = batch["index"][ok]
+        targets = batch["label"][ok].to(device) if config.target == "label" else None
+        seeds = (index + config.seed).to(device)
+        with capture(classifier, predictor.taps.names) as features:
+            problem = Problem(classifier, images, targets, solver, seeds)  # its forward fills the taps
+        masks = head_masks(predictor, classifier, features, problem.targets, problem.x, solver.mask.size)
     loss = torch.zeros((), device=device)
     if config.loss != "regression":
         # The preset's final L1 weight (past any warm-up), jitter drawn anew each epoch.
