@@ -193,7 +193,7 @@ def mode_arch(args, classifier, info) -> None:
 
 def mode_train(args, classifier, info) -> None:
     lists = sample_split(args.work)
-    listing = spread(lists["train"], args.images, args.work, "train")
+    listing = args.train_list or spread(lists["train"], args.images, args.work, "train")
     solved = None
     if args.loss != "objective":
         solved = args.solved
@@ -221,7 +221,8 @@ def mode_pilot(args, classifier, info) -> None:
         identity, start = "oracle", ref_masks.clamp(0, 1)
     else:
         predictor = load_predictor(args.predictor, classifier)
-        identity, (start, _) = predictor.identity, predict_masks(predictor, classifier, images, base, labels)
+        identity, (start, _) = predictor.identity, predict_masks(predictor, classifier, images, base, labels,
+                                                                  extents=args.extents)
     rows = []
     for text in args.variants:  # NAME[:KEY=VALUE...]; cold-N: the preset from its own start, N iterations
         name, *sets = text.split(":")
@@ -291,7 +292,7 @@ def mode_curve(args, classifier, info) -> None:
             chosen = ok.nonzero()[:, 0]
             images, targets, seeds = batch["image"][chosen], batch["label"][chosen], batch["index"][chosen]
             began = clock(classifier.device)
-            init, _ = predict_masks(predictor, classifier, images, config, targets)
+            init, _ = predict_masks(predictor, classifier, images, config, targets, extents=args.extents)
             predict_seconds += clock(classifier.device) - began
             snaps = solve_with_cuts(classifier, images, config, cuts, seeds, targets, init)
             solve_seconds += clock(classifier.device) - began
@@ -400,7 +401,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--loss", default="objective", choices=["objective", "regression", "both"])
-    parser.add_argument("--solved", type=Path, default=None, help="train: store of solved masks (regression)")
+    parser.add_argument("--solved", type=Path, nargs="*", default=None,
+                        help="train: stores of solved masks (regression)")
+    parser.add_argument("--train-list", type=Path, default=None, help="train: a list file of images (default: "
+                        "--images of the 960 training samples, spread over the classes)")
     parser.add_argument("--predictor", type=Path, default=None,
                         help="a predictor file; pilot also takes 'oracle' (start from the reference's masks)")
     parser.add_argument("--start", type=Path, default=None, help="train: a predictor to fine-tune")
@@ -409,6 +413,8 @@ def main() -> None:
                                                             "warm-lr0.05:optim.lr=0.05"],
                         help="pilot: NAME[:KEY=VALUE...] (warm starts cut at --cuts; cold-N: the preset for N)")
     parser.add_argument("--cuts", type=lambda s: [int(c) for c in s.split(",")], default=[0, 5, 10, 25, 50])
+    parser.add_argument("--extents", type=lambda s: [float(c) for c in s.split(",")], default=[],
+                        help="exponents of the extent search of the start (e.g. 1,2,4,8,16,32,64; default: none)")
     parser.add_argument("--lr", type=float, default=None, help="curve: refinement step size (default: the preset's)")
     parser.add_argument("--l1-start", type=float, default=1.0, help="curve: L1 warm-up of the refinement (1: off)")
     parser.add_argument("--paper-fast", type=Path, default=Path("/work/runs/methods/paper-fast/masks.h5"))

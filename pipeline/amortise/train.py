@@ -138,7 +138,7 @@ def check_preset(solver: SolverConfig) -> None:
 
 def provenance(records: Sequence[ImageRecord], data: str | Path, classifier: Classifier, preset: str,
                overrides: Sequence[str], solver: SolverConfig, epochs: int, config: TrainConfig,
-               solved: dict[str, Any] | None) -> dict[str, Any]:
+               solved: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Everything that determines the trained predictor, as plain data: the images (their count
     and a SHA-256 of their paths and labels in order), the classifier, the preset and its full
     solver configuration, the epochs and the training settings, and the solved store regressed on."""
@@ -163,7 +163,7 @@ def _key(meta: dict[str, Any]) -> str:
 
 def train_predictor(data: str | Path, out: str | Path, classifier: Classifier, preset: str = "paper-fast",
                     epochs: int = 4, *, config: TrainConfig = TrainConfig(), overrides: Sequence[str] = (),
-                    solved: str | Path | None = None, start: str | Path | None = None, limit: int | None = None,
+                    solved: str | Path | Sequence[str | Path] | None = None, start: str | Path | None = None, limit: int | None = None,
                     overwrite: bool = False, progress: bool = True) -> TrainSummary:
     """Train a mask predictor on the images under ``data`` and save it to ``out``.
 
@@ -175,8 +175,8 @@ def train_predictor(data: str | Path, out: str | Path, classifier: Classifier, p
             :func:`pipeline.config.override`).
         epochs: passes over the images.
         config: the training settings.
-        solved: a mask store of (some of) these images, for the ``regression`` and ``both`` losses;
-            images it has no mask for are left out.
+        solved: a mask store (or several) of (some of) these images, for the ``regression`` and
+            ``both`` losses; images none has a mask for are left out.
         start: a predictor file whose weights training starts from (fine-tuning; its architecture
             is kept and ``config.predictor`` ignored); its identity is part of the provenance.
         limit: the first ``limit`` images only.
@@ -228,24 +228,30 @@ def _training_records(data: str | Path, classifier: Classifier, config: TrainCon
     return records, left_out
 
 
-def _solved_masks(solved: str | Path, records: Sequence[ImageRecord],
-                  classifier: Classifier) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The stored masks ``(1, h, w)`` of the records' images, by relative path, and the store's identity."""
+def _solved_masks(solved: str | Path | Sequence[str | Path], records: Sequence[ImageRecord],
+                  classifier: Classifier) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """The stored masks ``(1, h, w)`` of the records' images, by relative path (the first store
+    holding an image wins), and the stores' identities."""
     from ..store import STATUS_OK, MaskStore
 
-    with MaskStore(solved) as store:
-        if store.model != classifier.spec:
-            raise ConfigError(f"the solved store {str(solved)!r} explains {store.model!r}, not {classifier.spec!r}")
-        if tuple(store.mask_shape)[0] != 1:
-            raise StoreError(f"the solved store {str(solved)!r} holds {store.mask_shape[0]} masks per image; "
-                             "regression needs one")
-        table = store.table()
-        wanted = {r.relpath for r in records}
-        rows = [i for i, (path, status) in enumerate(zip(table["path"], table["status"]))
-                if status == STATUS_OK and path in wanted]
-        masks = store.masks(rows) if rows else torch.empty(0)
-        by_path = {str(table["path"].iat[i]): masks[j] for j, i in enumerate(rows)}
-        return by_path, {"store": str(Path(solved).resolve()), "run_key": store.run_key}
+    paths = [solved] if isinstance(solved, (str, Path)) else list(solved)
+    by_path: dict[str, torch.Tensor] = {}
+    identities = []
+    wanted = {r.relpath for r in records}
+    for path in paths:
+        with MaskStore(path) as store:
+            if store.model != classifier.spec:
+                raise ConfigError(f"the solved store {str(path)!r} explains {store.model!r}, not {classifier.spec!r}")
+            if tuple(store.mask_shape)[0] != 1:
+                raise StoreError(f"the solved store {str(path)!r} holds {store.mask_shape[0]} masks per image; "
+                                 "regression needs one")
+            table = store.table()
+            rows = [i for i, (p, status) in enumerate(zip(table["path"], table["status"]))
+                    if status == STATUS_OK and p in wanted and p not in by_path]
+            masks = store.masks(rows) if rows else torch.empty(0)
+            by_path.update({str(table["path"].iat[i]): masks[j] for j, i in enumerate(rows)})
+            identities.append({"store": str(Path(path).resolve()), "run_key": store.run_key, "images": len(rows)})
+    return by_path, identities
 
 
 def _finished(out: Path, meta: dict[str, Any], overwrite: bool) -> TrainSummary | None:

@@ -11,13 +11,15 @@ the starting masks of a batch, :func:`warm_solve` chains them into
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..config import SolverConfig
 from ..models import Classifier
 from ..solve import SolveResult, solve
+from ..solve import masks as masklib
+from ..solve.problem import Problem, final_scores
 from ..solve.solver import Callback
 from .predictor import MaskPredictor, predict
 from .train import check_preset
@@ -45,17 +47,40 @@ def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS
 
 
 def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,
-                  config: SolverConfig, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  config: SolverConfig, targets: torch.Tensor | None = None,
+                  extents: Sequence[float] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """The predicted starting masks of a batch: ``(B, 1, h, w)`` in (0, 1) with ``h = config.mask.size``,
     and the targets ``(B,)`` (the top-1 prediction where ``targets`` is None); on the classifier's device.
 
-    ``images``: ``(B, 3, H, W)`` RGB in [0, 1] at the model's input size.
+    ``images``: ``(B, 3, H, W)`` RGB in [0, 1] at the model's input size. ``extents``: exponents
+    ``g`` of an extent search (:func:`extent_search`); none: the prediction as it is.
     """
     device = classifier.device
     x = classifier.normalize(images.to(device).float())
     with torch.no_grad():
         masks, targets, _ = predict(predictor, classifier, x, targets, config.mask.size)
+    if extents:
+        masks = extent_search(classifier, images, masks, targets, config, extents)
     return masks, targets
+
+
+def extent_search(classifier: Classifier, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
+                  config: SolverConfig, extents: Sequence[float]) -> torch.Tensor:
+    """Per image, the power ``m ** g`` of the predicted masks ``(B, 1, h, w)`` (``g`` in ``extents``;
+    a larger ``g`` deletes more of what the prediction half deletes) with the lowest objective
+    (noise-free, at the preset's final L1 weight): the predictor says where, this says how much,
+    as the paper's circle initialisation tries radii. One forward pass per exponent."""
+    problem = Problem(classifier, images.to(classifier.device).float(), targets, config,
+                      torch.zeros(len(images), dtype=torch.int64, device=classifier.device))
+    objective = config.objective
+    candidates, values = [], []
+    for g in extents:
+        candidate = masks ** g
+        p_final, _, tv = final_scores(problem, candidate)
+        values.append(objective.l1_coeff * masklib.sparsity(candidate, objective) + objective.tv_coeff * tv + p_final)
+        candidates.append(candidate)
+    best = torch.stack(values).argmin(0)  # (B,)
+    return torch.stack(candidates)[best, torch.arange(len(masks), device=masks.device)]
 
 
 def warm_solve(classifier: Classifier, images: torch.Tensor, predictor: MaskPredictor, config: SolverConfig, *,
