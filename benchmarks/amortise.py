@@ -273,12 +273,13 @@ def mode_curve(args, classifier, info) -> None:
     config = warm_config(base, iterations=max(cuts), l1_start=args.l1_start, lr=args.lr)
     records = discover(DEV / "val", classifier.vocabulary, limit=args.images)
     run = RunConfig(target="label", batch_size=args.batch, workers=0, limit=args.images)
-    stores = {cut: args.work / f"curve-{predictor.identity}-{config.optim.lr:g}-{args.l1_start:g}-{cut}.h5"
-              for cut in cuts}
+    tag = f"{predictor.identity}-{config.optim.lr:g}-{args.l1_start:g}-{len(args.extents)}"
+    stores = {cut: args.work / f"curve-{tag}-{cut}.h5" for cut in cuts}
     writers = {}
     for cut, path in stores.items():
         store_config = {"solver": to_dict(config), "model": classifier.spec, "target": "label", "seed": 0,
-                        "input_size": list(classifier.input_size), "init": init_record(predictor), "cut": cut}
+                        "input_size": list(classifier.input_size), "cut": cut,
+                        "init": init_record(predictor, args.extents)}
         writers[cut] = MaskWriter(path, store_config, classifier.spec, (DEV / "val").resolve(), (1, 28, 28),
                                   input_size=classifier.input_size)
     dataset = ImageDataset(records, classifier.input_size)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.amortise import (TrainConfig, checkpoint_path, init_record, load_predictor, locate_taps, predict_masks,
+from pipeline.amortise import (EXTENTS, TrainConfig, checkpoint_path, init_record, load_predictor, locate_taps, predict_masks,
                                train_predictor, warm_config, warm_solve)
 from pipeline.amortise import train as train_module
 from pipeline.amortise.predictor import PredictorConfig
@@ -124,7 +124,7 @@ def test_a_warm_started_solve_is_reproducible_bit_for_bit(tiny, folder, tmp_path
         assert torch.equal(getattr(runs[0], field), getattr(runs[1], field)), field
     # The solve really starts from the prediction: with a vanishing step it stays there.
     still = warm_config(_solver(), iterations=1, lr=1e-7)
-    start, _ = predict_masks(predictor, tiny, images, still)
+    start, _ = predict_masks(predictor, tiny, images, still, extents=EXTENTS)  # warm_solve's default search
     moved = warm_solve(tiny, images, predictor, still, seeds=torch.arange(6)).masks
     assert (moved - start).abs().max() < 1e-5
     assert init_record(predictor)["predictor"] == predictor.identity == json.loads(
@@ -198,3 +198,27 @@ def test_a_predictor_is_refused_for_another_classifier(tiny, folder, tmp_path):
         load_predictor(out, other)
     with pytest.raises(ConfigError, match="does not exist"):
         load_predictor(tmp_path / "missing.pt", tiny)
+
+
+def test_the_extent_search_picks_each_images_best_power_of_the_prediction(tiny, folder, tmp_path):
+    from pipeline.amortise.warm import extent_search
+    from pipeline.solve import masks as masklib
+    from pipeline.solve.problem import Problem, final_scores
+
+    config, _ = _quick()
+    out = tmp_path / "p.pt"
+    train_predictor(folder, out, tiny, "paper-fast", 1, config=config, overrides=SETS, progress=False)
+    predictor, images, solver = load_predictor(out, tiny), _images(folder), _solver()
+    raw, targets = predict_masks(predictor, tiny, images, solver)
+    extents = (1.0, 4.0, 16.0)
+    chosen = extent_search(tiny, images, raw, targets, solver, extents)
+    objective = solver.objective
+    for i in range(len(images)):  # one image at a time, every power tried
+        problem = Problem(tiny, images[i:i + 1], targets[i:i + 1], solver, torch.zeros(1, dtype=torch.int64))
+        values = []
+        for g in extents:
+            p_final, _, tv = final_scores(problem, raw[i:i + 1] ** g)
+            values.append(float(objective.l1_coeff * masklib.sparsity(raw[i:i + 1] ** g, objective)
+                                + objective.tv_coeff * tv + p_final))
+        best = extents[int(np.argmin(values))]
+        assert torch.allclose(chosen[i], raw[i] ** best), (i, values)

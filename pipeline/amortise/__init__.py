@@ -7,8 +7,8 @@ the warm-started solve. docs/method.md ("Amortised masks") has the design and th
 
 from .predictor import MaskPredictor, PredictorConfig, load_predictor, locate_taps, predict, save_predictor
 from .train import TrainConfig, TrainSummary, checkpoint_path, train_predictor
-from .warm import REFINE_ITERATIONS, init_record, predict_masks, warm_config, warm_solve
+from .warm import EXTENTS, REFINE_ITERATIONS, extent_search, init_record, predict_masks, warm_config, warm_solve
 
-__all__ = ["REFINE_ITERATIONS", "MaskPredictor", "PredictorConfig", "TrainConfig", "TrainSummary", "checkpoint_path",
+__all__ = ["EXTENTS", "REFINE_ITERATIONS", "extent_search", "MaskPredictor", "PredictorConfig", "TrainConfig", "TrainSummary", "checkpoint_path",
            "init_record", "load_predictor", "locate_taps", "predict", "predict_masks", "save_predictor",
            "train_predictor", "warm_config", "warm_solve"]

@@ -24,10 +24,14 @@ from ..solve.solver import Callback
 from .predictor import MaskPredictor, predict
 from .train import check_preset
 
-__all__ = ["REFINE_ITERATIONS", "warm_config", "predict_masks", "warm_solve", "init_record"]
+__all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "extent_search", "warm_solve",
+           "init_record"]
 
 REFINE_ITERATIONS = 25
 """Refinement iterations after a predicted start, when not told otherwise (docs/method.md)."""
+
+EXTENTS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+"""The exponents the extent search of a predicted start tries (:func:`extent_search`)."""
 
 
 def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS, l1_start: float = 1.0,
@@ -85,17 +89,20 @@ def extent_search(classifier: Classifier, images: torch.Tensor, masks: torch.Ten
 
 def warm_solve(classifier: Classifier, images: torch.Tensor, predictor: MaskPredictor, config: SolverConfig, *,
                targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None,
-               callback: Callback | None = None) -> SolveResult:
-    """:func:`pipeline.solve.solver.solve` started from the predictor's masks (``config`` as given:
-    pass it through :func:`warm_config` to refine for fewer iterations without the L1 warm-up)."""
+               callback: Callback | None = None, extents: Sequence[float] = EXTENTS) -> SolveResult:
+    """:func:`pipeline.solve.solver.solve` started from the predictor's masks, after the extent
+    search over ``extents`` (empty: none). ``config`` is used as given: pass it through
+    :func:`warm_config` to refine for fewer iterations without the L1 warm-up."""
     check_preset(config)
-    start, targets = predict_masks(predictor, classifier, images, config, targets)
+    start, targets = predict_masks(predictor, classifier, images, config, targets, extents)
     return solve(classifier, images, config, targets=targets, seeds=seeds, callback=callback, init=start)
 
 
-def init_record(predictor: MaskPredictor) -> dict[str, Any]:
+def init_record(predictor: MaskPredictor, extents: Sequence[float] = EXTENTS) -> dict[str, Any]:
     """What identifies a warm start in a store's configuration (``config["init"]``): the predictor's
-    identity (a hash of its weights and architecture), and what it was trained on."""
+    identity (a hash of its weights and architecture), what it was trained on, and the extent
+    search's exponents."""
     meta = getattr(predictor, "meta", {}) or {}
     return {"predictor": predictor.identity, "images": meta.get("images"), "preset": meta.get("preset"),
-            "epochs": meta.get("epochs"), "loss": (meta.get("training") or {}).get("loss")}
+            "epochs": meta.get("epochs"), "loss": (meta.get("training") or {}).get("loss"),
+            "extents": [float(g) for g in extents]}
