@@ -43,6 +43,9 @@ _API: dict[str, str] = {
     "run_masks": "pipeline.jobs.run", "RunConfig": "pipeline.jobs.run", "RunSummary": "pipeline.jobs.run",
     "run_baseline": "pipeline.jobs.baselines", "run_sweep": "pipeline.jobs.sweep",
     "explain_image": "pipeline.jobs.explain", "import_maps": "pipeline.jobs.importing",
+    # amortised masks: a predictor trained over a dataset's images starts the solver
+    "train_predictor": "pipeline.amortise", "TrainConfig": "pipeline.amortise", "load_predictor": "pipeline.amortise",
+    "warm_solve": "pipeline.amortise", "warm_config": "pipeline.amortise",
     # the store
     "MaskStore": "pipeline.store", "MaskWriter": "pipeline.store", "merge_run": "pipeline.jobs.shards",
     "repair_store": "pipeline.store.repair",

@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..config import OptimConfig, SolverConfig
+from ..errors import ConfigError
 from ..models import Classifier
 from .problem import Problem, final_scores, initial_masks, objective, p_perturbed
 from .stopping import WindowStop, shrunk_rows
@@ -70,7 +71,8 @@ class SolveResult:
 
 
 def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *, targets: torch.Tensor | None = None,
-          seeds: torch.Tensor | None = None, callback: Callback | None = None) -> SolveResult:
+          seeds: torch.Tensor | None = None, callback: Callback | None = None,
+          init: torch.Tensor | None = None) -> SolveResult:
     """Solve the masks of a batch at once.
 
     Args:
@@ -81,6 +83,8 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
         seeds: ``(B,)`` int64 per-image seeds for noise, jitter and random init (default: 0..B-1;
             dataset runs pass each image's dataset index).
         callback: optional progress hook, see :data:`Callback`.
+        init: ``(B, K, h, w)`` starting masks (a warm start, e.g. a mask predictor's,
+            :mod:`pipeline.amortise`), clamped to [0, 1]; None starts as ``config.mask.init`` says.
     """
     device = classifier.device
     images = images.to(device, non_blocking=True).float()
@@ -91,7 +95,7 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
                       "kernels, many times slower than fp32; use precision=fp32 here", stacklevel=2)
     problem = Problem(classifier, images, targets, config, seeds)
     optim = config.optim
-    masks = initial_masks(problem).requires_grad_(True)
+    masks = (initial_masks(problem) if init is None else warm_masks(init, problem)).requires_grad_(True)
     optimizer = make_optimizer(masks, optim)
     batch = len(images)
     iterations = torch.full((batch,), optim.iterations, dtype=torch.int64, device=device)
@@ -142,6 +146,16 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
     p_final, area, tv = final_scores(problem, final)
     return SolveResult(final, problem.targets, problem.p_original, p_perturbed(problem), p_final, last_loss, area,
                        tv, iterations)
+
+
+def warm_masks(init: torch.Tensor, problem: Problem) -> torch.Tensor:
+    """Given starting masks ``(B, K, h, w)`` as a fresh float32 tensor on the problem's device, in [0, 1]."""
+    config, k = problem.config.mask, problem.config.objective.masks_per_image
+    shape = (len(problem.x), k, config.size, config.size)
+    if tuple(init.shape) != shape:
+        raise ConfigError(f"init masks must be shaped {shape} (batch, masks per image, mask.size, mask.size), "
+                          f"got {tuple(init.shape)}")
+    return init.detach().to(problem.x.device, torch.float32).clamp(0, 1).clone()
 
 
 def lr_scale(step: int | torch.Tensor, optim: OptimConfig) -> float | torch.Tensor:

@@ -1,0 +1,108 @@
+"""Warm starts: the solver starts every image from a predictor's mask and refines it.
+
+:func:`warm_config` adapts a preset to a start near the answer (fewer iterations, the L1 warm-up
+off: the warm-up exists to shrink the paper's uniform random start, which a predicted mask no
+longer is; docs/method.md, "Amortised masks", has the measurement), :func:`predict_masks` gives
+the starting masks of a batch, :func:`warm_solve` chains them into
+:func:`pipeline.solve.solver.solve`, and :func:`init_record` is what a store made this way records
+(the predictor's identity) beside its solver configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import torch
+
+from ..config import SolverConfig
+from ..models import Classifier
+from ..solve import SolveResult, solve
+from ..solve import masks as masklib
+from ..solve.problem import Problem, final_scores
+from ..solve.solver import Callback
+from .predictor import MaskPredictor, predict
+from .train import check_preset
+
+__all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "extent_search", "warm_solve",
+           "init_record"]
+
+REFINE_ITERATIONS = 25
+"""Refinement iterations after a predicted start, when not told otherwise (docs/method.md)."""
+
+EXTENTS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+"""The exponents the extent search of a predicted start tries (:func:`extent_search`)."""
+
+
+def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS, l1_start: float = 1.0,
+                lr: float | None = None) -> SolverConfig:
+    """``config`` for refining a predicted start: ``iterations`` (None keeps the preset's), the L1
+    warm-up from ``l1_start`` times the weight down to it over those iterations (1: off), and the
+    step size ``lr`` (None keeps the preset's)."""
+    check_preset(config)
+    optim = config.optim if iterations is None else dataclasses.replace(config.optim, iterations=iterations)
+    if lr is not None:
+        optim = dataclasses.replace(optim, lr=lr)
+    objective = dataclasses.replace(config.objective, l1_start=l1_start,
+                                    l1_decay=optim.iterations if l1_start != 1 else config.objective.l1_decay)
+    if l1_start == 1:  # off: recorded as the preset without a warm-up (to_dict leaves the defaults out)
+        objective = dataclasses.replace(objective, l1_decay=50)
+    return dataclasses.replace(config, objective=objective, optim=optim)
+
+
+def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,
+                  config: SolverConfig, targets: torch.Tensor | None = None,
+                  extents: Sequence[float] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predicted starting masks of a batch: ``(B, 1, h, w)`` in (0, 1) with ``h = config.mask.size``,
+    and the targets ``(B,)`` (the top-1 prediction where ``targets`` is None); on the classifier's device.
+
+    ``images``: ``(B, 3, H, W)`` RGB in [0, 1] at the model's input size. ``extents``: exponents
+    ``g`` of an extent search (:func:`extent_search`); none: the prediction as it is.
+    """
+    device = classifier.device
+    x = classifier.normalize(images.to(device).float())
+    with torch.no_grad():
+        masks, targets, _ = predict(predictor, classifier, x, targets, config.mask.size)
+    if extents:
+        masks = extent_search(classifier, images, masks, targets, config, extents)
+    return masks, targets
+
+
+def extent_search(classifier: Classifier, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
+                  config: SolverConfig, extents: Sequence[float]) -> torch.Tensor:
+    """Per image, the power ``m ** g`` of the predicted masks ``(B, 1, h, w)`` (``g`` in ``extents``;
+    a larger ``g`` deletes more of what the prediction half deletes) with the lowest objective
+    (noise-free, at the preset's final L1 weight): the predictor says where, this says how much,
+    as the paper's circle initialisation tries radii. One forward pass per exponent."""
+    problem = Problem(classifier, images.to(classifier.device).float(), targets, config,
+                      torch.zeros(len(images), dtype=torch.int64, device=classifier.device))
+    objective = config.objective
+    candidates, values = [], []
+    for g in extents:
+        candidate = masks ** g
+        p_final, _, tv = final_scores(problem, candidate)
+        values.append(objective.l1_coeff * masklib.sparsity(candidate, objective) + objective.tv_coeff * tv + p_final)
+        candidates.append(candidate)
+    best = torch.stack(values).argmin(0)  # (B,)
+    return torch.stack(candidates)[best, torch.arange(len(masks), device=masks.device)]
+
+
+def warm_solve(classifier: Classifier, images: torch.Tensor, predictor: MaskPredictor, config: SolverConfig, *,
+               targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None,
+               callback: Callback | None = None, extents: Sequence[float] = EXTENTS) -> SolveResult:
+    """:func:`pipeline.solve.solver.solve` started from the predictor's masks, after the extent
+    search over ``extents`` (empty: none). ``config`` is used as given: pass it through
+    :func:`warm_config` to refine for fewer iterations without the L1 warm-up."""
+    check_preset(config)
+    start, targets = predict_masks(predictor, classifier, images, config, targets, extents)
+    return solve(classifier, images, config, targets=targets, seeds=seeds, callback=callback, init=start)
+
+
+def init_record(predictor: MaskPredictor, extents: Sequence[float] = EXTENTS) -> dict[str, Any]:
+    """What identifies a warm start in a store's configuration (``config["init"]``): the predictor's
+    identity (a hash of its weights and architecture), what it was trained on, and the extent
+    search's exponents."""
+    meta = getattr(predictor, "meta", {}) or {}
+    return {"predictor": predictor.identity, "images": meta.get("images"), "preset": meta.get("preset"),
+            "epochs": meta.get("epochs"), "loss": (meta.get("training") or {}).get("loss"),
+            "extents": [float(g) for g in extents]}

@@ -1,0 +1,224 @@
+"""Amortised masks on a tiny classifier: a predictor trained on solved masks starts the solver lower
+than the paper's uniform start; warm starts are reproducible; a killed training resumes to the
+predictor an uninterrupted one gives; the files load with weights_only=True."""
+
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+from torch import nn
+
+from pipeline.amortise import (EXTENTS, TrainConfig, checkpoint_path, init_record, load_predictor, locate_taps, predict_masks,
+                               train_predictor, warm_config, warm_solve)
+from pipeline.amortise import train as train_module
+from pipeline.amortise.predictor import PredictorConfig
+from pipeline.config import override, preset
+from pipeline.errors import ConfigError
+from pipeline.imagenet import ClassVocabulary
+from pipeline.jobs.run import RunConfig, run_masks
+from pipeline.models import IMAGENET_MEAN, IMAGENET_STD, Classifier, frozen
+from pipeline.solve import solve
+from pipeline.store import MaskStore
+
+SIZE = 64  # input side: the stride-8 grid, and so the mask, is 8 x 8
+SETS = ["mask.size=8", "perturbation.sigma=4", "mask.smooth_sigma=2", "mask.jitter=1"]
+PICTURES = ["chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "colorwheel"]
+
+
+class TinyNet(nn.Module):
+    """Five stride-2 convolutions (64 px -> 2 x 2), global max pooling, a linear layer to 10 classes.
+    No biases and zero-mean first filters: flat (perturbed) regions give no evidence, and the max
+    pooling makes the evidence local, so that deleting a region matters (a random network with
+    biases and average pooling scores a blurred image as the original)."""
+
+    def __init__(self):
+        super().__init__()
+        widths = [3, 8, 16, 24, 32, 48]
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False), nn.ReLU())
+                                      for a, b in zip(widths, widths[1:])])
+        with torch.no_grad():
+            first = self.blocks[0][0].weight
+            first.sub_(first.mean((1, 2, 3), keepdim=True)).mul_(4)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(48, 10, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.blocks(x)).flatten(1)) * 100  # scaled: a confident top-1
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    vocabulary = ClassVocabulary(wnids=tuple(f"n{i:08d}" for i in range(10)), names=tuple(map(str, range(10))))
+    return Classifier(frozen(TinyNet()), "tiny-test", (SIZE, SIZE), IMAGENET_MEAN, IMAGENET_STD, vocabulary)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Six of scikit-image's pictures as a flat folder of 64 x 64 PNGs."""
+    root = tmp_path_factory.mktemp("pictures")
+    for name in PICTURES:
+        array = getattr(skimage.data, name)()
+        array = array[..., :3] if array.ndim == 3 else np.stack([array] * 3, -1)
+        Image.fromarray(array).resize((SIZE, SIZE)).save(root / f"{name}.png")
+    return root
+
+
+def _images(folder):
+    paths = sorted(folder.glob("*.png"))
+    return torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1).float() / 255 for p in paths])
+
+
+def _solver():
+    return override(preset("paper-fast"), SETS)
+
+
+def _quick(epochs=2, **kwargs):
+    return TrainConfig(batch_size=4, lr=1e-2, target="top1", predictor=PredictorConfig(width=16), **kwargs), epochs
+
+
+def test_taps_are_the_last_maps_at_strides_8_16_32_and_the_logit_layer(tiny):
+    taps = locate_taps(tiny)
+    assert taps.names == ("blocks.2", "blocks.3", "blocks")  # "blocks" exits last with blocks.4's output
+    assert taps.channels == (24, 32, 48) and taps.linear == "fc" and taps.class_dim == 48 and taps.grid == 8
+
+
+def test_a_predictor_trained_on_solved_masks_starts_the_solver_lower_than_the_uniform_start(tiny, folder, tmp_path):
+    solver = _solver()
+    store = tmp_path / "solved.h5"
+    run_masks(folder, store, tiny, solver, RunConfig(batch_size=6, workers=0, progress=False))
+    config, _ = _quick(loss="regression")
+    out = tmp_path / "predictor.pt"
+    train_predictor(folder, out, tiny, "paper-fast", 40, config=config, overrides=SETS, solved=store, progress=False)
+    predictor = load_predictor(out, tiny)
+    images = _images(folder)
+    first = override(solver, ["optim.iterations=1"])
+    starts = {}
+    for name, init in (("uniform", None), ("predicted", predict_masks(predictor, tiny, images, first)[0])):
+        losses = []
+        solve(tiny, images, first, seeds=torch.arange(6), init=init, callback=lambda i, loss: losses.append(loss))
+        starts[name] = losses[0]  # the objective of the starting masks (iteration 0's jitter)
+    with MaskStore(store) as solved:
+        wanted = solved.masks([solved.row_of_path(p.name) for p in sorted(folder.glob("*.png"))])
+    predicted = predict_masks(predictor, tiny, images, solver)[0].cpu()
+    assert (predicted - wanted).abs().mean() < 0.5 * (0.5 - wanted).abs().mean()  # it learnt the masks
+    assert bool((starts["predicted"] < starts["uniform"]).all()), starts
+
+
+def test_a_warm_started_solve_is_reproducible_bit_for_bit(tiny, folder, tmp_path):
+    config, epochs = _quick()
+    out = tmp_path / "predictor.pt"
+    train_predictor(folder, out, tiny, "paper-fast", epochs, config=config, overrides=SETS, progress=False)
+    predictor = load_predictor(out, tiny)
+    images, solver = _images(folder), warm_config(_solver(), iterations=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [warm_solve(tiny, images, predictor, solver, seeds=torch.arange(6)) for _ in range(2)]
+    finally:
+        torch.set_num_threads(threads)
+    for field in ("masks", "loss", "p_final", "area"):
+        assert torch.equal(getattr(runs[0], field), getattr(runs[1], field)), field
+    # The solve really starts from the prediction: with a vanishing step it stays there.
+    still = warm_config(_solver(), iterations=1, lr=1e-7)
+    start, _ = predict_masks(predictor, tiny, images, still, extents=EXTENTS)  # warm_solve's default search
+    moved = warm_solve(tiny, images, predictor, still, seeds=torch.arange(6)).masks
+    assert (moved - start).abs().max() < 1e-5
+    assert init_record(predictor)["predictor"] == predictor.identity == json.loads(
+        torch.load(out, weights_only=True)["meta"])["identity"]
+
+
+def test_warm_config_turns_the_l1_warm_up_off_or_fits_it_to_the_refinement():
+    off = warm_config(preset("paper-fast"), iterations=25)
+    assert off.optim.iterations == 25 and off.objective.l1_start == 1
+    assert off.objective.l1_coeff == preset("paper-fast").objective.l1_coeff
+    short = warm_config(preset("paper-fast"), iterations=10, l1_start=2.0)
+    assert short.objective.l1_start == 2.0 and short.objective.l1_decay == 10
+    with pytest.raises(ConfigError, match="deletion game"):
+        warm_config(preset("extremal"))
+
+
+def test_init_masks_of_the_wrong_shape_are_refused(tiny):
+    with pytest.raises(ConfigError, match="init masks must be shaped"):
+        solve(tiny, torch.rand(2, 3, SIZE, SIZE), _solver(), init=torch.rand(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("checkpoint_every, killed_at", [(1, 3), (0, 3)])
+def test_a_killed_training_resumes_to_the_uninterrupted_predictor(tiny, folder, tmp_path, monkeypatch,
+                                                                   checkpoint_every, killed_at):
+    """Killed after step 3 of 4 (2 epochs of 2 steps): with a checkpoint every step, nothing is
+    redone; with checkpoints at epoch ends only, step 3 is redone. Either way the same predictor."""
+    config, epochs = _quick(checkpoint_every=checkpoint_every)
+    whole = tmp_path / "whole.pt"
+    train_predictor(folder, whole, tiny, "paper-fast", epochs, config=config, overrides=SETS, progress=False)
+    out = tmp_path / "resumed.pt"
+    real, calls = train_module.train_step, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == killed_at:
+            raise KeyboardInterrupt  # as a kill: whatever the step did is lost
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_predictor(folder, out, tiny, "paper-fast", epochs, config=config, overrides=SETS, progress=False)
+    assert checkpoint_path(out).exists() and not out.exists()
+    torch.load(checkpoint_path(out), weights_only=True)  # plain tensors and JSON
+    monkeypatch.setattr(train_module, "train_step", real)
+    with pytest.raises(ConfigError, match="other settings"):  # a checkpoint is not resumed by another training
+        train_predictor(folder, out, tiny, "paper-fast", epochs + 1, config=config, overrides=SETS, progress=False)
+    summary = train_predictor(folder, out, tiny, "paper-fast", epochs, config=config, overrides=SETS,
+                              progress=False)
+    assert summary.resumed_at == (killed_at - 1 if checkpoint_every else 2)
+    assert not checkpoint_path(out).exists()
+    a, b = (torch.load(p, weights_only=True) for p in (whole, out))
+    assert a["state"].keys() == b["state"].keys()
+    for name in a["state"]:
+        assert torch.equal(a["state"][name], b["state"][name]), name
+    meta_a, meta_b = json.loads(a["meta"]), json.loads(b["meta"])
+    assert meta_a["history"] == meta_b["history"] and meta_a["identity"] == meta_b["identity"]
+    # Its provenance: the images (count and hash), the objective, the epochs, the classifier.
+    assert meta_b["images"]["count"] == 6 and len(meta_b["images"]["sha256"]) == 64
+    assert meta_b["solver"]["mask"]["size"] == 8 and meta_b["epochs"] == epochs and meta_b["classifier"] == "tiny-test"
+    # A finished training reruns as a no-op.
+    again = train_predictor(folder, out, tiny, "paper-fast", epochs, config=config, overrides=SETS, progress=False)
+    assert again.identity == summary.identity and again.resumed_at is None
+
+
+def test_a_predictor_is_refused_for_another_classifier(tiny, folder, tmp_path):
+    config, _ = _quick()
+    out = tmp_path / "p.pt"
+    train_predictor(folder, out, tiny, "paper-fast", 1, config=config, overrides=SETS, progress=False)
+    other = Classifier(tiny.module, "other", tiny.input_size, tiny.mean, tiny.std, tiny.vocabulary)
+    with pytest.raises(ConfigError, match="trained for model 'tiny-test'"):
+        load_predictor(out, other)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_predictor(tmp_path / "missing.pt", tiny)
+
+
+def test_the_extent_search_picks_each_images_best_power_of_the_prediction(tiny, folder, tmp_path):
+    from pipeline.amortise.warm import extent_search
+    from pipeline.solve import masks as masklib
+    from pipeline.solve.problem import Problem, final_scores
+
+    config, _ = _quick()
+    out = tmp_path / "p.pt"
+    train_predictor(folder, out, tiny, "paper-fast", 1, config=config, overrides=SETS, progress=False)
+    predictor, images, solver = load_predictor(out, tiny), _images(folder), _solver()
+    raw, targets = predict_masks(predictor, tiny, images, solver)
+    extents = (1.0, 4.0, 16.0)
+    chosen = extent_search(tiny, images, raw, targets, solver, extents)
+    objective = solver.objective
+    for i in range(len(images)):  # one image at a time, every power tried
+        problem = Problem(tiny, images[i:i + 1], targets[i:i + 1], solver, torch.zeros(1, dtype=torch.int64))
+        values = []
+        for g in extents:
+            p_final, _, tv = final_scores(problem, raw[i:i + 1] ** g)
+            values.append(float(objective.l1_coeff * masklib.sparsity(raw[i:i + 1] ** g, objective)
+                                + objective.tv_coeff * tv + p_final))
+        best = extents[int(np.argmin(values))]
+        assert torch.allclose(chosen[i], raw[i] ** best), (i, values)
