@@ -41,12 +41,14 @@ def tiny_torchscript(path: Path | str, seed: int = 0) -> Path:
     return path
 
 
-def classifier_of(module: nn.Module, size: tuple[int, int] = (16, 16), classes: int = 10) -> Classifier:
-    """A Classifier named ``tiny`` around ``module`` with identity normalisation (mean 0, std 1),
-    input ``size`` and a vocabulary of ``classes`` made-up wnids ``n00000000``, ``n00000001``, ..."""
+def classifier_of(module: nn.Module, size: tuple[int, int] = (16, 16), mean=(0.0, 0.0, 0.0),
+                  std=(1.0, 1.0, 1.0), classes: int = 10) -> Classifier:
+    """A Classifier named ``tiny`` around ``module`` with input ``size``, normalisation ``mean``
+    and ``std`` (identity unless told), and a vocabulary of ``classes`` made-up wnids ``n00000000``,
+    ``n00000001``, ..."""
     vocabulary = ClassVocabulary(wnids=tuple(f"n{i:08d}" for i in range(classes)),
                                  names=tuple(f"class{i}" for i in range(classes)))
-    return Classifier(frozen(module), "tiny", size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), vocabulary)
+    return Classifier(frozen(module), "tiny", size, mean, std, vocabulary)
 
 
 @contextmanager

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from pipeline.jobs.baselines import baseline_saliency, run_baseline
 from pipeline.methods.simple import centre_gaussian, gradcam_layer
@@ -14,19 +13,8 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalConfig, evaluate_store
 from pipeline.jobs.run import RunConfig
 from pipeline.store import MaskStore
+from tests.helpers.methods import images, linear_model, red_minus_green
 from tests.helpers.models import classifier_of
-
-def images(batch: int, size=(16, 16), seed=0) -> torch.Tensor:
-    return torch.from_numpy(np.random.default_rng(seed).uniform(size=(batch, 3, *size))).float()
-
-
-def linear_model(weights: torch.Tensor) -> nn.Module:
-    """Two classes: logit 0 = sum(weights * x) over (3, H, W), logit 1 = 0."""
-    linear = nn.Linear(weights.numel(), 2, bias=False)
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.weight[0] = weights.flatten()
-    return nn.Sequential(nn.Flatten(), linear)
 
 
 def test_centre_baseline_peaks_at_the_centre():
@@ -36,7 +24,7 @@ def test_centre_baseline_peaks_at_the_centre():
     assert float(gauss[0, 6]) == pytest.approx(math.exp(-(4**2) / (2 * 2.25**2)), rel=1e-6)
     # separable: the corner is the product of its row and column factors
     assert float(gauss[0, 0]) == pytest.approx(float(gauss[4, 0] * gauss[0, 6]), rel=1e-6)
-    classifier = classifier_of(linear_model(torch.ones(3, 15, 15)), (15, 15))
+    classifier = classifier_of(linear_model(torch.ones(3, 15, 15), classes=2), (15, 15))
     heat = baseline_saliency("centre", classifier, images(2, (15, 15)), torch.tensor([0, 1]), torch.tensor([0, 1]))
     assert heat.shape == (2, 1, 15, 15)
     assert torch.equal(heat[0], heat[1]) and heat[0, 0, 7, 7] == 1.0 and heat.min() == 0.0
@@ -46,7 +34,7 @@ def test_centre_baseline_peaks_at_the_centre():
 
 
 def test_random_baseline_is_reproducible_per_image_across_batches():
-    classifier = classifier_of(linear_model(torch.ones(3, 16, 16)))
+    classifier = classifier_of(linear_model(torch.ones(3, 16, 16), classes=2))
     x, targets = images(4), torch.zeros(4, dtype=torch.long)
     seeds = torch.tensor([10, 11, 12, 13])
     together = baseline_saliency("random", classifier, x, targets, seeds)
@@ -62,7 +50,7 @@ def test_gradient_of_a_linear_model_by_hand():
     """p0 = sigmoid(sum(a * x)): d p0 / dx = p0 (1 - p0) a, so |grad| max over channels is
     p0 (1 - p0) max_c |a_c|, and min-max normalisation removes the factor p0 (1 - p0)."""
     a = torch.from_numpy(np.random.default_rng(3).normal(size=(3, 16, 16))).float() * 0.05
-    classifier = classifier_of(linear_model(a))
+    classifier = classifier_of(linear_model(a, classes=2))
     heat = baseline_saliency("gradient", classifier, images(2), torch.tensor([0, 0]), torch.tensor([0, 1]))
     expected = a.abs().amax(0)
     expected = (expected - expected.min()) / (expected.max() - expected.min())
@@ -73,12 +61,7 @@ def test_gradient_of_a_linear_model_by_hand():
 def test_gradcam_of_a_tiny_conv_model_by_hand():
     """1x1 conv (A_0 = red, A_1 = green) -> mean pool -> linear with row [1, -1] for class 0:
     Grad-CAM weights are [1, -1] / (H W), so the map is ReLU(red - green), min-max normalised."""
-    conv = nn.Conv2d(3, 2, 1, bias=False)
-    linear = nn.Linear(2, 3, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).view(2, 3, 1, 1))
-        linear.weight.copy_(torch.tensor([[1.0, -1.0], [0, 0], [0, 0]]))
-    module = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+    module = red_minus_green()
     assert gradcam_layer(module)[0] == "0"
     x = images(3)
     heat = baseline_saliency("gradcam", classifier_of(module), x, torch.zeros(3, dtype=torch.long),
@@ -103,7 +86,7 @@ def test_model_baselines_on_chelsea(classifier, chelsea, name):
 
 
 def test_unknown_baseline_is_refused():
-    classifier = classifier_of(linear_model(torch.ones(3, 16, 16)))
+    classifier = classifier_of(linear_model(torch.ones(3, 16, 16), classes=2))
     with pytest.raises(ConfigError, match="gradient"):
         baseline_saliency("smooth", classifier, images(1), torch.tensor([0]), torch.tensor([0]))
 
@@ -116,7 +99,7 @@ def test_run_baseline_writes_a_store_evaluate_reads(tmp_path):
         Image.fromarray(pixels).save(root / name)
     (root / "n00000000" / "broken.png").write_bytes(b"not a png")
     a = torch.from_numpy(np.random.default_rng(5).normal(size=(3, 16, 16))).float() * 0.01
-    classifier = classifier_of(linear_model(a))
+    classifier = classifier_of(linear_model(a, classes=2))
     run = RunConfig(batch_size=2, workers=0, progress=False, seed=4)
     summary = run_baseline("random", root, tmp_path / "random.h5", classifier, run)
     assert (summary.total, summary.solved, dict(summary.skipped)) == (4, 3, {"not an image": 1})

@@ -6,7 +6,8 @@ import torch
 from pipeline.errors import ConfigError
 from pipeline.methods import registry
 
-from .conftest import TinyConv, classifier_of, images
+from tests.helpers.methods import TinyConv, images
+from tests.helpers.models import classifier_of
 
 pytest.importorskip("pytorch_grad_cam")
 

@@ -11,7 +11,8 @@ from pipeline.errors import ConfigError
 from pipeline.methods import registry
 from pipeline.methods.captum_methods import MEMBERS, captum_method, register_all, relu_view, superpixels
 
-from .conftest import TinyConv, classifier_of, images, linear_model
+from tests.helpers.methods import TinyConv, images, linear_model
+from tests.helpers.models import classifier_of
 
 pytest.importorskip("captum")
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")

@@ -7,7 +7,8 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.methods import registry
 
-from .conftest import TinyConv, classifier_of, images
+from tests.helpers.methods import TinyConv, images
+from tests.helpers.models import classifier_of
 
 pytest.importorskip("torchray.attribution.excitation_backprop")
 

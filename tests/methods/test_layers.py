@@ -10,7 +10,8 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.methods.layers import LayerInfo, candidate_layers, default_layer, resolve_layer
 
-from .conftest import TinyConv, classifier_of
+from tests.helpers.methods import TinyConv
+from tests.helpers.models import classifier_of
 
 
 def test_candidates_are_the_spatial_outputs_in_definition_order():

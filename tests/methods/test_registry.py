@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from pipeline.errors import ConfigError
-from pipeline.imagenet import ClassVocabulary
 from pipeline.jobs.baselines import baseline_saliency
 from pipeline.methods import get_method, method_names
 from pipeline.methods.simple import minmax
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
+from tests.helpers.methods import red_minus_green
+from tests.helpers.models import classifier_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,15 +45,8 @@ def test_minmax_by_hand():
 
 
 def _tiny() -> Classifier:
-    """1x1 convolution (A_0 = red, A_1 = green) -> mean pool -> linear, class 0 = A_0 - A_1."""
-    conv = nn.Conv2d(3, 2, 1, bias=False)
-    linear = nn.Linear(2, 3, bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).view(2, 3, 1, 1))
-        linear.weight.copy_(torch.tensor([[1.0, -1.0], [0, 0], [0, 0]]))
-    module = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
-    vocabulary = ClassVocabulary(wnids=("n0", "n1", "n2"), names=("a", "b", "c"))
-    return Classifier(frozen(module), "tiny", (6, 6), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), vocabulary)
+    """The red-minus-green model (class 0 = A_0 - A_1) on 6 x 6 inputs."""
+    return classifier_of(red_minus_green(), (6, 6), classes=3)
 
 
 def test_a_saliency_is_the_methods_map_min_max_normalised():

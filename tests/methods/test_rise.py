@@ -8,7 +8,8 @@ from pipeline.errors import ConfigError
 from pipeline.methods import registry
 from pipeline.methods.rise import CPU_NUM_MASKS, DEFAULTS, rise_draws, rise_masks, rise_method, rise_saliency
 
-from .conftest import TinyConv, classifier_of, images
+from tests.helpers.methods import TinyConv, images
+from tests.helpers.models import classifier_of
 
 MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
 

@@ -1,19 +1,9 @@
-"""Tiny models and images for the saliency-method tests (no downloads, 16-24 px, a few ms each)."""
+"""Tiny models and images for the saliency-method tests (no downloads, 16-24 px, a few ms each);
+wrap a model with :func:`tests.helpers.models.classifier_of`."""
 
 import numpy as np
 import torch
 from torch import nn
-
-from pipeline.imagenet import ClassVocabulary
-from pipeline.models import Classifier, frozen
-
-WNIDS = tuple(f"n{i:08d}" for i in range(3))
-
-
-def classifier_of(module: nn.Module, size=(16, 16), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Classifier:
-    """A three-class Classifier around ``module`` (identity normalisation unless told)."""
-    vocabulary = ClassVocabulary(wnids=WNIDS, names=("a", "b", "c"))
-    return Classifier(frozen(module), "tiny", size, mean, std, vocabulary)
 
 
 def images(batch: int, size=(16, 16), seed=0) -> torch.Tensor:
@@ -21,9 +11,9 @@ def images(batch: int, size=(16, 16), seed=0) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).uniform(size=(batch, 3, *size))).float()
 
 
-def linear_model(weights: torch.Tensor) -> nn.Module:
-    """Three classes: logit 0 = sum(weights * x) over (3, H, W), logits 1 and 2 = 0."""
-    linear = nn.Linear(weights.numel(), 3, bias=False)
+def linear_model(weights: torch.Tensor, classes: int = 3) -> nn.Module:
+    """``classes`` classes: logit 0 = sum(weights * x) over (3, H, W), the other logits 0."""
+    linear = nn.Linear(weights.numel(), classes, bias=False)
     with torch.no_grad():
         linear.weight.zero_()
         linear.weight[0] = weights.flatten()
@@ -48,3 +38,15 @@ class TinyConv(nn.Module):
 
     def forward(self, x):
         return self.fc(self.flatten(self.pool(self.act(self.conv(x)))))
+
+
+def red_minus_green() -> nn.Module:
+    """1x1 convolution (A_0 = red, A_1 = green) -> mean pool -> linear with row [1, -1] for class 0 of
+    3: logit 0 = mean(red) - mean(green), so Grad-CAM's weights are [1, -1] / (H W) and its map is
+    ReLU(red - green)."""
+    conv = nn.Conv2d(3, 2, 1, bias=False)
+    linear = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).view(2, 3, 1, 1))
+        linear.weight.copy_(torch.tensor([[1.0, -1.0], [0, 0], [0, 0]]))
+    return nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
