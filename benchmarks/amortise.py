@@ -333,22 +333,48 @@ def _complete(path: Path, count: int) -> bool:
         return len(store) >= count
 
 
-def _evaluate(path, classifier, args) -> dict[int, dict]:
-    """Per-image metrics of a store's first ``--images`` images, by image index (cached in ``--work``)."""
+def _evaluate(path, classifier, args, chunk: int = 20) -> dict[int, dict]:
+    """Per-image metrics of a store's first ``--images`` images, by image index, evaluated ``chunk``
+    images at a time, each chunk cached in ``--work`` (a killed run keeps the chunks it finished)."""
     import pandas as pd
 
     from pipeline.evaluation import EvalConfig, evaluate_store
     from pipeline.store import MaskStore
 
     with MaskStore(path) as store:
-        key = f"{store.run_key}-{len(store)}-{args.images}"
-    out = args.work / "eval" / f"{Path(path).stem}-{key}"
-    if not (out / "per_image.csv").exists():
-        evaluate_store(path, None, classifier, out, boxes=DEV / "bbox", indices=range(args.images),
-                       config=EvalConfig(workers=0, plots=False), progress=not args.quiet)
-    frame = pd.read_csv(out / "per_image.csv")
-    frame = frame[frame["eval_status"] == "ok"]
-    return {int(r["index"]): r for r in frame.to_dict("records")}
+        key = f"{store.run_key}-{len(store)}"
+    whole = args.work / "eval" / f"{Path(path).stem}-{key}-{args.images}"  # evaluated in one go
+    if (whole / "per_image.csv").exists():
+        frame = pd.read_csv(whole / "per_image.csv")
+        return {int(r["index"]): r for r in frame[frame["eval_status"] == "ok"].to_dict("records")}
+    rows = {}
+    for start in range(0, args.images, chunk):
+        out = args.work / "eval" / f"{Path(path).stem}-{key}-{start}-{start + chunk}"
+        if not (out / "per_image.csv").exists():
+            evaluate_store(path, None, classifier, out, boxes=DEV / "bbox",
+                           indices=range(start, min(start + chunk, args.images)),
+                           config=EvalConfig(workers=0, plots=False), progress=not args.quiet)
+        frame = pd.read_csv(out / "per_image.csv")
+        frame = frame[frame["eval_status"] == "ok"]
+        rows.update({int(r["index"]): r for r in frame.to_dict("records")})
+    return rows
+
+
+def training_iterations(meta: dict, per_iteration: float, train_seconds: float | None) -> float:
+    """The predictor's training cost in solver image-iterations: the solves of the masks it regressed
+    on (images x the iterations each store ran), plus the training itself: its image-steps when it
+    scored the objective (each about one solver iteration), its wall time in solver iterations
+    when it only regressed on cached features."""
+    from pipeline.store import MaskStore
+
+    solved = 0.0
+    for entry in meta.get("solved") or []:
+        with MaskStore(entry["store"]) as store:
+            solved += entry["images"] * store.config["solver"]["optim"]["iterations"]
+    if meta["training"]["loss"] != "regression":
+        return solved + meta["image_steps"]
+    seconds = meta.get("seconds", train_seconds)
+    return solved + (seconds / per_iteration if seconds and per_iteration else float("nan"))
 
 
 def _curve_report(args, classifier, info, predictor, evaluated, cuts, count, predict_seconds, solve_seconds) -> None:
@@ -356,7 +382,7 @@ def _curve_report(args, classifier, info, predictor, evaluated, cuts, count, pre
     per_image, summary = [], []
     per_iteration = solve_seconds and max(cuts) and (solve_seconds - predict_seconds) / (count * max(cuts))
     predictor_cost = predict_seconds / count / per_iteration if per_iteration else float("nan")
-    training_cost = meta["image_steps"] / RUN_IMAGES
+    training_cost = training_iterations(meta, per_iteration, args.train_seconds) / RUN_IMAGES
     metrics = (*METRICS, *LOC, "pointing_hit")
     for name, rows in evaluated.items():
         for index, row in sorted(rows.items()):
@@ -383,6 +409,7 @@ def _curve_report(args, classifier, info, predictor, evaluated, cuts, count, pre
         row.update(machine=info["machine"], torch=info["torch"], date=now(), loadavg=load_average(),
                    predictor=predictor.identity, train_images=meta["images"]["count"], epochs=meta["epochs"],
                    train_image_steps=meta["image_steps"], predictor_cost_iterations=predictor_cost,
+                   training_iterations=training_cost * RUN_IMAGES, seconds_per_iteration=per_iteration,
                    refine_lr=args.lr, refine_l1_start=args.l1_start)
     write_csv(RESULTS / f"{args.out}-{classifier.device.type}.csv", summary)
     write_csv(RESULTS / f"{args.out}-{classifier.device.type}-per-image.csv", per_image)
@@ -420,6 +447,8 @@ def main() -> None:
     parser.add_argument("--l1-start", type=float, default=1.0, help="curve: L1 warm-up of the refinement (1: off)")
     parser.add_argument("--paper-fast", type=Path, default=Path("/work/runs/methods/paper-fast/masks.h5"))
     parser.add_argument("--paper", type=Path, default=Path("/work/runs/methods/paper/masks.h5"))
+    parser.add_argument("--train-seconds", type=float, default=None,
+                        help="curve: the predictor's training time, for predictors that did not record it")
     parser.add_argument("--batch", type=int, default=8, help="images per solve (curve) or training step (train)")
     parser.add_argument("--train-lr", type=float, default=1e-3, help="train: Adam's step on the predictor")
     parser.add_argument("--out", default=None, help="CSV stem under results/benchmarks/ (default: amortise-MODE)")

@@ -32,6 +32,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -52,7 +53,7 @@ from .predictor import (FORMAT, MaskPredictor, PredictorConfig, atomic_save, cap
 __all__ = ["Loss", "TrainConfig", "TrainSummary", "train_predictor", "provenance", "checkpoint_path",
            "check_preset"]
 
-Loss = Literal["objective", "regression", "both"]
+Loss = Literal["auto", "objective", "regression", "both"]
 
 CHECKPOINT_FORMAT = FORMAT + "+checkpoint"
 
@@ -61,7 +62,8 @@ CHECKPOINT_FORMAT = FORMAT + "+checkpoint"
 class TrainConfig:
     """How a predictor is trained (everything but the images, the epochs and the preset).
 
-    ``loss``: see the module docstring. ``target``: the class each training image's mask explains:
+    ``loss``: see the module docstring; ``auto`` is ``regression`` when solved masks are given and
+    ``objective`` otherwise (what the measurements in docs/method.md favour). ``target``: the class each training image's mask explains:
     its folder's label (images without one are left out) or the model's top-1 prediction.
     ``seed``: the predictor's initial weights, the image order of every epoch, and the offset of
     each image's random stream (its position in the image list plus ``seed``).
@@ -70,7 +72,7 @@ class TrainConfig:
 
     batch_size: int = 8
     lr: float = 1e-3
-    loss: Loss = "objective"
+    loss: Loss = "auto"
     regression_weight: float = 1.0
     target: Target = "label"
     seed: int = 0
@@ -192,6 +194,8 @@ def train_predictor(data: str | Path, out: str | Path, classifier: Classifier, p
         raise ConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
     solver = override(preset_config(preset), list(overrides))
     check_preset(solver)
+    if config.loss == "auto":
+        config = dataclasses.replace(config, loss="objective" if solved is None else "regression")
     if config.loss != "objective" and solved is None:
         raise ConfigError(f"loss {config.loss!r} regresses onto solved masks: pass solved=<mask store>")
     records, left_out = _training_records(data, classifier, config, limit)
@@ -289,6 +293,7 @@ def _train(records: list[ImageRecord], out: Path, classifier: Classifier, solver
     # Regression alone never perturbs the images: the classifier's features are computed once.
     cache = feature_cache(predictor, classifier, dataset, config) if config.loss == "regression" else None
     epoch_losses = state["epoch_losses"]
+    began, spent = time.perf_counter(), state.get("seconds", 0.0)
     with tqdm(total=epochs * per_epoch, initial=step, unit="step", desc="train predictor", disable=not progress,
               dynamic_ncols=True) as bar:
         while step < epochs * per_epoch:
@@ -304,10 +309,12 @@ def _train(records: list[ImageRecord], out: Path, classifier: Classifier, solver
                 history.append(sum(epoch_losses) / len(epoch_losses))
                 epoch_losses = []
             if step % per_epoch == 0 or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                _save_checkpoint(checkpoint_path(out), key, predictor, optimizer, step, history, epoch_losses)
+                _save_checkpoint(checkpoint_path(out), key, predictor, optimizer, step, history, epoch_losses,
+                                 spent + time.perf_counter() - began)
     finished = {**meta, "provenance_key": key, "steps": step, "image_steps": epochs * len(records),
                 "history": history, "left_out": left_out, "torch": torch.__version__,
-                "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+                "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                "seconds": spent + time.perf_counter() - began}
     save_predictor(predictor.cpu(), out, finished)
     checkpoint_path(out).unlink(missing_ok=True)
     return TrainSummary(out, predictor.identity, len(records), epochs, step, epochs * len(records), resumed_at,
@@ -385,9 +392,10 @@ def train_step(predictor: MaskPredictor, optimizer: torch.optim.Optimizer, class
 
 
 def _save_checkpoint(path: Path, key: str, predictor: MaskPredictor, optimizer: torch.optim.Optimizer, step: int,
-                     history: list[float], epoch_losses: list[float]) -> None:
+                     history: list[float], epoch_losses: list[float], seconds: float) -> None:
     state = {name: t.detach().cpu().clone() for name, t in predictor.state_dict().items()}
-    progress = {"provenance_key": key, "step": step, "history": history, "epoch_losses": epoch_losses}
+    progress = {"provenance_key": key, "step": step, "history": history, "epoch_losses": epoch_losses,
+                "seconds": seconds}
     atomic_save({"format": CHECKPOINT_FORMAT, "state": state, "optimizer": _cpu(optimizer.state_dict()),
                  "meta": json.dumps(progress)}, path)
 
