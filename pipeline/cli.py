@@ -548,6 +548,9 @@ def sweep(
     batch_size: BatchOpt = "auto",
     workers: WorkersOpt = None,
     limit: LimitOpt = None,
+    limit_for: Annotated[Optional[list[str]], typer.Option("--limit-for", help="NAME=N: only the first N images for "
+                                                           "one preset or method too slow for all, e.g. --limit-for "
+                                                           "extremal=8 (repeatable); compared over the images both have.")] = None,
     target: TargetOpt = TargetChoice.top1,
     targets: TargetsOpt = None,
     device: DeviceOpt = None,
@@ -557,22 +560,35 @@ def sweep(
     from .jobs.baselines import checked_method
     from .jobs.preflight import preflight
     from .jobs.run import RunConfig
-    from .jobs.sweep import MethodVariant, run_sweep
+    from .jobs.sweep import MethodVariant, run_sweep, variant_runs
 
     variants = [(name, _solver_config(name, set_, iterations)) for name in preset_ or ()]  # fail before solving
     options = _sweep_method_options(opt, method or [])
+    limits = _sweep_limits(limit_for)
     for name in method or ():
         checked_method(name, None, options.get(name, {}))  # an unknown method or option fails before loading
         variants.append((name, MethodVariant(name, options.get(name, {}))))
+    variant_runs([name for name, _ in variants], RunConfig(), limits)  # a --limit-for typo fails here too
     preflight(data, limit=limit)  # a bad path is said before the model loads
     on = _device(device)
     run = RunConfig(batch_size=_batch_size(batch_size), targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target))
     evaluation = EvalConfig(batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
     classifier = _load_model(model, on)
-    result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo)
+    result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo, limits=limits)
     for line in result.lines():
         typer.echo(line)
+
+
+def _sweep_limits(assignments: list[str] | None) -> dict[str, int]:
+    """``--limit-for NAME=N`` as ``{name: N}`` (NAME may hold ':', as captum:Occlusion)."""
+    limits = {}
+    for text in assignments or ():
+        name, sep, count = text.rpartition("=")
+        if not sep or not name.strip() or not count.strip().isdigit():
+            raise PipelineError(f"--limit-for {text!r} must be NAME=N, e.g. --limit-for extremal=8")
+        limits[name.strip()] = int(count)
+    return limits
 
 
 def _sweep_method_options(assignments: list[str] | None, methods: list[str]) -> dict[str, dict[str, str]]:

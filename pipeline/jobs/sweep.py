@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -64,14 +64,17 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
               variants: Mapping[str, SolverConfig | MethodVariant] | Sequence[tuple[str, SolverConfig | MethodVariant]],
               run: RunConfig = RunConfig(), boxes: str | Path | None = None,
               evaluation: EvalConfig = EvalConfig(), notify: Notify | None = None,
-              reports: bool = True) -> SweepResult:
+              reports: bool = True, limits: Mapping[str, int] | None = None) -> SweepResult:
     """Solve every variant (name -> solver configuration, e.g. ``{name: preset(name)}``, or a
     :class:`MethodVariant`) on the images of ``source``, evaluate each store, and compare them, the
     first variant being the reference; with ``reports``, write each variant's ``report.html`` and
-    the comparison's. Every method's options are checked before anything is solved.
+    the comparison's. Every method's options are checked before anything is solved. ``limits``
+    (variant name -> N) gives a variant too slow for every image only the first N of them (within
+    ``run.limit``); the comparison pairs each variant with the reference over the images both have.
 
     Raises:
-        ConfigError: no variant, a repeated name (or folder), or an unknown method, option or layer.
+        ConfigError: no variant, a repeated name (or folder), a limit for a name that is not a
+            variant (or below 1), or an unknown method, option or layer.
     """
     from ..report.compare import compare_runs
 
@@ -80,6 +83,7 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"a sweep needs distinct presets and methods (--preset a --method b ...), got "
                           f"{[name for name, _ in variants]}")
+    runs = variant_runs([name for name, _ in variants], run, limits or {})
     checked = {name: checked_method(config.method, classifier, config.options)[1]
                for name, config in variants if isinstance(config, MethodVariant)}  # fail before solving
     out = Path(out)
@@ -89,10 +93,10 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
         folder = out / name
         say(f"[{name}] solving masks")
         if isinstance(config, MethodVariant):
-            summaries[name] = run_baseline(config.method, source, folder / "masks.h5", classifier, run,
+            summaries[name] = run_baseline(config.method, source, folder / "masks.h5", classifier, runs[label],
                                            options=checked[label])
         else:
-            summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, run)
+            summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, runs[label])
         stamp = _report_stamp(folder / "masks.h5", summaries[name].total, boxes, evaluation)
         if _read(folder / "report.stamp") == stamp:
             say(f"[{name}] report is up to date")
@@ -111,6 +115,18 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
         pages.append(write_run_report([out / name for name in names], out / "report.html", comparison=table,
                                       vocabulary=classifier.vocabulary))
     return SweepResult(summaries, table, out, pages)
+
+
+def variant_runs(names: Sequence[str], run: RunConfig, limits: Mapping[str, int]) -> dict[str, RunConfig]:
+    """Each variant's run settings: ``run``, with the variant's own image limit where ``limits`` has one."""
+    unknown = sorted(set(limits) - set(names))
+    if unknown:
+        raise ConfigError(f"--limit-for names {', '.join(unknown)}, not a preset or method of this sweep "
+                          f"({', '.join(names)})")
+    if any(int(n) < 1 for n in limits.values()):
+        raise ConfigError(f"--limit-for needs a positive number of images, got {dict(limits)}")
+    return {name: replace(run, limit=min(int(limits[name]), run.limit or int(limits[name])))
+            if name in limits else run for name in names}
 
 
 def _report_stamp(store_path: Path, images: int, boxes: str | Path | None, evaluation: EvalConfig) -> str:

@@ -166,3 +166,23 @@ def test_sweep_refuses_an_option_of_a_method_it_does_not_run(folder, tmp_path):
                                                "captum:Saliency:abs=false", "--out", str(tmp_path / "s")]))
     assert "rise" in line
     assert not (tmp_path / "s").exists()
+
+
+def test_sweep_gives_a_slow_variant_fewer_images_and_pairs_it_over_those(folder, tiny_model, tmp_path):
+    out = tmp_path / "sweep"
+    _ok(runner.invoke(app, ["sweep", str(folder), "--method", "centre", "--method", "captum:Saliency", "--limit", "2",
+                            "--limit-for", "captum:Saliency=1", "--model", tiny_model, "--out", str(out),
+                            "--step", "12544", *OPTIONS]))
+    with MaskStore(out / "centre" / "masks.h5") as full, MaskStore(out / "captum-Saliency" / "masks.h5") as few:
+        assert (len(full), len(few)) == (2, 1)
+    table = pd.read_csv(out / "comparison.csv")
+    measured = table[table["run"] == "centre"].query("n == 2")["metric"]  # metrics with a value per image
+    saliency = table[(table["run"] == "captum-Saliency") & table["metric"].isin(measured)]
+    assert len(saliency) and set(saliency["n"]) == {1} and set(saliency["n_paired"]) == {1}
+
+
+def test_sweep_refuses_a_limit_for_a_variant_it_does_not_run(folder, tmp_path):
+    line = _one_error_line(runner.invoke(app, ["sweep", str(folder), "--method", "centre", "--limit-for", "rise=3",
+                                               "--out", str(tmp_path / "s")]))
+    assert "rise" in line and "centre" in line
+    assert not (tmp_path / "s").exists()
