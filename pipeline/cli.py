@@ -83,6 +83,11 @@ WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-w", help="Imag
                                                    "in this process (default: 2).")]
 DataArg = Annotated[Path, typer.Argument(help="Images: an ImageNet-style folder root/<wnid>/..., a flat folder, "
                                         "or a text file of paths.")]
+AlphaSplitOpt = Annotated[Optional[str], typer.Option(
+    "--alpha-split", help="The paper's protocol (needs --boxes): a fraction such as 0.5, or a text file "
+    "listing image paths or stems, one a line: the images on which each threshold method's alpha is "
+    "chosen, from a grid of alphas; localisation error is reported on the other images.")]
+AlphaSplitSeedOpt = Annotated[int, typer.Option("--alpha-split-seed", help="Seed of a fractional --alpha-split.")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Only the first N images (sorted by path).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing store made with another "
                                             "configuration.")]
@@ -484,11 +489,8 @@ def evaluate(
     batch_size: BatchOpt = "auto",
     workers: WorkersOpt = None,
     device: DeviceOpt = None,
-    alpha_split: Annotated[Optional[str], typer.Option(
-        "--alpha-split", help="The paper's protocol (needs --boxes): a fraction such as 0.5, or a text file "
-        "listing image paths or stems, one a line: the images on which each threshold method's alpha is "
-        "chosen, from a grid of alphas; localisation error is reported on the other images.")] = None,
-    alpha_split_seed: Annotated[int, typer.Option("--alpha-split-seed", help="Seed of a fractional --alpha-split.")] = 0,
+    alpha_split: AlphaSplitOpt = None,
+    alpha_split_seed: AlphaSplitSeedOpt = 0,
     shard_: ShardOpt = None,
 ) -> None:
     """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder.
@@ -553,6 +555,8 @@ def sweep(
                                                            "extremal=8 (repeatable); compared over the images both have.")] = None,
     target: TargetOpt = TargetChoice.top1,
     targets: TargetsOpt = None,
+    alpha_split: AlphaSplitOpt = None,
+    alpha_split_seed: AlphaSplitSeedOpt = 0,
     device: DeviceOpt = None,
 ) -> None:
     """Solve, evaluate and compare several presets and saliency methods on the same images (resumable)."""
@@ -573,7 +577,9 @@ def sweep(
     on = _device(device)
     run = RunConfig(batch_size=_batch_size(batch_size), targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target))
-    evaluation = EvalConfig(batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
+    evaluation = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
+                                             batch_size=_fixed_batch(batch_size, on),
+                                             **_given(step=step, workers=workers))
     classifier = _load_model(model, on)
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo, limits=limits)
     for line in result.lines():

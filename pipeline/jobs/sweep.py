@@ -74,7 +74,7 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
 
     Raises:
         ConfigError: no variant, a repeated name (or folder), a limit for a name that is not a
-            variant (or below 1), or an unknown method, option or layer.
+            variant (or below 1), an unknown method, option or layer, or an alpha split without boxes.
     """
     from ..report.compare import compare_runs
 
@@ -84,6 +84,8 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
         raise ConfigError(f"a sweep needs distinct presets and methods (--preset a --method b ...), got "
                           f"{[name for name, _ in variants]}")
     runs = variant_runs([name for name, _ in variants], run, limits or {})
+    if evaluation.alpha_split is not None and boxes is None:
+        raise ConfigError("--alpha-split (the paper's localisation protocol) needs --boxes")
     checked = {name: checked_method(config.method, classifier, config.options)[1]
                for name, config in variants if isinstance(config, MethodVariant)}  # fail before solving
     out = Path(out)

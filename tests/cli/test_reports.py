@@ -25,15 +25,17 @@ def folder(tmp_path_factory):
 def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
     root, boxes = folder
     out = tmp_path / "sweep"
+    (tmp_path / "calibration.txt").write_text("coffee\n")  # the held-out protocol reaches evaluate
     args = ["sweep", str(root), "-p", "jacobgil", "-p", "blur", "-n", "2", "--out", str(out), "--boxes", str(boxes),
-            "--workers", "0", "--step", "12544"]
+            "--workers", "0", "--step", "12544", "--alpha-split", str(tmp_path / "calibration.txt")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("jacobgil", "blur"):
         table = pd.read_parquet(out / name / "per_image.parquet")
         assert len(table) == 2 and table["insertion_auc"].notna().all()
         config = json.loads((out / name / "summary.json").read_text())
-        assert config["settings"]["step"] == 12544
+        assert config["settings"]["step"] == 12544 and config["settings"]["alpha_split"] == ["coffee"]
+        assert "calibration" in config["localization_split"]["error"]  # only chelsea has a box: no split
     comparison = pd.read_csv(out / "comparison.csv")
     assert set(comparison["run"]) == {"jacobgil", "blur"}
     assert (out / "comparison.md").read_text().count("|") > 10
@@ -61,6 +63,8 @@ def test_baseline_evaluate_compare_commands(folder, tmp_path):
 
 def test_unknown_preset_and_field_are_clear_errors(folder, tmp_path):
     root, _ = folder
+    bad = runner.invoke(app, ["sweep", str(root), "-p", "paper", "--alpha-split", "0.5", "--out", str(tmp_path / "s")])
+    assert bad.exit_code == 1 and "--boxes" in bad.output and not (tmp_path / "s").exists()
     bad = runner.invoke(app, ["sweep", str(root), "-p", "papr", "--out", str(tmp_path / "s")])
     assert bad.exit_code == 1 and "did you mean paper" in bad.output
     bad = runner.invoke(app, ["masks", str(root), "--set", "tv_coef=1", "--out", str(tmp_path / "m.h5")])
