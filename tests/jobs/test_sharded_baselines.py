@@ -67,10 +67,13 @@ def _same_store(path, reference):
 
 @pytest.mark.parametrize("name, options", [
     ("random", []), ("gradient", []), ("gradcam", []),
-    # the registry's methods: RISE (one mask set shared by every image) and a Captum gradient method
-    ("rise", ["--opt", "num_masks=12"]), ("captum:IntegratedGradients", ["--opt", "n_steps=3"]),
+    # the registry's methods on the tiny network: RISE (one mask set for every image, drawn from its
+    # seed) and a Captum gradient method
+    ("rise", ["--opt", "num_masks=40", "--model", "TINY"]),
+    ("captum:IntegratedGradients", ["--opt", "n_steps=4", "--model", "TINY"]),
 ])
-def test_sharded_baseline_merges_into_the_one_process_store(folder, tmp_path, name, options):
+def test_sharded_baseline_merges_into_the_one_process_store(folder, tiny_model, tmp_path, name, options):
+    options = [tiny_model if option == "TINY" else option for option in options]
     one = tmp_path / "one.h5"
     _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(one), *options, *OPTIONS]))
     out = tmp_path / "sharded.h5"
