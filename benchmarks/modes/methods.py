@@ -8,6 +8,8 @@ that a CPU run takes minutes) runs on the same ``--images`` development images (
 * ``per-image``: the same function called one image at a time, as a user of the library calls it
   (Captum, pytorch-grad-cam and TorchRay's excitation backprop on a single image).
 
+With ``--repeats N`` each side is timed N times and the fastest time is kept.
+
 RISE is also compared with TorchRay's ``torchray.attribution.rise.rise`` called one image at a time
 with the same masks (same number, cells, p and seed), at TorchRay's default ``batch_size`` (32 masks
 per forward pass) and at ours (the same forward batch as the batched call): ``reference``
@@ -59,6 +61,9 @@ def add_arguments(parser) -> None:
     add_images(parser, 4)
     parser.add_argument("--method", action="append", metavar="NAME[:KEY=VALUE,...]",
                         help="a method and its options, repeatable (default: 15 methods with small settings)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time each side this many times and keep the fastest (a shared machine's noise "
+                             "only ever adds time; default 1)")
 
 
 def parse(spec: str) -> tuple[str, dict[str, str]]:
@@ -70,10 +75,14 @@ def parse(spec: str) -> tuple[str, dict[str, str]]:
     return name, options
 
 
-def timed(device: torch.device, fn: Callable[[], Any]) -> tuple[float, Any]:
-    start = clock(device)
-    out = fn()
-    return clock(device) - start, out
+def timed(device: torch.device, fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
+    """The fastest of ``repeats`` calls of ``fn`` (seconds) and the last call's result."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = clock(device)
+        out = fn()
+        best = min(best, clock(device) - start)
+    return best, out
 
 
 def run(args, device: torch.device, results) -> int:
@@ -97,20 +106,22 @@ def run(args, device: torch.device, results) -> int:
 
         batched(images[:1], targets[:1], seeds[:1])  # warm-up
         loop_s, looped = timed(device, lambda: torch.cat([batched(images[i:i + 1], targets[i:i + 1], seeds[i:i + 1])
-                                                          for i in range(len(images))]))
-        batch_s, together = timed(device, lambda: batched(images, targets, seeds))
+                                                          for i in range(len(images))]), args.repeats)
+        batch_s, together = timed(device, lambda: batched(images, targets, seeds), args.repeats)
         agree = float((looped - together).abs().max() / together.abs().max().clamp_min(1e-12))
         given = ",".join(f"{k}={v}" for k, v in options.items())
+        first = len(rows)
         rows.append(_row(name, given, "same method", len(images), batch_s, loop_s, f"{agree:.1e}"))
         if name == "rise":
-            rows += torchray_rise(device, classifier, images, resolved, batch_s, given)
-        print(table(rows[-3 if name == "rise" else -1:], COLUMNS), flush=True)
+            rows += torchray_rise(device, classifier, images, resolved, batch_s, given, args.repeats)
+        print(table(rows[first:], COLUMNS), flush=True)
         out = results.write(rows)  # a run cut short keeps what it measured
     print()
     print(table(rows, COLUMNS))
-    rise_rows = [r for r in rows if r["reference"].startswith("torchray")]
-    for row in rise_rows:
-        print(f"RISE batched against TorchRay per image ({row['reference']}): x{row['ratio']:.2f}")
+    for row in rows:
+        if row["reference"].startswith("torchray"):
+            print(f"RISE ({row['options']}) batched against TorchRay per image ({row['reference']}): "
+                  f"x{row['ratio']:.2f}")
     print(f"wrote {out}")
     return 0
 
@@ -123,7 +134,7 @@ def _row(name: str, options: str, reference: str, count: int, batch_s: float, lo
 
 
 def torchray_rise(device: torch.device, classifier, images: torch.Tensor,
-                  resolved: dict[str, Any], batch_s: float, given: str) -> list[dict[str, Any]]:
+                  resolved: dict[str, Any], batch_s: float, given: str, repeats: int) -> list[dict[str, Any]]:
     """TorchRay's RISE one image at a time with our masks, at its default chunk (32) and at ours. It
     scores every class of each masked image (its ``target`` argument does not narrow the work)."""
     from torchray.attribution.rise import rise as torchray
@@ -141,7 +152,7 @@ def torchray_rise(device: torch.device, classifier, images: torch.Tensor,
     network = LogOdds(classifier.module)
     x = classifier.normalize(images)
     rows = []
-    ours = max(1, resolved["batch_size"] // len(images))  # masks per forward in the batched call
+    ours = min(max(1, resolved["batch_size"] // len(images)), resolved["num_masks"])  # masks per pass, batched call
     for chunk in sorted({32, resolved["batch_size"]}):
         def loop(chunk=chunk):
             with torch.no_grad():
@@ -150,8 +161,9 @@ def torchray_rise(device: torch.device, classifier, images: torch.Tensor,
                                            batch_size=chunk, p=resolved["p"]) for i in range(len(x))])
         with torch.no_grad():
             torchray(network, x[:1], num_masks=chunk, batch_size=chunk)  # warm-up
-        seconds, _ = timed(device, loop)
-        note = "TorchRay's default" if chunk == 32 else "the batched call's forward batch"
-        rows.append(_row("rise", given, f"torchray per image, batch_size={chunk} ({note}; ours: {ours} masks x "
-                         f"{len(images)} images)", len(images), batch_s, seconds, "-"))
+        seconds, _ = timed(device, loop, repeats)
+        note = "TorchRay's default" if chunk == 32 else "our batch_size"
+        their = min(chunk, resolved["num_masks"])  # TorchRay's masked images per forward pass
+        rows.append(_row("rise", given, f"torchray per image, batch_size={chunk} ({note}; forward batch {their}, "
+                         f"ours {ours} masks x {len(images)} images)", len(images), batch_s, seconds, "-"))
     return rows
