@@ -660,8 +660,11 @@ def demo(
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:
-    # A scheduler's SIGTERM (preemption, scancel) then ends a run the way Ctrl-C does: the mask
-    # store folds its finished batches before the process exits.
+    # A scheduler's SIGTERM (preemption, scancel, timeout) then ends a run the way Ctrl-C does: the
+    # mask store folds its finished batches before the process exits. Once: a second SIGTERM must
+    # not break that fold (the scheduler's SIGKILL is the hard stop). Loader workers ignore it
+    # (pipeline.data.dataset), so none dies under the main process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

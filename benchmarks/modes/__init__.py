@@ -21,7 +21,8 @@ MODES: dict[str, str] = {
     "peers": "the extremal preset against TorchRay's extremal_perturbation (run, judge, speed)",
     "jacobgil": "the jacobgil presets against jacobgil's per-image loop rewritten in plain torch",
     "metric-parity": "deletion/insertion against Quantus, the pointing game against TorchRay",
-    "first-hour": "seconds to an error on a bad path, a complete store's re-run, the first batch: against another checkout",
+    "methods": "images/s of each saliency method batched against a per-image loop; RISE against TorchRay's",
+    "first-hour": "seconds to an error on a bad path, a complete store's re-run, the first batch (from start and from the model loaded): against another checkout",
 }
 """Mode name -> one line of what it measures."""
 

@@ -7,8 +7,12 @@ alternating the two so both see the same machine load:
 
 - ``bad path``: ``perturb masks <missing folder>`` until it exits with its error;
 - ``complete re-run``: ``perturb masks`` on a store that already holds every image, until it exits;
-- ``first batch``: ``perturb masks DATA -n 1 -b 2`` until its first batch file is committed
-  (``<store>.parts/`` gets a file).
+- ``first batch``: ``perturb masks DATA -n 1 -b 2 --workers W`` until its first batch file is
+  committed (``<store>.parts/`` gets a file);
+- ``model loaded -> first batch``: in that same run, from ``pipeline.models.load_model``
+  returning to the loader handing the run its first batch (the solve of it starting). The run is
+  started through :data:`PROBE`, which wraps those two functions of the checkout's own code to
+  write a monotonic-clock event line each; the command itself is unchanged.
 
 Writes one row per wait and checkout to ``STEM.csv`` (default ``first-hour-cpu.csv``) with the
 median of ``--repeats`` runs and the ratio against the baseline checkout.
@@ -40,6 +44,44 @@ def add_arguments(parser) -> None:
                         help="another checkout of the project (the code before a change)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each wait per checkout (default 3)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is abandoned")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="image-decoding processes of the first-batch run (default 2, the CLI's default)")
+
+
+PROBE = """
+import os, sys, time
+events = os.environ["FIRST_HOUR_EVENTS"]
+def mark(name):
+    with open(events, "a") as f:
+        f.write(f"{name} {time.monotonic():.6f}\\n")
+import pipeline.models as models
+import pipeline.jobs.run as jobs_run
+load_model, make_loader = models.load_model, jobs_run.make_loader
+def loaded(*args, **kwargs):
+    classifier = load_model(*args, **kwargs)
+    mark("model_loaded")
+    return classifier
+class Marked:
+    def __init__(self, loader):
+        self.loader = loader
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+    def __len__(self):
+        return len(self.loader)
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == 0:
+                mark("first_batch")
+            yield batch
+models.load_model = loaded
+jobs_run.make_loader = lambda *args, **kwargs: Marked(make_loader(*args, **kwargs))
+sys.argv = ["perturb", *sys.argv[1:]]
+from pipeline.cli import main
+main()
+"""
+"""Runs ``perturb`` (argv after ``-c``) with an event line when the model is loaded and when the
+first batch leaves the loader. Both checkouts have ``pipeline.models.load_model`` (imported by the
+commands when they run) and ``pipeline.jobs.run.make_loader``."""
 
 
 def _images(folder: Path, count: int = 2) -> Path:
@@ -64,23 +106,31 @@ def _time_exit(tree: Path, args: list[str], timeout: float) -> float:
     return time.perf_counter() - start
 
 
-def _time_first_batch(tree: Path, data: Path, store: Path, timeout: float) -> float:
-    """Seconds from start to the first committed batch file of a fresh store."""
+def _time_first_batch(tree: Path, data: Path, store: Path, workers: int, timeout: float) -> tuple[float, float]:
+    """Seconds from start to the first committed batch file of a fresh store, and from the model
+    being loaded to the first batch leaving the loader (NaN when the run never got there)."""
     command, env = _command(tree, ["masks", str(data), "--out", str(store), "-n", "1", "-b", "2",
-                                   "--workers", "0", "--device", "cpu"])
+                                   "--workers", str(workers), "--device", "cpu"])
+    events = store.with_name(store.name + ".events")
+    command[1:3] = ["-c", PROBE]  # python -c PROBE masks ... instead of python -m pipeline masks ...
     parts = store.with_name(store.name + ".parts")
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=tempfile.gettempdir())
+    process = subprocess.Popen(command, env={**env, "FIRST_HOUR_EVENTS": str(events)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    total = float("nan")
     try:
         while time.perf_counter() - start < timeout:
             if (parts.is_dir() and any(parts.glob("*.h5"))) or process.poll() is not None:
-                return time.perf_counter() - start
+                total = time.perf_counter() - start
+                break
             time.sleep(0.05)
-        return float("nan")
     finally:
         process.kill()
         process.wait()
+    marks = dict(line.split() for line in events.read_text().splitlines()) if events.is_file() else {}
+    loaded_to_batch = (float(marks["first_batch"]) - float(marks["model_loaded"])
+                       if {"first_batch", "model_loaded"} <= set(marks) else float("nan"))
+    return total, loaded_to_batch
 
 
 def run(args, device, results) -> int:
@@ -100,14 +150,16 @@ def run(args, device, results) -> int:
                     _time_exit(tree, ["masks", str(data), "--out", str(work / f"{tree_name}.h5"), "-n", "1", "-b", "2",
                                       "--workers", "0", "--device", "cpu"], args.timeout))
                 fresh = work / f"fresh-{repeat}-{tree_name.replace(' ', '-')}.h5"
-                times.setdefault(("first batch", tree_name), []).append(
-                    _time_first_batch(tree, data, fresh, args.timeout))
+                total, loaded_to_batch = _time_first_batch(tree, data, fresh, args.workers, args.timeout)
+                times.setdefault(("first batch", tree_name), []).append(total)
+                times.setdefault(("model loaded -> first batch", tree_name), []).append(loaded_to_batch)
         rows = []
-        for wait in ("bad path", "complete re-run", "first batch"):
+        for wait in ("bad path", "complete re-run", "first batch", "model loaded -> first batch"):
             base = statistics.median(times[(wait, "baseline")])
             for tree_name in trees:
                 seconds = statistics.median(times[(wait, tree_name)])
-                rows.append({"wait": wait, "checkout": tree_name, "seconds_median": round(seconds, 2),
+                rows.append({"wait": wait, "checkout": tree_name, "workers": args.workers,
+                             "seconds_median": round(seconds, 2),
                              "runs": len(times[(wait, tree_name)]), "ratio_vs_baseline": round(seconds / base, 3),
                              "tree": str(trees[tree_name])})
         print(table(rows, ["wait", "checkout", "seconds_median", "runs", "ratio_vs_baseline"]))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any, Sequence
 
 import numpy as np
@@ -162,4 +163,12 @@ def make_loader(
         pin_memory=torch.cuda.is_available() if pin_memory is None else bool(pin_memory),
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=_ignore_sigterm if workers > 0 else None,
     )
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """Decoding workers leave a SIGTERM sent to the whole process group (``timeout``, Slurm's
+    preemption) to the main process, which stops the run as Ctrl-C does and shuts them down; a
+    worker killed by it would make the loader raise "DataLoader worker ... killed by signal"."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -34,7 +34,8 @@ ground-truth class: ``target_is_label`` marks each image and the summary counts 
 * ``per_image.parquet`` and ``per_image.csv``: one row per store row (skipped rows included, with
   NaN metrics), the store's columns followed by ``eval_status``, the three AUCs,
   ``loc_<method>_<alpha>_<kind>`` (1.0 correct / 0.0 wrong / NaN excluded),
-  ``iou_<method>_<alpha>_<kind>``, ``loc_status``, ``pointing_hit``, ``energy_pg``,
+  ``iou_<method>_<alpha>_<kind>``, ``locbox_*`` (the box of the first setting, drawn on thumbnails),
+  ``loc_status``, ``pointing_hit``, ``energy_pg``,
   ``target_is_label``, ``score_drop`` (``p_original - p_final``); with ``alpha_split`` (the
   paper's held-out choice of alpha) also ``alpha_split`` and ``locerr_<method>_<kind>``, and
   ``localization_split`` in ``summary.json``.
@@ -66,6 +67,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..metrics import (
     ImageBoxes,
+    LocalizationResult,
     PointingGame,
     auc,
     blur_substrate,
@@ -81,7 +83,7 @@ from ..models import Classifier
 from ..store import STATUS_OK, MaskStore
 
 from .settings import AUC_COLUMNS, CURVES, EvalConfig
-from .gallery import write_pictures
+from .gallery import FOUND_BOX_COLUMNS, write_pictures
 from .outputs import write_tables
 from .presence import check_images_present
 from .saliency import stored_pictures
@@ -263,13 +265,22 @@ def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, 
         return {"loc_status": "no box of class"}
     heat = resize_heatmap(heat_input, (height, width))
     out: dict[str, Any] = {"loc_status": "ok"}
-    for result in localize(heat, gt, config.thresholds, config.box_kinds):
+    results = localize(heat, gt, config.thresholds, config.box_kinds)
+    for result in results:
         key = f"{result.method.value}_{result.alpha:g}_{result.box_kind.value}"
         out[f"loc_{key}"], out[f"iou_{key}"] = float(result.correct), result.iou
+    out.update(found_box_columns(results[0]))  # the first setting's box: what thumbnails draw
     hit = pointing_game_hit(heat, gt, config.tolerance)
     game.update(hit, label)
     out["pointing_hit"], out["energy_pg"] = float(hit), energy_pointing_game(heat, gt)
     return out
+
+def found_box_columns(result: LocalizationResult) -> dict[str, Any]:
+    """The :data:`FOUND_BOX_COLUMNS` (and ``locbox_setting``, ``locbox_fallback``) of one image."""
+    setting = f"{result.method.value}_{result.alpha:g}_{result.box_kind.value}"
+    return {"locbox_setting": setting, **dict(zip(FOUND_BOX_COLUMNS, map(int, result.box))),
+            "locbox_fallback": float(result.fallback)}
+
 
 def label_boxes(row: pd.Series, box_map: Mapping[str, ImageBoxes], wnids: Sequence[str]) -> np.ndarray:
     """The boxes of ``row``'s label class in its original frame ``(K, 4)``, as localisation scores

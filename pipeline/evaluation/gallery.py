@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..names import display_name
-from ..pictures import draw_boxes, gallery_figure, jpeg_thumbnail, overlay, plot_curves, to_uint8
+from ..pictures import draw_boxes, draw_dashed_boxes, gallery_figure, jpeg_thumbnail, overlay, plot_curves, to_uint8
 from ..store import STATUS_OK, MaskStore
 
 from .diagnostics import WEAK_RATIO
@@ -38,7 +38,24 @@ THUMBNAIL_SIDE: int = 140
 THUMBNAILS_FILE = "thumbnails.parquet"
 """The evaluation folder's thumbnails: columns ``path`` (as in ``per_image.parquet``) and ``jpeg``
 (bytes: the image in its original aspect ratio with its saliency overlaid and, when boxes were
-given, the label's ground-truth boxes drawn, :data:`THUMBNAIL_SIDE` px on the longer side)."""
+given, the label's ground-truth boxes drawn in white and the box localisation found
+(:data:`FOUND_BOX_COLUMNS`) dashed in magenta, :data:`THUMBNAIL_SIDE` px on the longer side)."""
+
+FOUND_BOX_COLUMNS = ("locbox_xmin", "locbox_ymin", "locbox_xmax", "locbox_ymax")
+"""Per-image columns of the box localisation found for the first threshold setting (the first
+``(method, alpha)`` of :attr:`EvalConfig.thresholds` and the first box kind: value 0.1, tight by
+default), inclusive pixels of the original frame; ``locbox_setting`` names the setting and
+``locbox_fallback`` is 1.0 when nothing survived the threshold and the box is the whole image."""
+
+
+def found_box(row: pd.Series) -> np.ndarray:
+    """The box localisation found for ``row`` (:data:`FOUND_BOX_COLUMNS`) as ``(1, 4)`` int64, or
+    ``(0, 4)`` when the row has none (not localised, or a table written before evaluations recorded it)."""
+    values = pd.to_numeric(pd.Series([row.get(c) for c in FOUND_BOX_COLUMNS]), errors="coerce").to_numpy(np.float64)
+    if not np.isfinite(values).all():
+        return np.zeros((0, 4), np.int64)
+    return values.astype(np.int64).reshape(1, 4)
+
 
 BoxesOf = Callable[[pd.Series], np.ndarray]
 """A per-image table row -> its ground-truth boxes ``(K, 4)`` ``(xmin, ymin, xmax, ymax)`` in the
@@ -136,7 +153,8 @@ def write_pictures(out: Path, store: MaskStore, per_image: pd.DataFrame, curves:
 
 def _overlays(store: MaskStore, per_image: pd.DataFrame, root: Path, config: EvalConfig,
               boxes_of: BoxesOf | None) -> dict[int, np.ndarray]:
-    """Row position -> uint8 ``(H, W, 3)`` image with its saliency overlaid (and its boxes drawn),
+    """Row position -> uint8 ``(H, W, 3)`` image with its saliency overlaid (and its ground-truth and
+    found boxes drawn),
     in the image's original frame so that it keeps its aspect ratio, for the readable images of
     :func:`picture_rows`."""
     drawn: dict[int, np.ndarray] = {}
@@ -147,7 +165,7 @@ def _overlays(store: MaskStore, per_image: pd.DataFrame, root: Path, config: Eva
             picture = to_uint8(overlay(batch.images[i], batch.saliency[i]))
             if boxes_of is not None:
                 picture = draw_boxes(picture, boxes_of(per_image.iloc[row]))
-            drawn[row] = picture
+            drawn[row] = draw_dashed_boxes(picture, found_box(per_image.iloc[row]))
     return drawn
 
 

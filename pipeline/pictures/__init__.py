@@ -9,8 +9,10 @@ file: :func:`pipeline.evaluation.stored_pictures` pairs stored rows with their i
 
 from .images import (
     BOX_COLOUR,
+    FOUND_BOX_COLOUR,
     OVERLAY_WEIGHT,
     draw_boxes,
+    draw_dashed_boxes,
     explain_pictures,
     heatmap,
     jpeg_thumbnail,
@@ -20,5 +22,5 @@ from .images import (
 )
 from .plots import gallery_figure, new_figure, plot_curves, plot_localisation, png_bytes
 
-__all__ = ["BOX_COLOUR", "OVERLAY_WEIGHT", "draw_boxes", "explain_pictures", "gallery_figure", "heatmap", "jpeg_thumbnail", "new_figure",
+__all__ = ["BOX_COLOUR", "FOUND_BOX_COLOUR", "OVERLAY_WEIGHT", "draw_boxes", "draw_dashed_boxes", "explain_pictures", "gallery_figure", "heatmap", "jpeg_thumbnail", "new_figure",
            "overlay", "plot_curves", "plot_localisation", "png_bytes", "save_pictures", "to_uint8"]

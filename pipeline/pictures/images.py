@@ -122,3 +122,33 @@ def draw_boxes(picture: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         if xmax - xmin > 2 * width and ymax - ymin > 2 * width:
             draw.rectangle((xmin + width, ymin + width, xmax - width, ymax - width), outline=(0, 0, 0), width=1)
     return np.asarray(image)
+
+
+FOUND_BOX_COLOUR = (255, 0, 255)
+"""Outline of the box localisation found (magenta, dashed): a colour the JET heatmap never takes,
+so it stands apart from the overlay and from the white ground-truth boxes."""
+
+
+def draw_dashed_boxes(picture: np.ndarray, boxes: np.ndarray, colour: tuple[int, int, int] = FOUND_BOX_COLOUR
+                      ) -> np.ndarray:
+    """A copy of uint8 ``(H, W, 3)`` ``picture`` with ``boxes`` ``(K, 4)`` (inclusive pixel
+    coordinates of the picture) outlined in dashes of ``colour``, as thick as :func:`draw_boxes`'s
+    lines, so the two kinds of box are told apart by style as well as by colour."""
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    if not len(boxes):
+        return picture
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(picture.shape[:2]) / 100))
+    dash = 3 * width
+    for xmin, ymin, xmax, ymax in boxes.tolist():
+        # each side in dashes of `dash` pixels with gaps as long; corners always drawn
+        for x in range(xmin, xmax + 1, 2 * dash):
+            end = min(x + dash - 1, xmax)
+            draw.rectangle((x, ymin, end, ymin + width - 1), fill=colour)
+            draw.rectangle((x, ymax - width + 1, end, ymax), fill=colour)
+        for y in range(ymin, ymax + 1, 2 * dash):
+            end = min(y + dash - 1, ymax)
+            draw.rectangle((xmin, y, xmin + width - 1, end), fill=colour)
+            draw.rectangle((xmax - width + 1, y, xmax, end), fill=colour)
+    return np.asarray(image)

@@ -373,13 +373,24 @@ def _figures(rows: pd.DataFrame, metric: str, thumbs: Thumbnails, vocabulary: Cl
     return f'<div class="gallery">{"".join(figures)}</div>'
 
 
+def _box_legend(runs: Sequence[RunData]) -> str:
+    """The thumbnails' boxes, named (evaluations before ``locbox_*`` columns drew no found box)."""
+    if not any("loc_status" in run.table for run in runs):
+        return ""  # evaluated without boxes: none drawn
+    settings = sorted({str(s) for run in runs if "locbox_setting" in run.table
+                       for s in run.table["locbox_setting"].dropna()})
+    found = (f"; dashed magenta = the box localisation found (threshold and box kind {', '.join(settings)}: "
+             "per_image.csv's locbox_* columns)" if settings else "")
+    return esc(f" Boxes: white = the label's ground-truth boxes{found}.")
+
+
 def _galleries(runs: Sequence[RunData], thumbs: dict[str, Thumbnails], vocabulary: ClassVocabulary | None,
                config: Any) -> str:
     out = [f'<p class="note">Per metric: the {config.gallery} best, the {config.gallery} worst and a fixed random '
            f"sample of {config.gallery} images (seed {config.seed}; the same images in every run that evaluated "
            "them), each with its saliency overlaid (red = most salient), the explained class, the probabilities "
            "of the original, fully perturbed and masked image, and the metric's value. The number of pictures is "
-           "bounded, whatever the number of images.</p>"]
+           f"bounded, whatever the number of images.{_box_legend(runs)}</p>"]
     for i, run in enumerate(runs):
         body = []
         for metric in GALLERY_METRICS:

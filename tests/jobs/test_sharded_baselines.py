@@ -65,20 +65,30 @@ def _same_store(path, reference):
         assert got.config == want.config and got.run_key == want.run_key and got.shard == ""
 
 
-@pytest.mark.parametrize("name", ["random", "gradient", "gradcam"])
-def test_sharded_baseline_merges_into_the_one_process_store(folder, tmp_path, name):
+@pytest.mark.parametrize("name, options", [
+    ("random", []), ("gradient", []), ("gradcam", []),
+    # the registry's methods on the tiny network: RISE (one mask set for every image, drawn from its
+    # seed) and a Captum gradient method
+    ("rise", ["--opt", "num_masks=40", "--model", "TINY"]),
+    ("captum:IntegratedGradients", ["--opt", "n_steps=4", "--model", "TINY"]),
+])
+def test_sharded_baseline_merges_into_the_one_process_store(folder, tiny_model, tmp_path, name, options):
+    options = [tiny_model if option == "TINY" else option for option in options]
     one = tmp_path / "one.h5"
-    _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(one), *OPTIONS]))
+    _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(one), *options, *OPTIONS]))
     out = tmp_path / "sharded.h5"
-    first = _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(out), "--shard", "0/2", *OPTIONS]))
+    first = _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(out), "--shard", "0/2", *options,
+                                    *OPTIONS]))
     assert "3 solved now" in first and "waiting for shards 1 of 2" in first  # 4 indices, one unreadable
     assert read_plan(out).kind == "masks" and not out.exists()
-    second = _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(out), "--shard", "1/2", *OPTIONS]))
+    second = _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(out), "--shard", "1/2", *options,
+                                     *OPTIONS]))
     assert "all 2 shards are complete" in second
     assert f"merged into {out}" in _ok(runner.invoke(app, ["merge", str(out)]))
     _same_store(out, one)
     assert not shards_dir(out).exists()
-    again = _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(out), "--shard", "1/2", *OPTIONS]))
+    again = _ok(runner.invoke(app, ["baseline", name, str(folder), "--out", str(out), "--shard", "1/2", *options,
+                                    *OPTIONS]))
     assert "already merged" in again
 
 

@@ -33,6 +33,7 @@ from pipeline.evaluation import (
     stored_pictures,
 )
 from pipeline.imagenet import ClassVocabulary
+from pipeline.metrics import ImageBoxes
 from pipeline.models import Classifier, frozen
 from pipeline.report import ReportConfig, build_report, write_report
 from pipeline.report.export import export_pictures
@@ -236,3 +237,45 @@ def test_the_report_never_opens_the_store(evaluated_run, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline.store.reader.MaskStore, "__init__", refuse)
     page = write_report([out], tmp_path / "r.html", ReportConfig(n_boot=10, gallery=1)).read_text()
     assert "run_key" in page and "mask store not found" not in page  # provenance from summary.json
+
+
+def test_thumbnails_draw_the_box_localisation_found_as_evaluate_records_it(tmp_path):
+    """A 64 x 128 grey image whose saliency rises left to right: in the original frame column ``x``
+    samples input column ``x / 8 - 0.4375`` (bilinear, ``align_corners=False``), so its saliency is
+    ``clip(x / 8 - 0.4375, 0, 15) / 15``, from 0 (x <= 3) to 1 (x >= 124). Value threshold 0.1 keeps
+    ``x / 8 - 0.4375 >= 1.5``, i.e. x >= 15.5, on every row: the tight box is (16, 0, 127, 63)."""
+    root = tmp_path / "data"
+    save(root / "n00000000" / "g.png", np.full((64, 128, 3), 0.4))
+    store = tmp_path / "s.h5"
+    write_store(store, root, [{"path": "n00000000/g.png", "height": 64, "width": 128}])
+    boxes = {"g": ImageBoxes(size=(128, 64), boxes=(("n00000000", 0, 0, 40, 30),))}
+    out = tmp_path / "run"
+    config = EvalConfig(step=64, workers=0, gallery=1, value_alphas=(0.1,), energy_alphas=(), mean_alphas=())
+    result = evaluate_store(store, root, tiny_classifier(), out, boxes=boxes, config=config)
+    row = pd.read_csv(out / "per_image.csv").iloc[0]
+    assert row["loc_status"] == "ok" and row["locbox_setting"] == "value_0.1_tight"
+    assert [int(row[c]) for c in ("locbox_xmin", "locbox_ymin", "locbox_xmax", "locbox_ymax")] == [16, 0, 127, 63]
+    assert row["locbox_fallback"] == 0.0
+    # the recorded box is the one the metric scored: IoU with (0, 0, 40, 30) by hand
+    inter = (40 - 16 + 1) * 31
+    assert row["iou_value_0.1_tight"] == pytest.approx(inter / (112 * 64 + 41 * 31 - inter))
+    picture = np.asarray(Image.open(io.BytesIO(read_thumbnails(out)["n00000000/g.png"]))).astype(int)
+    assert picture.shape == (64, 128, 3)
+
+    def magenta(patch):  # JPEG blurs 2-pixel lines: judge the mean colour of a dash
+        r, g, b = patch.reshape(-1, 3).mean(axis=0)
+        return r > 150 and b > 150 and g < 110
+
+    assert magenta(picture[24:30, 16:18]) and magenta(picture[0:6, 126:128])  # left and right sides, one dash each
+    assert magenta(picture[62:64, 28:34])  # bottom side
+    assert not magenta(picture[30:36, 70:72]) and not magenta(picture[24:30, 8:10])  # inside, left of the box
+    assert picture[10:20, 39:41].mean() > 200  # the ground-truth box's right side, white
+    page = build_report([out], tmp_path / "r.html", ReportConfig(n_boot=10, gallery=1))
+    assert "dashed magenta = the box localisation found (threshold and box kind value_0.1_tight" in page
+    assert result.table["locbox_xmin"].iat[0] == 16
+    # An evaluation written before the columns existed still gives a page, with the ground-truth legend only.
+    table = pd.read_parquet(out / "per_image.parquet")
+    table.drop(columns=[c for c in table if c.startswith("locbox_")]).to_parquet(out / "per_image.parquet")
+    page = build_report([out], tmp_path / "old.html", ReportConfig(n_boot=10, gallery=1))
+    assert "ground-truth boxes." in page
+    assert "dashed magenta" not in page
