@@ -71,7 +71,7 @@ class Classifier:
 
         It fuses the eval-mode BatchNorm and activations into neighbouring kernels: x2.4 solver
         iterations per second for EfficientNet-Lite0 and ResNet50 at batch 128 bf16 on an H200
-        (``benchmarks/solver.py --compile-models``), but slower on the 2-core CPU. Compiling takes
+        (``benchmarks/run.py solver --compile-models``), but slower on the 2-core CPU. Compiling takes
         tens of seconds at the first call, and once more when the batch shape first changes.
         """
         return dataclasses.replace(self, module=torch.compile(self.module))
