@@ -156,29 +156,6 @@ def load_classifier(spec: str, device: torch.device) -> tuple:
     return load_model(spec, pretrained=False, device=device), "random"
 
 
-def tiny_model(path: Path) -> Path:
-    """A TorchScript classifier (1000 classes of 224 x 224 input) small enough to solve fast, for the
-    modes that test the pipeline's handling of inputs and memory rather than the model."""
-    import warnings
-
-    from torch import nn
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 16, 8, stride=8)
-            self.fc = nn.Linear(16, 1000)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
-
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, still works
-        torch.jit.script(Tiny().eval()).save(str(path))
-    return path
-
-
 # ---------------------------------------------------------------- images
 
 def load_images(count: int, size: tuple[int, int] = (224, 224), root: Path | None = None,

@@ -46,42 +46,29 @@ __all__ = ["MeaningfulPerturbation", "PerturbationResult"]
 _IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean, std: the inputs are normalised already
 
 
-@dataclass(frozen=True)
-class PerturbationResult:
+@dataclass(frozen=True, kw_only=True)
+class PerturbationResult(SolveResult):
     """Everything one :meth:`MeaningfulPerturbation.attribute` call found, batch first, on the
-    model's device.
+    model's device: the solver's :class:`~pipeline.solve.SolveResult` for the ``N`` inputs
+    (``masks`` ``(N, K, h, w)`` float32 in [0, 1], the keep masks at the solver's resolution,
+    1 = keep, ``K`` one mask per area of ``areas`` or 1; ``targets`` ``(N,)`` int64, the class
+    explained; ``p_original``, ``p_perturbed``, ``p_final``, ``loss``, ``area``, ``tv``,
+    ``iterations``, each ``(N,)``), and what the call adds:
 
     Attributes:
         attributions: ``(N, 1, H, W)`` float32 in [0, 1] at the input's size, larger = more
             salient: ``1 - m`` upsampled for the deletion game, ``m`` for the preservation game
             (extremal perturbation), the mean over the ``K`` masks
             (:func:`pipeline.solve.masks.saliency`, as :func:`pipeline.store_saliency` reads a store).
-        masks: ``(N, K, h, w)`` float32 in [0, 1], the keep masks at the solver's resolution
-            (1 = keep, 0 = perturbed); ``K`` is 1, or one mask per area of ``areas``.
         areas: extremal perturbation's target areas (fractions of the image), one per mask; ``()``
             for the other presets.
-        targets: ``(N,)`` int64, the class explained.
         seeds: ``(N,)`` int64, each image's seed.
-        p_original: ``(N,)`` softmax probability of the target for the input.
-        p_perturbed: ``(N,)`` ... for the fully perturbed input (mask all 0).
-        p_final: ``(N,)`` ... for the input perturbed by the final mask (mean over the ``K``).
-        loss: ``(N,)`` final objective. area: ``(N,)`` mean of ``1 - m`` upsampled. tv: ``(N,)``.
-        iterations: ``(N,)`` int64 iterations run (fewer with early stopping).
         config: the solver configuration used.
     """
 
     attributions: torch.Tensor
-    masks: torch.Tensor
     areas: tuple[float, ...]
-    targets: torch.Tensor
     seeds: torch.Tensor
-    p_original: torch.Tensor
-    p_perturbed: torch.Tensor
-    p_final: torch.Tensor
-    loss: torch.Tensor
-    area: torch.Tensor
-    tv: torch.Tensor
-    iterations: torch.Tensor
     config: SolverConfig
 
     def keep_masks(self) -> torch.Tensor:
@@ -210,9 +197,9 @@ class MeaningfulPerturbation:
         saliency = masklib.saliency(solved.masks, self.config.objective.game, tuple(x.shape[-2:]), self.config.mask)
         if not return_result:
             return saliency
-        return PerturbationResult(saliency, solved.masks, self.config.objective.areas, solved.targets, seeds,
-                                  solved.p_original, solved.p_perturbed, solved.p_final, solved.loss, solved.area,
-                                  solved.tv, solved.iterations, self.config)
+        solver_fields = {f.name: getattr(solved, f.name) for f in dataclasses.fields(solved)}
+        return PerturbationResult(**solver_fields, attributions=saliency, areas=self.config.objective.areas,
+                                  seeds=seeds, config=self.config)
 
     def _solver_module(self, module: nn.Module, size: tuple[int, int]) -> nn.Module:
         """The module the solver runs: with ``fold``, a copy with BatchNorm folded, made again when

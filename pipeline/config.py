@@ -53,10 +53,12 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _typed(config: Any, group: str) -> None:
     """Give every number, bool and tuple field of a config dataclass its declared type, in place
     (the one normalisation of values: ``4`` for a float field becomes ``4.0``, a whole ``75.0``
-    for an int field ``75``, a JSON list for a tuple field a tuple).
+    for an int field ``75``, a JSON list for a tuple field a tuple), and check every option-set
+    field (a ``Literal``) with :func:`pipeline.options.choice`.
 
     Raises:
-        ConfigError: a value that is not of the field's kind, naming ``group.field``.
+        ConfigError: a value that is not of the field's kind or not one of its options, naming
+            ``group.field``.
     """
     for name, kind in _field_types(type(config)).items():
         value = getattr(config, name)
@@ -79,8 +81,10 @@ def _typed(config: Any, group: str) -> None:
             if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
                 raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
             value = tuple(float(v) for v in value)
+        elif typing.get_origin(kind) is Literal:
+            value = choice(where, value, kind)
         else:
-            continue  # option sets are checked by choice(), sub-configurations by their own class
+            continue  # sub-configurations are checked by their own class
         object.__setattr__(config, name, value)
 
 
@@ -104,14 +108,10 @@ class PerturbationConfig:
 
     def __post_init__(self) -> None:
         _typed(self, "perturbation")
-        choice("perturbation.kind", self.kind, PerturbationKind)
         if self.sigma <= 0 or self.levels < 2 or self.median_size < 1 or self.median_size % 2 == 0:
             raise ConfigError("perturbation needs sigma > 0, levels >= 2 and an odd median_size >= 1")
-        choice("perturbation.constant", self.constant, Constant)
         if self.truncate <= 0:
             raise ConfigError(f"perturbation.truncate must be > 0, got {self.truncate}")
-        choice("perturbation.padding", self.padding, Padding)
-        choice("perturbation.interpolation", self.interpolation, Interpolation)
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,6 @@ class MaskConfig:
 
     def __post_init__(self) -> None:
         _typed(self, "mask")
-        choice("mask.upsample", self.upsample, MaskUpsample)
-        choice("mask.init", self.init, MaskInit)
         if self.size < 2 or self.jitter < 0:
             raise ConfigError(f"mask.size must be >= 2 and mask.jitter >= 0, got {self.size} and {self.jitter}")
         if self.step < 1 or self.coldness <= 0 or self.smooth_sigma <= 0:
@@ -195,9 +193,6 @@ class ObjectiveConfig:
         _typed(self, "objective")  # JSON gives lists for areas
         if any(not 0 < a < 1 for a in self.areas):
             raise ConfigError(f"objective.areas must lie strictly between 0 and 1, got {self.areas}")
-        choice("objective.game", self.game, Game)
-        choice("objective.score", self.score, Score)
-        choice("objective.l1_reduction", self.l1_reduction, Reduction)
         if min(self.l1_coeff, self.tv_coeff, self.noise_std) < 0 or self.tv_beta <= 0:
             raise ConfigError("objective coefficients and noise_std must be >= 0 and tv_beta > 0")
         if self.l1_start < 1 or self.l1_decay < 1:
@@ -235,8 +230,6 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _typed(self, "optim")
-        choice("optim.optimizer", self.optimizer, Optimizer)
-        choice("optim.schedule", self.schedule, Schedule)
         if not 0 <= self.dampening < 1:
             raise ConfigError(f"optim.dampening must lie in [0, 1), got {self.dampening}")
         if self.iterations < 1 or self.lr <= 0:
@@ -281,7 +274,6 @@ class SolverConfig:
 
     def __post_init__(self) -> None:
         _typed(self, "")
-        choice("precision", self.precision, Precision)
         if self.optim.stop_window and self.objective.areas and self.objective.area_growth != 1:
             raise ConfigError("optim.stop_window (early stopping) needs a fixed objective, but extremal "
                               "perturbation's area weight grows every iteration (objective.area_growth); "

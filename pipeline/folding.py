@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .models import probe
+
 
 CHECK_SIZE = (64, 64)
 """Input size of the float64 check that a fold kept the network's function."""
@@ -93,19 +95,9 @@ def _conv_bn_pairs(module: nn.Module, input_size: tuple[int, int]) -> list[tuple
         if source is not None and source[1] is inputs[0]:
             pairs.append((source[0], names[bn]))
 
-    hooks = []
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):  # subclasses too (timm's Conv2dSame); the check after folding guards
-            hooks.append(m.register_forward_hook(on_conv))
-        elif _foldable_norm(m):
-            hooks.append(m.register_forward_hook(on_bn))
-    try:
-        device = next(module.parameters()).device
-        with torch.no_grad():
-            module(torch.zeros(1, 3, *input_size, device=device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    # Conv2d subclasses too (timm's Conv2dSame): the check after folding guards them
+    probe(module, input_size, [(m, on_conv) for m in module.modules() if isinstance(m, nn.Conv2d)]
+          + [(m, on_bn) for m in module.modules() if _foldable_norm(m)])
     # A module called twice (shared weights) cannot be folded for one of its uses only.
     counts: dict[str, int] = {}
     for conv_name, bn_name in pairs:

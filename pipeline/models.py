@@ -23,7 +23,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -71,7 +71,7 @@ class Classifier:
 
         It fuses the eval-mode BatchNorm and activations into neighbouring kernels: x2.4 solver
         iterations per second for EfficientNet-Lite0 and ResNet50 at batch 128 bf16 on an H200
-        (``benchmarks/solver.py --compile-models``), but slower on the 2-core CPU. Compiling takes
+        (``benchmarks/run.py solver --compile-models``), but slower on the 2-core CPU. Compiling takes
         tens of seconds at the first call, and once more when the batch shape first changes.
         """
         return dataclasses.replace(self, module=torch.compile(self.module))
@@ -100,6 +100,24 @@ def frozen(module: nn.Module) -> nn.Module:
     for parameter in module.parameters():  # not module.requires_grad_: TorchScript lacks it
         parameter.requires_grad_(False)
     return module
+
+
+def probe(module: nn.Module, input_size: tuple[int, int],
+          hooks: Iterable[tuple[nn.Module, Callable[..., None]]]) -> None:
+    """Run ``module`` once, without gradients, on a zero image ``(1, 3, H, W)`` of ``input_size``
+    on its parameters' device, with each ``(submodule, hook)`` of ``hooks`` registered as a forward
+    hook for that call only (removed even when the call fails): what the hooks see is the
+    network's layers, their output shapes and the order they run in."""
+    handles = []
+    try:
+        for layer, hook in hooks:
+            handles.append(layer.register_forward_hook(hook))
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            module(torch.zeros(1, 3, *input_size, device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ def test_help_lists_every_mode_with_one_line():
     assert all(len(line.split(None, 1)) == 2 for line in listing)  # a name and its line
 
 
+def test_every_mode_module_is_a_listed_mode():
+    modules = sorted(p.stem.replace("_", "-") for p in (ROOT / "benchmarks" / "modes").glob("*.py")
+                     if p.stem != "__init__")
+    assert modules == sorted(_modes())
+
+
 def test_every_mode_loads_and_takes_the_common_options():
     code = ("import importlib\n"
             "from benchmarks.modes import MODES, module_name\n"

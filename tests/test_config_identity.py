@@ -16,10 +16,10 @@ from pipeline.cli import app
 from pipeline.config import ObjectiveConfig, from_dict, override, preset, resolve, to_dict
 from pipeline.errors import ConfigError, StoreError
 from pipeline.identity import PROVENANCE, canonical_json, config_diff, flatten, run_key
-from pipeline.imagenet import ClassVocabulary
 from pipeline.jobs.run import RunConfig, run_masks, store_config
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
 from pipeline.store import MaskStore, MaskWriter, config_name, merge_shards, summary
+from tests.helpers.models import classifier_of
 
 FAST_AS_OVERRIDES = ["objective.l1_start=4", "objective.l1_decay=75"]
 
@@ -76,8 +76,7 @@ def tiny_classifier() -> Classifier:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                            nn.Linear(4, 6))
-    vocabulary = ClassVocabulary(wnids=tuple(f"n{i:08d}" for i in range(6)), names=tuple("abcdef"))
-    return Classifier(frozen(module), "tiny", (32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), vocabulary)
+    return classifier_of(module, (32, 32), mean=(0.5,) * 3, std=(0.25,) * 3, classes=6)
 
 
 @pytest.fixture(scope="module", autouse=True)

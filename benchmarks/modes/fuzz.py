@@ -17,8 +17,8 @@ an image (reading it would block), and files deleted after the listing and befor
 What is run, in a child process with a time limit (``--timeout``) and ``--threads`` torch threads (1): the command ``perturb masks DIR -n 1 -b 8 --workers 2 --set perturbation.kind=constant``
 itself (the cheapest perturbation: the solver is not under test), and ``perturb masks
 LIST`` over a text file that names a folder, a FIFO and a missing path. When a run fails, every
-listed file is then decoded in that process to name the ones whose decoding raised. The model is a tiny
-TorchScript network (``--model tiny``, the input handling under test does not depend on it;
+listed file is then decoded in that process to name the ones whose decoding raised. The model is the tests'
+tiny TorchScript network (``--model tiny``: ``tests.helpers.models.tiny_torchscript``; the input handling under test does not depend on it;
 ``--model efficientnet_lite0`` runs the default one, much slower on a CPU).
 
 Reported (printed, and in ``STEM-summary.csv``, one row per run): files listed, crashes (must be 0:
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import REPO, add_batch_size, add_images, load_average, tiny_model
+from benchmarks.common import REPO, add_batch_size, add_images, load_average
 
 NAME = "fuzz-inputs"
 DEVICES = ("cpu",)
@@ -51,6 +51,7 @@ DEFAULT_SETS = ["perturbation.kind=constant"]
 """The cheapest perturbation: the solver is not under test."""
 
 from tests.helpers.damage import NO_PERMISSION, VANISH, add_odd_entries, make_damaged  # noqa: E402
+from tests.helpers.models import tiny_torchscript  # noqa: E402
 
 FORMATS = {"PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
@@ -182,7 +183,7 @@ def run(args, device: torch.device, results) -> int:
     overrides = args.set_ or DEFAULT_SETS
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         tmp = Path(tmp)
-        model = str(tiny_model(tmp / "tiny.pt")) if args.model == "tiny" else args.model
+        model = str(tiny_torchscript(tmp / "tiny.pt")) if args.model == "tiny" else args.model
         images = sorted(r.path for r in discover(args.data, limit=args.images))
         originals = sources(images)
         folder = tmp / "fuzz"

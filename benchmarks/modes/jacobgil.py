@@ -1,5 +1,5 @@
 """The ``jacobgil`` and ``jacobgil-code`` presets against jacobgil's per-image loop rewritten on its own
-in plain torch (``jacobgil_reference``, the reference code the tests also use; docs/method.md).
+in plain torch (``tests/reference/jacobgil.py``, the reference code the tests also use; docs/method.md).
 
 Each image is solved by the reference and by ``pipeline.solve`` with the same noise draws, and a
 second time by the reference with other noise (the yardstick: how far the script lands from
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks import jacobgil_reference as reference  # moves next to the tests (issue 20): update this import
 from benchmarks.common import add_images, load_average, load_images, table
 from pipeline import load_model
+from tests.reference import jacobgil as reference
 
 NAME = "jacobgil-reference-{device}"
 DEVICES = ("cpu",)

@@ -1,6 +1,6 @@
 """Kill a mask-store writer at random moments, many times, and count the stores that lost rows.
 
-``tests/test_store.py`` kills a writer 8 times per test run; a failure that comes once in a few
+``tests/store/test_store.py`` kills a writer 8 times per test run; a failure that comes once in a few
 hundred kills needs this longer run to show. Each trial starts a fresh store and kills a writer
 (appending ``--batch-size`` rows per batch, up to ``--total`` rows, folding every ``--merge-every``
 parts) three times at moments uniform in ``--window`` seconds after it is ready, resuming each

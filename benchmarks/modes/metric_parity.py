@@ -2,7 +2,7 @@
 deletion/insertion (``pipeline.evaluation.causal_batch``) against Quantus's ``PixelFlipping``
 configured to the project's protocol, and the pointing game (``pipeline.metrics.pointing_game_hit``)
 against TorchRay's. The configuration of both peers is the reference code the tests also use
-(``metric_parity``; its docstring and docs/metrics.md give every setting). Needs the ``peers``
+(``tests/reference/metrics.py``; its docstring and docs/metrics.md give every setting). Needs the ``peers``
 extra (``pip install -e '.[peers]'``).
 
 Pointing game: every ok image of the store with a box of its label's class. Deletion/insertion:
@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks import metric_parity as parity  # moves next to the tests (issue 20): update this import
 from benchmarks.common import DEFAULT_DATA
 from pipeline import EvalConfig, MaskStore, load_model
 from pipeline.data import ImageDataset, ImageRecord
 from pipeline.evaluation import causal_batch, store_saliency
 from pipeline.metrics import PointingGame, auc, load_boxes, pointing_game_hit, resize_heatmap
 from pipeline.store import STATUS_OK
+from tests.reference import metrics as parity
 
 NAME = ""
 DEVICES = ("cpu",)

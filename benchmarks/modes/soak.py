@@ -2,8 +2,8 @@
 
 The development images are linked under ``--images`` names (``img_00000.JPEG`` ...; symbolic links
 to the sorted development set, round robin) in a temporary flat folder, and ``perturb masks`` runs
-over it in this process (the command line's own entry point, ``--model``: a tiny TorchScript net by
-default, since the pipeline's memory is under test and a real model costs seconds per image on a
+over it in this process (the command line's own entry point, ``--model``: by default the tests' tiny
+TorchScript net, ``tests.helpers.models.tiny_torchscript``, since the pipeline's memory is under test and a real model costs seconds per image on a
 shared CPU; ``--iterations`` solver iterations,
 ``--batch-size`` images per batch, ``--workers`` decoding processes). After each batch is committed
 to the store the script records the resident set size (``VmRSS``) of this process and the sum over
@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import add_batch_size, add_images, load_average, tiny_model
+from benchmarks.common import add_batch_size, add_images, load_average
+from tests.helpers.models import tiny_torchscript
 
 NAME = "soak-{device}"
 DEVICES = ("cpu", "cuda")
@@ -123,7 +124,7 @@ def run(args, device: torch.device, results) -> int:
         with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
             folder = Path(tmp) / "images"
             link_images(args.data, folder, args.images)
-            model = str(tiny_model(Path(tmp) / "tiny.pt")) if args.model == "tiny" else args.model
+            model = str(tiny_torchscript(Path(tmp) / "tiny.pt")) if args.model == "tiny" else args.model
             command = ["masks", str(folder), "--out", str(Path(tmp) / "soak.h5"), "-n", str(args.iterations),
                        "-b", str(args.batch_size), "--workers", str(args.workers), "--device", device.type,
                        "--model", model, *[f"--set={o}" for o in overrides]]

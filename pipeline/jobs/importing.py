@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from ..data import discover
 from ..data.maps import MapReadError, MapSource, match_maps, open_maps
 from ..errors import ConfigError
+from ..methods.simple import minmax
 from ..models import Classifier, load_model
 from ..options import choice
 from ..store import STATUS_SKIPPED
@@ -259,15 +260,4 @@ def _fits(size: tuple[int, int], frame: tuple[int, int]) -> bool:
     rounding on either axis: ``|h W - w H| <= max(H, W)``."""
     (h, w), (fh, fw) = size, frame
     return abs(h * fw - w * fh) <= max(fh, fw)
-
-
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Per-image min-max normalisation of ``(B, 1, H, W)`` float32 to ``[0, 1]``; a constant map
-    becomes all zeros. The baselines' arithmetic exactly (:mod:`pipeline.jobs.baselines`), so the
-    same map gives the same stored mask, bit for bit."""
-    flat = maps.flatten(1)
-    low, high = flat.min(1).values, flat.max(1).values
-    span = (high - low).view(-1, 1, 1, 1)
-    scaled = (maps - low.view(-1, 1, 1, 1)) / span.clamp_min(torch.finfo(maps.dtype).tiny)
-    return torch.where(span > 0, scaled, torch.zeros_like(maps))
 

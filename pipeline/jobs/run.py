@@ -366,7 +366,7 @@ def _solve_fitting(classifier: Classifier, images: torch.Tensor, solver: SolverC
 
 
 AUTO_BATCH_CAP = 128
-"""Largest automatic batch: beyond it a GPU gains little (benchmarks/solver.py) while a kill loses
+"""Largest automatic batch: beyond it a GPU gains little (``benchmarks/run.py solver``) while a kill loses
 more work and the first results come later."""
 
 CPU_BATCH = 8

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..models import probe
 
 if TYPE_CHECKING:
     from ..models import Classifier
@@ -111,7 +112,6 @@ def layer_listing(classifier: Classifier) -> list[str]:
 def _spatial_layers(module: nn.Module, input_size: tuple[int, int]) -> list[LayerInfo]:
     """:func:`candidate_layers` for a bare network."""
     found: dict[str, LayerInfo] = {}
-    handles = []
 
     def hook_for(name: str):
         def hook(layer: nn.Module, inputs: object, output: object) -> None:
@@ -119,16 +119,7 @@ def _spatial_layers(module: nn.Module, input_size: tuple[int, int]) -> list[Laye
                 found[name] = LayerInfo(name, type(layer).__name__, tuple(output.shape[1:]))
         return hook
 
-    for name, layer in module.named_modules():
-        if name:
-            handles.append(layer.register_forward_hook(hook_for(name)))
-    try:
-        device = next(module.parameters()).device
-        with torch.no_grad():
-            module(torch.zeros(1, 3, *input_size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    probe(module, input_size, [(layer, hook_for(name)) for name, layer in module.named_modules() if name])
     # hooks fire in completion order (a block after its children); list in definition order instead
     order = {name: i for i, (name, _) in enumerate(module.named_modules())}
     return sorted(found.values(), key=lambda layer: order[layer.name])

@@ -61,7 +61,7 @@ class ImputationConfig:
         tol: stop when every system's largest residual ``|b - A x|`` is at most ``tol`` times
             ``max(1, max |image|)``. The error can reach the residual over the system's smallest
             eigenvalue, about ``1e-4`` for a region spanning a 224 px image; at ``1e-9`` the
-            solutions were within ``1e-7`` of the direct solve (``benchmarks/road_speed.py``).
+            solutions were within ``1e-7`` of the direct solve (``benchmarks/run.py road``).
         max_iter: upper bound on conjugate-gradient iterations (a safety net).
         check_every: iterations between convergence checks; each check is one device-to-host
             copy, and between checks the loop never synchronises.
@@ -71,7 +71,7 @@ class ImputationConfig:
         chunk: systems (image x mask pairs) solved together, bounding memory (17.3 MiB per
             224-px system in float64, 8.6 MiB in float32). ``0`` (default): 8 on the CPU, where
             larger batches fall out of the cache (36 systems at once took 17.9 s of CPU against
-            9.8 s in chunks of 8: ``benchmarks/road_speed.py --images 2 --chunk 36``), and 256 on
+            9.8 s in chunks of 8: ``benchmarks/run.py road --images 2 --chunk 36``), and 256 on
             a GPU.
     """
 

@@ -19,7 +19,7 @@ the table-sorting script are inline. The page holds
 * links to the Parquet/CSV files it was built from.
 
 Galleries, flagged images and class lists are bounded (:class:`ReportConfig`), so the page's size
-does not grow with the number of images: measured for a 50,000-image run by benchmarks/report_size.py (docs/metrics.md, The report).
+does not grow with the number of images: measured for a 50,000-image run by ``benchmarks/run.py report-size`` (docs/metrics.md, The report).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
     images = images.to(device, non_blocking=True).float()
     seeds = (torch.arange(len(images)) if seeds is None else seeds).to(device=device, dtype=torch.int64)
     if config.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        # Measured on an AVX2-only CPU: 17x slower than fp32 (benchmarks/solver.py).
+        # Measured on an AVX2-only CPU: 17x slower than fp32 (benchmarks/run.py solver).
         warnings.warn("precision=bf16 on a CPU without native bf16 (no AVX512-BF16/AMX) runs reference "
                       "kernels, many times slower than fp32; use precision=fp32 here", stacklevel=2)
     problem = Problem(classifier, images, targets, config, seeds)

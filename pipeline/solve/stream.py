@@ -2,7 +2,7 @@
 
 With early stopping, :func:`pipeline.solve.solver.solve` keeps a batch until its slowest image stops, and
 shrinks it in power-of-two steps; on a GPU that cost time, as every new batch shape costs seconds
-of planning (benchmarks/README.md, `early_stop.py`). :func:`solve_stream` instead keeps ``S`` slots busy: when an
+of planning (benchmarks/README.md, "Early stopping"). :func:`solve_stream` instead keeps ``S`` slots busy: when an
 image stops (its window mean stopped improving, or it ran ``optim.iterations``) its result is given
 out and the next image of the stream takes its slot. The batch keeps its shape while images wait;
 after that the slots shrink in powers of two, as ``solve``'s batch does.
@@ -10,7 +10,7 @@ after that the slots shrink in powers of two, as ``solve``'s batch does.
 Every image follows the trajectory it would follow alone: its own iteration count keys its noise
 and jitter draws and its windows, and its own step count drives Adam's bias correction
 (:class:`RowOptimizer`; on a CPU the masks equal a plain solve's bit for bit, see
-tests/core/test_stream.py). Slots are refilled at window ends only, where the host reads which
+tests/solve/test_stream.py). Slots are refilled at window ends only, where the host reads which
 images stopped: the loop's only host synchronisation besides handing results out.
 """
 

@@ -5,7 +5,7 @@ A store is tied to its run by the configuration's identity, :func:`pipeline.iden
 :func:`~pipeline.identity.config_diff`).
 
 This is the one definition of the schema; docs/store.md shows it as a table and
-tests/test_store_schema.py checks that table, and the files the writer makes, against it.
+tests/store/test_schema.py checks that table, and the files the writer makes, against it.
 """
 
 from __future__ import annotations

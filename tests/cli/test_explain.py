@@ -52,34 +52,22 @@ def test_explain_with_named_target(tmp_path):
     assert "281 n02123045 tabby" in result.output
 
 
-def test_missing_image_is_one_clear_line(tmp_path):
-    result = runner.invoke(app, ["explain", str(tmp_path / "nope.jpg"), "-n", "1"])
+@pytest.mark.parametrize("picture, arguments, says", [
+    ("nope.jpg", ["-n", "1"], ["nope.jpg"]),  # no such file
+    ("notes.jpg", ["-n", "1"], ["notes.jpg"]),  # a text file
+    ("chelsea.png", ["--model", "alexnett"], ["unknown model 'alexnett'", "perturb models"]),
+    ("chelsea.png", ["--target", "egyptian kat"], ["egyptian cat"]),  # suggests the close name
+])
+def test_bad_input_is_one_clear_line(tmp_path, picture, arguments, says):
+    image = tmp_path / picture
+    if picture == "notes.jpg":
+        image.write_text("this is not a picture")
+    elif picture == "chelsea.png":
+        Image.fromarray(sample("chelsea")).save(image)
+    result = runner.invoke(app, ["explain", str(image), *arguments])
     assert result.exit_code == 1
-    assert "error:" in result.output and "nope.jpg" in result.output
-    assert "Traceback" not in result.output
-
-
-def test_unreadable_file_is_one_clear_line(tmp_path):
-    bad = tmp_path / "notes.jpg"
-    bad.write_text("this is not a picture")
-    result = runner.invoke(app, ["explain", str(bad), "-n", "1"])
-    assert result.exit_code == 1
-    assert "error:" in result.output and "notes.jpg" in result.output
-
-
-def test_unknown_model_is_one_clear_line(tmp_path):
-    image = tmp_path / "chelsea.png"
-    Image.fromarray(sample("chelsea")).save(image)
-    result = runner.invoke(app, ["explain", str(image), "--model", "alexnett"])
-    assert result.exit_code == 1
-    assert "unknown model 'alexnett'" in result.output and "perturb models" in result.output
-
-
-def test_unknown_target_suggests_names(tmp_path):
-    image = tmp_path / "chelsea.png"
-    Image.fromarray(sample("chelsea")).save(image)
-    result = runner.invoke(app, ["explain", str(image), "--target", "egyptian kat"])
-    assert result.exit_code == 1 and "egyptian cat" in result.output
+    assert "error:" in result.output and "Traceback" not in result.output
+    assert all(text in result.output for text in says), result.output
 
 
 def test_models_and_presets_list():

@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from pipeline.config import MaskConfig, ObjectiveConfig, SolverConfig, to_dict
@@ -26,7 +25,7 @@ from pipeline.solve.masks import saliency as solver_saliency
 from pipeline.models import Classifier
 from pipeline.store import COLUMNS, MaskStore, MaskWriter
 from tests.helpers.boxes import voc_xml
-from tests.helpers.models import classifier_of
+from tests.helpers.models import mean_colour_classifier
 
 C = 3.0
 P_FULL = math.exp(C) / (math.exp(C) + 9)
@@ -34,11 +33,9 @@ P_FULL = math.exp(C) / (math.exp(C) + 9)
 
 def tiny_classifier() -> Classifier:
     """Mean-pool then a fixed linear layer: logit 0 = C * 16 * mean over pixels and channels."""
-    linear = nn.Linear(3, 10, bias=False)
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.weight[0] = 16 * C / 3
-    return classifier_of(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear))
+    weight = torch.zeros(10, 3)
+    weight[0] = 16 * C / 3
+    return mean_colour_classifier(weight)
 
 
 def save_png(path, array01: np.ndarray) -> None:

@@ -7,27 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from torch import nn
+import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import ImageReadError
 from pipeline.evaluation import EvalConfig
-from pipeline.imagenet import ClassVocabulary
 from pipeline.jobs.evaluate import evaluate_run
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
 from pipeline.store import COLUMNS, MaskWriter
+from tests.helpers.models import mean_colour_classifier
 
 runner = CliRunner()
 
 
 def tiny_classifier() -> Classifier:
     """Mean-pool then a linear layer: a model with the store's spec "tiny" and input 16 x 16."""
-    linear = nn.Linear(3, 4, bias=False)
-    nn.init.constant_(linear.weight, 1.0)
-    vocabulary = ClassVocabulary(wnids=tuple(f"n{i:08d}" for i in range(4)), names=("a", "b", "c", "d"))
-    module = frozen(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear))
-    return Classifier(module, "tiny", (16, 16), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), vocabulary)
+    return mean_colour_classifier(torch.ones(4, 3))
 
 
 def make_store(tmp_path, n_images: int, n_present: int):

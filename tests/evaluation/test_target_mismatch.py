@@ -8,23 +8,21 @@ import re
 
 import numpy as np
 from PIL import Image
-from torch import nn
+import torch
 
 from pipeline.evaluation import EvalConfig
 from pipeline.jobs.evaluate import evaluate_run
 from pipeline.models import Classifier
 from pipeline.store import COLUMNS, MaskWriter
 
-from tests.helpers.models import classifier_of  # noqa: E402
+from tests.helpers.models import mean_colour_classifier  # noqa: E402
 
 WNIDS = tuple(f"n{i:08d}" for i in range(4))  # classifier_of's made-up wnids
 
 
 def tiny_classifier() -> Classifier:
     """Mean colour, summed into each of 4 classes (so class 0 wins every image)."""
-    linear = nn.Linear(3, 4, bias=False)
-    nn.init.constant_(linear.weight, 1.0)
-    return classifier_of(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear), classes=4)
+    return mean_colour_classifier(torch.ones(4, 3))
 
 
 def voc(wnid: str) -> str:

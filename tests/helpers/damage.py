@@ -1,5 +1,5 @@
 """Damaged image files and odd folder entries, for the reliability tests and the fuzzing benchmark
-(``benchmarks/fuzz_inputs.py``, which runs ``perturb masks`` over 1,000+ of them).
+(``benchmarks/run.py fuzz``, which runs ``perturb masks`` over 1,000+ of them).
 
 :func:`make_damaged` writes damaged copies of given files, the kinds in turn (:data:`MUTATIONS`): bit
 flips anywhere or in the header, truncation (after 1 or 2 bytes, inside the header, at the start of

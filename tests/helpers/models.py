@@ -1,5 +1,6 @@
 """Tiny models: the one random convolutional network the tests (and the fuzzing benchmarks) share,
-a :class:`~pipeline.models.Classifier` around any small module, and the torch thread count.
+a :class:`~pipeline.models.Classifier` around any small module, the mean-colour classifier whose
+outputs are worked out by hand, and the torch thread count.
 
 Models whose weights are set by hand, so that a test's expected numbers can be worked out on paper,
 stay in their tests; they are wrapped with :func:`classifier_of`.
@@ -49,6 +50,17 @@ def classifier_of(module: nn.Module, size: tuple[int, int] = (16, 16), mean=(0.0
     vocabulary = ClassVocabulary(wnids=tuple(f"n{i:08d}" for i in range(classes)),
                                  names=tuple(f"class{i}" for i in range(classes)))
     return Classifier(frozen(module), "tiny", size, mean, std, vocabulary)
+
+
+def mean_colour_classifier(weight, size: tuple[int, int] = (16, 16)) -> Classifier:
+    """:func:`classifier_of` a model linear in the image's mean colour, whose outputs are worked out
+    by hand: mean pooling, then a linear layer without bias of ``weight`` ``(classes, 3)``, so
+    ``logit k = sum_c weight[k, c] * (mean of channel c)``; input ``size``, identity normalisation."""
+    weight = torch.as_tensor(weight, dtype=torch.float32)
+    linear = nn.Linear(3, weight.shape[0], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    return classifier_of(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear), size, classes=weight.shape[0])
 
 
 @contextmanager

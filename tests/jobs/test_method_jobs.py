@@ -6,10 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import skimage.data
 import torch
-from PIL import Image
-from torch import nn
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -17,43 +14,17 @@ from pipeline.jobs.baselines import baseline_config
 from pipeline.jobs.run import RunConfig
 from pipeline.models import load_model
 from pipeline.store import MaskStore, run_key
+from tests.helpers.images import write_folder
 
 runner = CliRunner()
 OPTIONS = ["-b", "4", "--workers", "0", "--device", "cpu"]
 
 
-class _Tiny(nn.Module):
-    """224 px in, 1000 logits out, a few microseconds a forward pass: stands in for an ImageNet model."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 16, stride=16)
-        self.act = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4, 1000)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    """A TorchScript file spec (`perturb ... --model FILE`)."""
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.jit.script(_Tiny().eval()).save(str(path))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    """Three scikit-image pictures in an ImageNet-style folder."""
-    root = tmp_path_factory.mktemp("val")
-    (root / "n02124075").mkdir()
-    for name in ("chelsea", "coffee", "astronaut"):
-        picture = getattr(skimage.data, name)()[..., :3]
-        Image.fromarray(picture).resize((160, 120)).save(root / "n02124075" / f"{name}.jpg")
-    return root
+    """Three scikit-image pictures in an ImageNet-style folder (the runs use the suite's ``tiny_model``)."""
+    return write_folder(tmp_path_factory.mktemp("val"), {"n02124075": ["chelsea", "coffee", "astronaut"]},
+                        size=(160, 120))
 
 
 def _ok(result) -> str:

@@ -9,17 +9,15 @@ from PIL import Image
 from torch import nn
 
 from pipeline.config import resolve
-from pipeline.imagenet import ClassVocabulary
 from pipeline.jobs.explain import explain_image, picture_size
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
+from tests.helpers.models import classifier_of
 
 
 def tiny_classifier() -> Classifier:
     """A small convolutional model with a 32 x 32 input (fast to solve against)."""
-    module = frozen(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-    vocabulary = ClassVocabulary(wnids=tuple(f"n{i:08d}" for i in range(8)),
-                                 names=tuple(f"class{i}" for i in range(8)))
-    return Classifier(module, "tiny", (32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), vocabulary)
+    module = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return classifier_of(module, (32, 32), mean=(0.5,) * 3, std=(0.25,) * 3, classes=8)
 
 
 def test_picture_size_keeps_the_aspect_ratio():

@@ -20,7 +20,6 @@ import pytest
 import torch
 from matplotlib import colormaps
 from PIL import Image
-from torch import nn
 
 from pipeline.errors import ImageReadError
 from pipeline.evaluation import (
@@ -32,12 +31,12 @@ from pipeline.evaluation import (
     read_thumbnails,
     stored_pictures,
 )
-from pipeline.imagenet import ClassVocabulary
 from pipeline.metrics import ImageBoxes
-from pipeline.models import Classifier, frozen
+from pipeline.models import Classifier
 from pipeline.report import ReportConfig, build_report, write_report
 from pipeline.report.export import export_pictures
 from pipeline.store import COLUMNS, MaskStore, MaskWriter
+from tests.helpers.models import mean_colour_classifier
 
 RAMP = np.arange(16) / 15  # saliency of input column j
 MASK = np.array([[[1.0, 0.0], [1.0, 0.0]]], dtype=np.float32)  # (K=1, 2, 2)
@@ -62,14 +61,9 @@ def save(path, array01: np.ndarray) -> None:
 
 def tiny_classifier() -> Classifier:
     """Mean-pool then a fixed linear layer (logit 0 = 16 * mean of the image), 16 x 16 input."""
-    linear = nn.Linear(3, 10, bias=False)
-    with torch.no_grad():
-        linear.weight.zero_()
-        linear.weight[0] = 16 / 3
-    module = frozen(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear))
-    wnids = tuple(f"n{i:08d}" for i in range(10))
-    return Classifier(module, "tiny", (16, 16), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
-                      ClassVocabulary(wnids=wnids, names=tuple(f"class{i}" for i in range(10))))
+    weight = torch.zeros(10, 3)
+    weight[0] = 16 / 3
+    return mean_colour_classifier(weight)
 
 
 def jet_uint8(s: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ The noise is random. :func:`reference_mask` takes it from a ``noise(t)`` functio
 comparison can give both sides the same draws (:func:`solver_noise` returns the draws
 ``pipeline.solve.solver.solve`` makes for an image seed). Without one it draws ``torch.randn``.
 
-``benchmarks/jacobgil_reference.py`` runs the same comparison at full length on the development
+``python benchmarks/run.py jacobgil`` runs the same comparison at full length on the development
 images; ``tests/solve/test_jacobgil_reference.py`` at 3 iterations on chelsea.
 """
 

@@ -34,7 +34,7 @@ first maximum in raster order, TorchRay gets the union of the class's boxes as i
 accuracy is compared over the classes present (TorchRay's ``accuracy`` averages over all
 ``num_classes``, counting a class never seen as 0).
 
-``benchmarks/metric_parity.py`` compares a store's maps this way; ``tests/metrics/test_parity.py``
+``python benchmarks/run.py metric-parity`` compares a store's maps this way; ``tests/metrics/test_parity.py``
 a tiny model on random images.
 """
 

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pandas as pd
 from PIL import Image
-from torch import nn
+import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -23,7 +23,7 @@ from pipeline.report.compare import compare_runs
 from pipeline.store import COLUMNS, MaskWriter
 
 runner = CliRunner()
-from tests.helpers.models import classifier_of  # noqa: E402
+from tests.helpers.models import mean_colour_classifier  # noqa: E402
 
 WNIDS = tuple(f"n{i:08d}" for i in range(4))  # classifier_of's made-up wnids
 HEIGHT, WIDTH = 100, 200  # wide images: a square thumbnail would squash them
@@ -31,9 +31,7 @@ HEIGHT, WIDTH = 100, 200  # wide images: a square thumbnail would squash them
 
 def tiny_classifier() -> Classifier:
     """Mean colour, summed into each of 4 classes (so class 0 wins every image)."""
-    linear = nn.Linear(3, 4, bias=False)
-    nn.init.constant_(linear.weight, 1.0)
-    return classifier_of(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear), classes=4)
+    return mean_colour_classifier(torch.ones(4, 3))
 
 
 def voc(box: tuple[int, int, int, int]) -> str:
