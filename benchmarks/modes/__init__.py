@@ -21,6 +21,7 @@ MODES: dict[str, str] = {
     "peers": "the extremal preset against TorchRay's extremal_perturbation (run, judge, speed)",
     "jacobgil": "the jacobgil presets against jacobgil's per-image loop rewritten in plain torch",
     "metric-parity": "deletion/insertion against Quantus, the pointing game against TorchRay",
+    "amortise": "amortised masks: a mask predictor trained on sample images, then refinement, against paper(-fast)",
     "first-hour": "seconds to an error on a bad path, a complete store's re-run, the first batch: against another checkout",
 }
 """Mode name -> one line of what it measures."""
