@@ -44,6 +44,7 @@ Files: ``STEM-<stage>.csv`` (default stem ``amortise-<device>``; the curve also 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -71,6 +72,8 @@ DATA = next((p for p in (REPO.parent / "shared" / "data", REPO.parents[1] / "sha
                          REPO / "shared" / "data") if (p / "imagenet-val-100").is_dir()), REPO / "shared" / "data")
 PRESET = "paper-fast"
 RUN_IMAGES = 50_000
+EVAL_STEP = 1792
+"""``perturb evaluate``'s default deletion/insertion step at 224 px (what every evaluation here used)."""
 LOC = ("loc_value_0.1_tight", "loc_energy_0.95_tight", "loc_mean_0.5_tight")
 
 
@@ -108,9 +111,15 @@ def add_arguments(parser) -> None:
                         help="curve: paper-fast store of the development images (--target label)")
     parser.add_argument("--paper", type=Path, default=Path("/work/runs/sweep100/paper/masks.h5"),
                         help="curve: paper (300 iterations) store of the development images (--target label)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="curve: score only what is evaluated already (cached chunks, or an evaluation beside "
+                        "the store); each comparison is paired on the images both sides have")
     parser.add_argument("--min-paper", type=int, default=32, help="curve: fewest paper images to compare with")
     parser.add_argument("--train-seconds", type=float, default=None,
                         help="curve: the predictor's training time, for predictor files that do not record it")
+    parser.add_argument("--train-iteration-seconds", type=float, default=None,
+                        help="curve: seconds per solver image-iteration when the training was timed (the "
+                        "machine's load then), to express its time in solver iterations (default: as timed here)")
     parser.add_argument("--batch", type=int, default=8, help="images per solve (curve) or training step (train)")
     parser.add_argument("--train-lr", type=float, default=1e-3, help="train: Adam's step on the predictor")
     parser.add_argument("--quiet", action="store_true")
@@ -388,22 +397,29 @@ def stage_curve(args, classifier, results) -> None:
         evaluated["paper"] = _evaluate(args.paper, classifier, args, limit=min(paper_images, args.images))
     else:
         notes.append(f"paper: {args.paper} holds {paper_images} images (< {args.min_paper}); not compared")
+    for name in ("paper-fast", "paper"):
+        if name in evaluated and len(evaluated[name]) < min(args.min_paper, args.images):
+            notes.append(f"{name}: {len(evaluated.pop(name))} images evaluated (< {args.min_paper}); not compared")
     _curve_report(args, results, predictor, evaluated, cuts, timing, notes)
 
 
-def time_costs(classifier, predictor, config, dataset, args, count: int = 8, iterations: int = 10) -> dict:
+def time_costs(classifier, predictor, config, dataset, args, count: int = 8, iterations: int = 5,
+               repeats: int = 3) -> dict:
     """Seconds per image of the predictor's pass with its extent search, and of one solver iteration,
-    on the first ``count`` development images (timed one after the other on this machine)."""
+    on the first ``count`` development images: each timed ``repeats`` times, alternately, and the
+    fastest kept (other jobs on a shared machine only ever slow a timing down)."""
     batch = collate([dataset[i] for i in range(min(count, len(dataset)))])
     images, targets = batch["image"], batch["label"]
-    began = clock(classifier.device)
-    init, _ = predict_masks(predictor, classifier, images, config, targets, extents=args.extents)
-    predict = clock(classifier.device) - began
-    began = clock(classifier.device)
-    solve(classifier, images, override(config, [f"optim.iterations={iterations}"]), targets=targets, init=init)
-    iterate = clock(classifier.device) - began
-    return {"predict_seconds_per_image": predict / len(images),
-            "iteration_seconds_per_image": iterate / (len(images) * iterations)}
+    predict, iterate = [], []
+    for _ in range(repeats):
+        began = clock(classifier.device)
+        init, _ = predict_masks(predictor, classifier, images, config, targets, extents=args.extents)
+        predict.append(clock(classifier.device) - began)
+        began = clock(classifier.device)
+        solve(classifier, images, override(config, [f"optim.iterations={iterations}"]), targets=targets, init=init)
+        iterate.append(clock(classifier.device) - began)
+    return {"predict_seconds_per_image": min(predict) / len(images),
+            "iteration_seconds_per_image": min(iterate) / (len(images) * iterations)}
 
 
 def _stored(path: Path) -> int:
@@ -431,14 +447,35 @@ def _evaluate(path, classifier, args, chunk: int = 20, limit: int | None = None)
     limit = limit or args.images
     with MaskStore(path) as store:
         key = f"{store.run_key}-{len(store)}"
-    whole = args.work / "eval" / f"{Path(path).stem}-{key}-{limit}"  # evaluated in one go
+        run_key, config, count = store.run_key, store.config, len(store)
+    stem = Path(path).stem
+
+    def cached(suffix: str) -> Path:
+        """The cache folder of a chunk: one made before for this store (the same file and recorded
+        configuration, whatever run key the code of the day computed), else a new one."""
+        for folder in sorted((args.work / "eval").glob(f"{stem}-*-{count}-{suffix}")):
+            try:
+                settings = json.loads((folder / "summary.json").read_text())["settings"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if Path(settings["store"]).resolve() == Path(path).resolve() and settings["store_config"] == config:
+                return folder
+        return args.work / "eval" / f"{stem}-{key}-{suffix}"
+
+    whole = cached(str(limit))  # evaluated in one go
+    beside = Path(path).parent  # perturb evaluate's or perturb sweep's folder around the store
+    if _evaluation_of(beside, run_key):
+        whole = beside
     if (whole / "per_image.csv").exists():
         frame = pd.read_csv(whole / "per_image.csv")
-        return {int(r["index"]): r for r in frame[frame["eval_status"] == "ok"].to_dict("records")}
+        frame = frame[(frame["eval_status"] == "ok") & (frame["index"] < limit)]
+        return {int(r["index"]): r for r in frame.to_dict("records")}
     rows = {}
     for start in range(0, limit, chunk):
-        out = args.work / "eval" / f"{Path(path).stem}-{key}-{start}-{min(start + chunk, limit)}"
+        out = cached(f"{start}-{min(start + chunk, limit)}")
         if not (out / "per_image.csv").exists():
+            if args.cached_only:
+                continue
             evaluate_store(path, None, classifier, out, boxes=args.data.parent / "bbox",
                            indices=range(start, min(start + chunk, limit)),
                            config=EvalConfig(workers=0, plots=False), progress=not args.quiet)
@@ -446,6 +483,17 @@ def _evaluate(path, classifier, args, chunk: int = 20, limit: int | None = None)
         frame = frame[frame["eval_status"] == "ok"]
         rows.update({int(r["index"]): r for r in frame.to_dict("records")})
     return rows
+
+
+def _evaluation_of(folder: Path, run_key: str) -> bool:
+    """Whether ``folder`` holds a finished evaluation (``per_image.csv``, ``summary.json``) of the
+    store whose run key is ``run_key``, made with the evaluation settings used here (the default)."""
+    summary, per_image = folder / "summary.json", folder / "per_image.csv"
+    if not (summary.exists() and per_image.exists()):
+        return False
+    settings = json.loads(summary.read_text()).get("settings", {})
+    return (settings.get("store_attributes", {}).get("run_key") == run_key
+            and settings.get("step") == EVAL_STEP and settings.get("boxes") is not None)
 
 
 def training_iterations(meta: dict, per_iteration: float, seconds: float | None = None) -> dict:
@@ -473,7 +521,7 @@ def _curve_report(args, results, predictor, evaluated, cuts, timing, notes) -> N
     per_image, summary = [], []
     per_iteration = timing["iteration_seconds_per_image"]
     predictor_cost = timing["predict_seconds_per_image"] / per_iteration
-    train = training_iterations(meta, per_iteration, args.train_seconds)
+    train = training_iterations(meta, args.train_iteration_seconds or per_iteration, args.train_seconds)
     training_cost = (train["solved"] + train["training"]) / RUN_IMAGES
     metrics = (*METRICS, *LOC, "pointing_hit")
     for name, rows in evaluated.items():
@@ -496,13 +544,19 @@ def _curve_report(args, results, predictor, evaluated, cuts, timing, notes) -> N
             pairs = summarise_pairs([rows[i] for i in common], [evaluated[reference][i] for i in common], used)
             out.update({f"{k}_vs_{reference}": v for k, v in pairs.items()})
             out[f"images_vs_{reference}"] = len(common)
+        if cut == 0 and "gradcam" in evaluated:  # the one-pass predictor against the one-pass Grad-CAM
+            common = sorted(set(rows) & set(evaluated["gradcam"]))
+            for metric in (*[m for m in METRICS if "auc" in m], "loc_energy_0.95_tight"):
+                diff, error = paired([rows[i] for i in common], [evaluated["gradcam"][i] for i in common], metric)
+                out[f"diff_{metric}_vs_gradcam"], out[f"se_{metric}_vs_gradcam"] = diff, error
         summary.append(out)
     for row in summary:
         row.update(predictor=predictor.identity, train_images=meta["images"]["count"], epochs=meta["epochs"],
                    train_loss=meta["training"]["loss"], train_seconds=meta.get("seconds", args.train_seconds),
                    train_solved_iterations=train["solved"], train_own_iterations=train["training"],
                    training_iterations_per_image=training_cost, predictor_cost_iterations=predictor_cost,
-                   seconds_per_iteration=per_iteration, refine_lr=args.lr, refine_l1_start=args.l1_start,
+                   seconds_per_iteration=per_iteration, train_iteration_seconds=args.train_iteration_seconds,
+                   refine_lr=args.lr, refine_l1_start=args.l1_start,
                    extents=len(args.extents), notes="; ".join(notes))
     path = results.write(summary, "curve")
     results.write(per_image, "curve-per-image")
