@@ -39,7 +39,7 @@ than 0.005; ``p_final`` and ``area`` no worse than two standard errors). The cos
 search (timed here on 8 images against 10 solver iterations), plus the training spread over 50,000
 images: the solves of the masks it regressed on and the training's own time in solver iterations.
 
-Files: ``STEM-<stage>.csv`` (default stem ``amortise-<device>``; the curve also ``-curve-per-image.csv``).
+Files: ``STEM.csv`` (default stem ``amortise-<stage>-<device>``; the curve also ``STEM-per-image.csv``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ from pipeline.solve import masks as masklib
 from pipeline.solve import solve
 from pipeline.solve.problem import Problem, final_scores, initial_masks, p_perturbed
 
-NAME = "amortise-{device}"
+NAME = "amortise-{{stage}}-{device}"
+"""``{stage}`` becomes the stage (the harness's writer formats ``{device}``; the doubled braces survive it)."""
 DEVICES = ("cpu", "cuda")
 THREADS = 1
 """One torch thread: on the shared 2-core machine two threads ran an iteration 4-10x slower."""
@@ -128,6 +129,7 @@ def add_arguments(parser) -> None:
 def run(args, device: torch.device, results) -> int:
     defaults = {"arch": 64, "train": 480, "pilot": 16, "curve": 100}
     args.images = args.images or defaults[args.stage]
+    results.name = results.name.format(stage=args.stage)
     classifier = load_model("efficientnet_lite0", device=device)
     {"arch": stage_arch, "train": stage_train, "pilot": stage_pilot, "curve": stage_curve}[args.stage](
         args, classifier, results)
@@ -257,7 +259,7 @@ def stage_arch(args, classifier, results) -> None:
                  "features_better": int((diff < 0).sum())})
     for row in rows:
         row["heldout"] = len(images)
-    results.write(rows, "arch")
+    results.write(rows)
     print(table(rows, ["variant", "J", "J_se", "J_median", "features_better", "p_final", "area", "train_seconds"]))
 
 
@@ -321,7 +323,7 @@ def stage_pilot(args, classifier, results) -> None:
     rows.insert(0, ref)
     for row in rows:
         row["predictor"] = identity
-    results.write(rows, "pilot")
+    results.write(rows)
     print(table(rows, ["variant", "mean_J", "diff_J", "se_J", "mean_area", "diff_area", "mean_p_final",
                        "diff_p_final", "same_quality"]))
 
@@ -558,8 +560,8 @@ def _curve_report(args, results, predictor, evaluated, cuts, timing, notes) -> N
                    seconds_per_iteration=per_iteration, train_iteration_seconds=args.train_iteration_seconds,
                    refine_lr=args.lr, refine_l1_start=args.l1_start,
                    extents=len(args.extents), notes="; ".join(notes))
-    path = results.write(summary, "curve")
-    results.write(per_image, "curve-per-image")
+    path = results.write(summary)
+    results.write(per_image, "per-image")
     columns = ["variant", "images", "iterations_per_image", "mean_deletion_auc_blur", "mean_deletion_auc_zero",
                "mean_insertion_auc", "mean_p_final", "mean_area", "mean_loc_energy_0.95_tight",
                "same_quality_vs_paper-fast", "same_quality_vs_paper"]
