@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..config import SolverConfig
+from ..config import Origin, SolverConfig
 from ..models import Classifier
 from ..solve import SolveResult, solve
 from ..solve import masks as masklib
@@ -49,7 +49,12 @@ def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS
                                     l1_decay=optim.iterations if l1_start != 1 else config.objective.l1_decay)
     if l1_start == 1:  # off: recorded as the preset without a warm-up (to_dict leaves the defaults out)
         objective = dataclasses.replace(objective, l1_decay=50)
-    return dataclasses.replace(config, objective=objective, optim=optim)
+    origin = config.origin
+    if origin is not None:  # the name says what changed, as resolve() names -n
+        applied = [f"optim.iterations={optim.iterations}", f"objective.l1_start={objective.l1_start:g}",
+                   f"objective.l1_decay={objective.l1_decay}"] + ([f"optim.lr={optim.lr:g}"] if lr is not None else [])
+        origin = Origin(origin.preset, (*origin.overrides, *applied))
+    return dataclasses.replace(config, objective=objective, optim=optim, origin=origin)
 
 
 def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,

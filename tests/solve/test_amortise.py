@@ -413,3 +413,12 @@ def test_the_commands_refuse_bad_input_with_one_error_line(tiny, folder, tmp_pat
     result, errors = _cli([a.format(**values) for a in args] + ["--model", "tiny-test"])
     assert result.exit_code == 1 and len(errors) == 1 and message in errors[0], result.output
     assert not (tmp_path / "m.h5").exists() and not (tmp_path / "p.pt").exists()
+
+
+def test_warm_config_names_what_it_changed():
+    from pipeline.config import resolve
+
+    warm = warm_config(resolve("paper-fast", [], 20), iterations=10)
+    assert warm.origin.preset == "paper-fast"
+    assert warm.origin.overrides[-3:] == ("optim.iterations=10", "objective.l1_start=1", "objective.l1_decay=50")
+    assert override(preset("paper-fast"), list(warm.origin.overrides)) == warm  # the name rebuilds it
