@@ -45,7 +45,8 @@ _API: dict[str, str] = {
     "explain_image": "pipeline.jobs.explain", "import_maps": "pipeline.jobs.importing",
     # amortised masks: a predictor trained over a dataset's images starts the solver
     "train_predictor": "pipeline.amortise", "TrainConfig": "pipeline.amortise", "load_predictor": "pipeline.amortise",
-    "warm_solve": "pipeline.amortise", "warm_config": "pipeline.amortise",
+    "warm_solve": "pipeline.amortise", "warm_config": "pipeline.amortise", "load_warm_start": "pipeline.amortise",
+    "run_amortised": "pipeline.amortise",
     # the store
     "MaskStore": "pipeline.store", "MaskWriter": "pipeline.store", "merge_run": "pipeline.jobs.shards",
     "repair_store": "pipeline.store.repair",

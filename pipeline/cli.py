@@ -280,6 +280,12 @@ def masks(
                                                       "would decode to more pixels (JPEGs decode at up to 1/8 "
                                                       "scale; default: 250,000,000).")] = None,
     shard_: ShardOpt = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="A predictor file (`perturb train-predictor`): "
+                                                 "every image starts from its mask and is refined for the "
+                                                 "preset's iterations (-n to shorten), without the L1 warm-up.")] = None,
+    amortise: Annotated[Optional[int], typer.Option("--amortise", help="K: solve the first K images fully, train a "
+                                                    "predictor on them (in <out>.amortise/), warm-start the rest "
+                                                    "and refine them for -n iterations (default 25).")] = None,
 ) -> None:
     """Solve the masks of a whole folder in batches and store them in HDF5 (resumable).
 
@@ -289,11 +295,33 @@ def masks(
     from .jobs.preflight import preflight
     from .jobs.settings import RunConfig, store_config
 
-    config = _solver_config(preset, set_, iterations)
+    if init is not None and amortise is not None:
+        raise PipelineError("--init and --amortise both choose the start; give one of them")
+    config = _solver_config(preset, set_, None if amortise is not None else iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_, targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
-    checked = preflight(data, out, store_config(config, run, model, (0, 0)), run.limit, overwrite, shard.sharded)
+    if amortise is not None:
+        if shard.sharded:
+            raise PipelineError("--amortise runs in one process; it does not shard")
+        preflight(data, limit=run.limit)  # a bad DATA fails before the model loads
+        from .amortise import REFINE_ITERATIONS, run_amortised
+
+        classifier = _load_model(model, _device(device))
+        summary = run_amortised(data, out, classifier, config, amortise, run,
+                                iterations=iterations or REFINE_ITERATIONS, overwrite=overwrite)
+        for line in summary.lines():
+            typer.echo(line)
+        return
+    recorded = store_config(config, run, model, (0, 0))
+    warm = None
+    if init is not None:
+        from .amortise import load_warm_start
+
+        warm = load_warm_start(init)
+        config = warm.adapt(config)
+        recorded = warm.configure(store_config(config, run, model, (0, 0)))
+    checked = preflight(data, out, recorded, run.limit, overwrite, shard.sharded)
     if checked.complete:  # nothing to solve: no model to load
         for line in checked.lines(out):
             typer.echo(line)
@@ -301,7 +329,49 @@ def masks(
     from .jobs.run import run_masks
 
     classifier = _load_model(model, shard.device(_device(device)))
-    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard)
+    if warm is not None:
+        from .amortise import load_warm_start
+
+        warm = load_warm_start(init, classifier)  # checked against the model, on its device
+    summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard, init=warm)
+    for line in summary.lines():
+        typer.echo(line)
+
+
+@app.command("train-predictor")
+@_fail_cleanly
+def train_predictor(
+    data: DataArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The predictor file to write (a killed training "
+                                      "resumes from <out>.partial).")] = Path("predictor.pt"),
+    solved: Annotated[Optional[list[Path]], typer.Option("--solved", help="A mask store of (some of) these "
+                                                         "images (repeatable): the predictor regresses onto "
+                                                         "its masks.")] = None,
+    loss: Annotated[str, typer.Option("--loss", help="auto (regression with --solved, else objective), "
+                                      "objective, regression or both.")] = "auto",
+    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Passes over the images.")] = 100,
+    model: ModelOpt = "efficientnet_lite0",
+    preset: PresetOpt = DEFAULT_PRESET,
+    set_: SetOpt = None,
+    target: TargetOpt = TargetChoice.label,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per training step.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Adam's step on the predictor.")] = 1e-3,
+    seed: Annotated[int, typer.Option("--seed", help="Initial weights, image order, random streams.")] = 0,
+    limit: LimitOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a mask predictor on a folder of images, for `perturb masks --init` (resumable)."""
+    from .jobs.preflight import preflight
+
+    preflight(data, limit=limit)  # a bad DATA fails before the model loads
+    from .amortise import TrainConfig, train_predictor as train
+
+    config = TrainConfig(loss=loss, batch_size=batch_size, lr=lr, seed=seed, target=_given(target=target)["target"],
+                         checkpoint_every=25)
+    classifier = _load_model(model, _device(device))
+    summary = train(data, out, classifier, preset, epochs, config=config, overrides=set_ or (),
+                    solved=solved or None, limit=limit, overwrite=overwrite)
     for line in summary.lines():
         typer.echo(line)
 

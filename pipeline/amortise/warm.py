@@ -11,21 +11,23 @@ the starting masks of a batch, :func:`warm_solve` chains them into
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ..config import SolverConfig
+from ..config import Origin, SolverConfig
 from ..models import Classifier
 from ..solve import SolveResult, solve
 from ..solve import masks as masklib
 from ..solve.problem import Problem, final_scores
 from ..solve.solver import Callback
-from .predictor import MaskPredictor, predict
+from .predictor import MaskPredictor, load_predictor, predict
 from .train import check_preset
 
 __all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "extent_search", "warm_solve",
-           "init_record"]
+           "init_record", "WarmStart", "load_warm_start"]
 
 REFINE_ITERATIONS = 25
 """Refinement iterations after a predicted start, when not told otherwise (docs/method.md)."""
@@ -47,7 +49,12 @@ def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS
                                     l1_decay=optim.iterations if l1_start != 1 else config.objective.l1_decay)
     if l1_start == 1:  # off: recorded as the preset without a warm-up (to_dict leaves the defaults out)
         objective = dataclasses.replace(objective, l1_decay=50)
-    return dataclasses.replace(config, objective=objective, optim=optim)
+    origin = config.origin
+    if origin is not None:  # the name says what changed, as resolve() names -n
+        applied = [f"optim.iterations={optim.iterations}", f"objective.l1_start={objective.l1_start:g}",
+                   f"objective.l1_decay={objective.l1_decay}"] + ([f"optim.lr={optim.lr:g}"] if lr is not None else [])
+        origin = Origin(origin.preset, (*origin.overrides, *applied))
+    return dataclasses.replace(config, objective=objective, optim=optim, origin=origin)
 
 
 def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,
@@ -106,3 +113,65 @@ def init_record(predictor: MaskPredictor, extents: Sequence[float] = EXTENTS) ->
     return {"predictor": predictor.identity, "images": meta.get("images"), "preset": meta.get("preset"),
             "epochs": meta.get("epochs"), "loss": (meta.get("training") or {}).get("loss"),
             "extents": [float(g) for g in extents]}
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """A dataset run's warm start (``perturb masks --init``): the predictor, the file it came from,
+    the extent search, and for ``--amortise K`` the number of images solved fully first and the
+    configuration they were solved with.
+
+    :meth:`configure` is what the run's store records in its configuration, ``config["init"]``
+    (part of the store's identity: the predictor's hash, what it was trained on, the extent search,
+    and for an amortised run ``K`` and the first images' solver), and :meth:`attrs` the file's path,
+    an attribute of the store outside its identity: a moved predictor file resumes its store;
+    another predictor does not.
+    """
+
+    predictor: MaskPredictor
+    path: str
+    extents: tuple[float, ...] = EXTENTS
+    amortise: int | None = None
+    first: dict[str, Any] | None = None
+
+    def adapt(self, config: SolverConfig, iterations: int | None = None) -> SolverConfig:
+        """``config`` for refining this start: :func:`warm_config` with ``iterations`` (None: the
+        configuration's own) and the L1 warm-up off."""
+        return warm_config(config, iterations=iterations)
+
+    def record(self) -> dict[str, Any]:
+        """``config["init"]`` of a store made from this start (plain data)."""
+        record = init_record(self.predictor, self.extents)
+        meta = getattr(self.predictor, "meta", {}) or {}
+        record["classifier"] = meta.get("classifier")
+        record["solved"] = [{k: entry.get(k) for k in ("run_key", "images")} for entry in meta.get("solved") or []]
+        if self.amortise is not None:
+            record.update(amortise=self.amortise, first=self.first)
+        return record
+
+    def configure(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A store's configuration ``config`` (:func:`pipeline.jobs.settings.store_config`) with this
+        start recorded (see the class docstring)."""
+        return {**config, "init": self.record()}
+
+    def attrs(self) -> dict[str, str]:
+        """The store attributes of this start: ``init_path``, the predictor file's absolute path."""
+        return {"init_path": self.path}
+
+    def solve(self, classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
+              targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> SolveResult:
+        """:func:`warm_solve` of a batch from this start (``config`` as given)."""
+        return warm_solve(classifier, images, self.predictor, config, targets=targets, seeds=seeds,
+                          extents=self.extents)
+
+
+def load_warm_start(path: str | Path, classifier: Classifier | None = None,
+                    extents: Sequence[float] = EXTENTS) -> WarmStart:
+    """The warm start of the predictor file ``path`` (:func:`load_predictor`; with ``classifier``,
+    checked against it and moved to its device).
+
+    Raises:
+        ConfigError: the file is missing, no finished predictor, or made for another classifier.
+    """
+    predictor = load_predictor(path, classifier)
+    return WarmStart(predictor, str(Path(path).resolve()), tuple(float(g) for g in extents))

@@ -28,6 +28,7 @@ from .settings import RunConfig, store_config, target_config
 from .shards import MaskShard
 
 if TYPE_CHECKING:
+    from ..amortise import WarmStart
     from ..data.targets import TargetTable
 
 EXTRA_COLUMNS = ("area", "tv")
@@ -61,8 +62,14 @@ def batch_targets(batch: dict[str, Any], records: list, run: RunConfig) -> torch
 
 
 def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solver: SolverConfig,
-              run: RunConfig = RunConfig(), overwrite: bool = False, shard: Shard | None = None) -> RunSummary:
+              run: RunConfig = RunConfig(), overwrite: bool = False, shard: Shard | None = None,
+              init: WarmStart | None = None) -> RunSummary:
     """Solve and store the masks of every image under ``source`` into the HDF5 store ``out``.
+
+    With ``init`` (:class:`pipeline.amortise.WarmStart`, ``perturb masks --init``) every image starts
+    from the predictor's mask and ``solver`` (adapted by :meth:`WarmStart.adapt`) refines it; the
+    store records the predictor (:meth:`WarmStart.configure`), so a store of another predictor is
+    not resumed.
 
     With a ``shard`` of ``N > 1`` only the images ``index % N == shard.rank`` are solved, into
     a shard store of ``<out>.shards/``, merged into ``out`` once every shard is complete (see
@@ -75,6 +82,11 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     k = solver.objective.masks_per_image
     mask_shape = (k, solver.mask.size, solver.mask.size)
     config = store_config(solver, run, classifier)  # before compiling: the spec, not the wrapper
+    if init is not None:
+        if solver.optim.stop_window:
+            raise ConfigError("--init does not combine with early stopping (optim.stop_window); "
+                              "refine for a fixed -n instead")
+        config = init.configure(config)
     # A shard that does not belong to its run is refused now, not after folding and compiling.
     job = _StoreJob.open(source, out, classifier, config, run, overwrite, shard)
     if job.shard is not None and job.shard.merged:
@@ -84,11 +96,11 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
         run = dataclasses.replace(run, batch_size=auto_batch_size(classifier, solver))
         if run.progress:
             tqdm.write(f"batch size {run.batch_size} (auto, {classifier.device.type})")
-    if run.compile:
+    if run.compile and init is None:  # the predictor hooks the classifier's modules, which compiling hides
         classifier = classifier.compiled()
 
     def solve_batch(batch: dict[str, Any], records: list) -> tuple[dict[str, Any], torch.Tensor | None]:
-        return _solve_batch(batch, records, classifier, solver, run)
+        return _solve_batch(batch, records, classifier, solver, run, init)
 
     def solve_streamed(loader: Iterable[dict[str, Any]], records: list) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
         return _solve_streamed(loader, records, classifier, solver, run)
@@ -96,7 +108,8 @@ def run_masks(source: str | Path, out: str | Path, classifier: Classifier, solve
     # With early stopping, images stream through slots that are refilled as images stop
     # (pipeline.solve.stream): the batch stays full and keeps its shape.
     return job.fill(classifier, mask_shape, run, solve_batch, "masks",
-                    solve_streamed if solver.optim.stop_window else None)
+                    solve_streamed if solver.optim.stop_window else None,
+                    attrs=None if init is None else init.attrs())
 
 
 BatchFn = Callable[[dict[str, Any], list], tuple[dict[str, Any], "torch.Tensor | None"]]
@@ -162,17 +175,18 @@ class _StoreJob:
         return RunSummary(self.out, len(self.records), resumed=len(self.records), notes=["already merged"])
 
     def fill(self, classifier: Classifier, mask_shape: tuple[int, int, int], run: RunConfig, batch_fn: BatchFn,
-             desc: str, stream_fn: StreamFn | None) -> RunSummary:
+             desc: str, stream_fn: StreamFn | None, attrs: dict[str, str] | None = None) -> RunSummary:
         """Solve the images not yet in the store and append them; a shard then finishes
-        (:meth:`pipeline.jobs.shards.ShardedJob.finish`: merged, or what is left)."""
+        (:meth:`pipeline.jobs.shards.ShardedJob.finish`: merged, or what is left). ``attrs``: file
+        attributes a new store gets besides its configuration (e.g. a warm start's predictor path)."""
         if self.shard is None:
             return _fill_store(self.records, self.out, range(len(self.records)), classifier, self.config,
-                               mask_shape, self.root, run, batch_fn, stream_fn, self.overwrite, desc)
+                               mask_shape, self.root, run, batch_fn, stream_fn, self.overwrite, desc, attrs=attrs)
         job = self.shard
         summary = _fill_store(self.records, job.writer_path, job.indices, classifier, self.config, mask_shape,
                               self.root, run, batch_fn, stream_fn, self.overwrite,
                               f"{desc} {job.shard.rank}/{job.shard.world}", shard=(job.shard.rank, job.shard.world),
-                              attrs=job.attrs)
+                              attrs={**job.attrs, **(attrs or {})})
         summary.notes.extend(job.finish())
         return summary
 
@@ -268,7 +282,7 @@ def batch_rows(batch: dict[str, Any], records: list, run: RunConfig,
 
 
 def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, solver: SolverConfig,
-                 run: RunConfig) -> tuple[dict[str, Any], torch.Tensor | None]:
+                 run: RunConfig, init: WarmStart | None = None) -> tuple[dict[str, Any], torch.Tensor | None]:
     """Solve the readable images of a loader batch; returns the store rows and masks ``(b, K, h, w)``."""
     # Early stopping adds the iterations each image took; without it the store keeps the columns
     # it always had (so stores made before the option existed still resume).
@@ -283,7 +297,7 @@ def _solve_batch(batch: dict[str, Any], records: list, classifier: Classifier, s
         chosen_targets = batch_targets(batch, records, run)
         targets = None if chosen_targets is None else chosen_targets[chosen]
         seeds = batch["index"][chosen] + run.seed
-        result = _solve_fitting(classifier, images.to(device, non_blocking=True), solver, targets, seeds)
+        result = _solve_fitting(classifier, images.to(device, non_blocking=True), solver, targets, seeds, init)
         for name, values in result.columns().items():
             if name in rows:
                 rows[name][chosen] = values.to("cpu", rows[name].dtype)
@@ -350,18 +364,21 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _solve_fitting(classifier: Classifier, images: torch.Tensor, solver: SolverConfig,
-                   targets: torch.Tensor | None, seeds: torch.Tensor) -> SolveResult:
-    """:func:`solve`, halving the batch when the device runs out of memory. Images are independent
-    in the solver (per-image seeds), so the halves give the same masks as the whole batch would."""
+                   targets: torch.Tensor | None, seeds: torch.Tensor, init: WarmStart | None = None) -> SolveResult:
+    """:func:`solve` (from ``init``'s predicted masks when given), halving the batch when the device
+    runs out of memory. Images are independent in the solver (per-image seeds), so the halves give
+    the same masks as the whole batch would."""
     try:
+        if init is not None:
+            return init.solve(classifier, images, solver, targets=targets, seeds=seeds)
         return solve(classifier, images, solver, targets=targets, seeds=seeds)
     except torch.OutOfMemoryError:
         if len(images) == 1:
             raise
         torch.cuda.empty_cache()
     half = len(images) // 2
-    parts = [_solve_fitting(classifier, images[part], solver, None if targets is None else targets[part], seeds[part])
-             for part in (slice(0, half), slice(half, None))]
+    parts = [_solve_fitting(classifier, images[part], solver, None if targets is None else targets[part], seeds[part],
+                            init) for part in (slice(0, half), slice(half, None))]
     return SolveResult(*(torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SolveResult)))
 
 

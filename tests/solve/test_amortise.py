@@ -2,6 +2,7 @@
 than the paper's uniform start; warm starts are reproducible; a killed training resumes to the
 predictor an uninterrupted one gives; the files load with weights_only=True."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -22,6 +23,7 @@ from pipeline.jobs.run import RunConfig, run_masks
 from pipeline.models import IMAGENET_MEAN, IMAGENET_STD, Classifier, frozen
 from pipeline.solve import solve
 from pipeline.store import MaskStore
+from tests.helpers.models import torch_threads
 
 SIZE = 64  # input side: the stride-8 grid, and so the mask, is 8 x 8
 SETS = ["mask.size=8", "perturbation.sigma=4", "mask.smooth_sigma=2", "mask.jitter=1"]
@@ -222,3 +224,201 @@ def test_the_extent_search_picks_each_images_best_power_of_the_prediction(tiny, 
                                 + objective.tv_coeff * tv + p_final))
         best = extents[int(np.argmin(values))]
         assert torch.allclose(chosen[i], raw[i] ** best), (i, values)
+
+
+# ---------------------------------------------------------------- dataset runs: --init and --amortise
+
+FAST = ["optim.iterations=6"]  # the dataset-run tests: every stage short
+
+
+def _fast():
+    return override(preset("paper-fast"), SETS + FAST)
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory, folder):
+    """The six pictures and two more: eight 64 x 64 PNGs."""
+    root = tmp_path_factory.mktemp("eight")
+    for path in folder.glob("*.png"):
+        (root / path.name).write_bytes(path.read_bytes())
+    for name in ("camera", "coins"):
+        array = getattr(skimage.data, name)()
+        Image.fromarray(np.stack([array] * 3, -1)).resize((SIZE, SIZE)).save(root / f"{name}.png")
+    return root
+
+
+def _run(**kwargs):
+    return RunConfig(batch_size=2, workers=0, progress=False, **kwargs)
+
+
+def _same_store(a, b):
+    with MaskStore(a) as x, MaskStore(b) as y:
+        assert x.run_key == y.run_key and x.columns == y.columns
+        tx, ty = x.table(), y.table()
+        assert list(tx["index"]) == list(ty["index"])
+        for name in x.columns:
+            assert tx[name].equals(ty[name]), name
+        assert torch.equal(x.masks(), y.masks())
+
+
+def test_a_warm_started_run_is_reproducible_and_its_store_names_the_predictor(tiny, folder, tmp_path):
+    from pipeline.amortise import load_warm_start
+    from pipeline.errors import StoreError
+
+    config, _ = _quick()
+    paths = [tmp_path / "p.pt", tmp_path / "q.pt"]
+    for seed, path in enumerate(paths):
+        train_predictor(folder, path, tiny, "paper-fast", 1, config=dataclasses.replace(config, seed=seed),
+                        overrides=SETS + FAST, progress=False)
+    warm = load_warm_start(paths[0], tiny)
+    solver = warm.adapt(_fast(), iterations=3)
+    with torch_threads(1):
+        for out in ("a.h5", "b.h5"):
+            run_masks(folder, tmp_path / out, tiny, solver, _run(), init=warm)
+    _same_store(tmp_path / "a.h5", tmp_path / "b.h5")
+    with MaskStore(tmp_path / "a.h5") as store:
+        record = store.config["init"]
+        assert record["predictor"] == warm.predictor.identity and record["images"]["count"] == 6
+        assert record["epochs"] == 1 and record["preset"] == "paper-fast"
+        assert store.attrs["init_path"] == str(paths[0].resolve())
+        assert store.config["solver"]["optim"]["iterations"] == 3 and store.config["solver"]["objective"].get("l1_start", 1) == 1
+    other = load_warm_start(paths[1], tiny)
+    assert other.predictor.identity != warm.predictor.identity
+    with pytest.raises(StoreError):  # another predictor is another run: not resumed silently
+        run_masks(folder, tmp_path / "a.h5", tiny, solver, _run(), init=other)
+    with pytest.raises(ConfigError, match="early stopping"):
+        run_masks(folder, tmp_path / "c.h5", tiny, override(solver, ["optim.stop_window=2"]), _run(), init=warm)
+
+
+def _amortised(source, out, tiny):
+    from pipeline.amortise import run_amortised
+
+    with torch_threads(1):
+        return run_amortised(source, out, tiny, _fast(), 4, _run(), iterations=3, epochs=3,
+                             train=TrainConfig(batch_size=4, lr=1e-2, predictor=PredictorConfig(width=16)))
+
+
+@pytest.fixture(scope="module")
+def amortised_whole(tiny, eight, tmp_path_factory):
+    """An uninterrupted ``--amortise 4`` run of the eight pictures."""
+    out = tmp_path_factory.mktemp("whole") / "masks.h5"
+    summary = _amortised(eight, out, tiny)
+    return out, summary
+
+
+def test_an_amortised_run_solves_the_first_k_fully_and_warm_starts_the_rest(tiny, eight, amortised_whole):
+    from pipeline.amortise import amortise_folder
+
+    out, summary = amortised_whole
+    assert summary.total == 8 and summary.solved == 8 and summary.resumed == 0
+    folder = amortise_folder(out)
+    with MaskStore(out) as store, MaskStore(folder / "solved.h5") as first:
+        assert sorted(store.column("index")) == list(range(8)) and len(first) == 4
+        init = store.config["init"]
+        assert init["amortise"] == 4 and init["first"]["optim"]["iterations"] == 6
+        assert init["predictor"] == load_predictor(folder / "predictor.pt").identity
+        assert init["images"]["count"] == 4  # trained on the first four only
+        rows = [store.row_of_path(p) for p in first.column("path")]
+        assert torch.equal(store.masks(rows), first.masks())  # the first four as solved
+    again = _amortised(eight, out, tiny)  # complete: nothing redone
+    assert again.solved == 0 and again.resumed == 8
+
+
+@pytest.mark.parametrize("stage", ["solving the first images", "training", "warm solving"])
+def test_an_amortised_run_killed_at_any_stage_resumes_to_the_uninterrupted_store(tiny, eight, amortised_whole,
+                                                                                tmp_path, monkeypatch, stage):
+    """A KeyboardInterrupt raised inside the second call of the stage's work (a batch solve, a training
+    step, a warm solve) stands in for a kill: what that call did is lost; the rerun resumes."""
+    from pipeline.amortise import WarmStart, amortise_folder
+    from pipeline.jobs import run as run_module
+
+    target, name = {"solving the first images": (run_module, "solve"), "training": (train_module, "train_step"),
+                    "warm solving": (WarmStart, "solve")}[stage]
+    real, calls = getattr(target, name), []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "masks.h5"
+    monkeypatch.setattr(target, name, dying)
+    with pytest.raises(KeyboardInterrupt):
+        _amortised(eight, out, tiny)
+    monkeypatch.setattr(target, name, real)
+    folder = amortise_folder(out)
+    if stage == "training":
+        assert checkpoint_path(folder / "predictor.pt").exists() and not (folder / "predictor.pt").exists()
+    if stage == "warm solving":
+        with MaskStore(out) as store:
+            assert len(store) == 6  # the four copied and one batch of two warm-started
+    summary = _amortised(eight, out, tiny)
+    assert summary.resumed > 0
+    _same_store(out, amortised_whole[0])
+
+
+# ---------------------------------------------------------------- the commands
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.output, result.output
+    return result, errors
+
+
+def test_the_commands_train_a_predictor_and_warm_start_a_store_from_it(tiny, folder, tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.cli._load_model", lambda spec, device: tiny)
+    common = ["--model", "tiny-test", "-p", "paper-fast", *sum((["--set", s] for s in SETS + FAST), [])]
+    predictors = []
+    for seed in (0, 1):
+        out = tmp_path / f"p{seed}.pt"
+        result, errors = _cli(["train-predictor", folder, "--out", out, "--epochs", "1", "--target", "top1",
+                               "--seed", seed, "-b", "4", *common])
+        assert result.exit_code == 0 and not errors, result.output
+        assert f"{out}: predictor " in result.output and "6 images x 1 epochs" in result.output
+        meta = json.loads(torch.load(out, weights_only=True)["meta"])  # provenance, plain data
+        assert meta["images"]["count"] == 6 and meta["epochs"] == 1 and meta["classifier"] == "tiny-test"
+        assert meta["preset"] == "paper-fast" and meta["training"]["loss"] == "objective"
+        predictors.append(out)
+    store = tmp_path / "m.h5"
+    solve_args = ["masks", folder, "--out", store, "-n", "2", "-b", "2", "--workers", "0", "--device", "cpu", *common]
+    result, errors = _cli([*solve_args, "--init", predictors[0]])
+    assert result.exit_code == 0 and not errors, result.output
+    with MaskStore(store) as made:
+        assert len(made) == 6 and made.config["init"]["predictor"] == load_predictor(predictors[0]).identity
+        assert made.config["solver"]["optim"]["iterations"] == 2
+    result, errors = _cli([*solve_args, "--init", predictors[0]])  # complete: nothing to do
+    assert result.exit_code == 0 and "0 solved now, 6 already done" in result.output
+    result, errors = _cli([*solve_args, "--init", predictors[1]])  # another predictor: refused, not resumed
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train-predictor", "{missing}", "--out", "{tmp}/p.pt"], "does not exist"),
+    (["train-predictor", "{folder}", "--out", "{tmp}/p.pt", "--loss", "regression"], "solved"),
+    (["train-predictor", "{folder}", "--out", "{tmp}/p.pt", "--loss", "bogus"], "loss"),
+    (["masks", "{folder}", "--out", "{tmp}/m.h5", "--init", "{tmp}/none.pt"], "does not exist"),
+    (["masks", "{folder}", "--out", "{tmp}/m.h5", "--init", "{tmp}/p.pt", "--amortise", "2"], "give one of them"),
+    (["masks", "{folder}", "--out", "{tmp}/m.h5", "--amortise", "0"], "--amortise K"),
+    (["masks", "{folder}", "--out", "{tmp}/m.h5", "--amortise", "2", "-p", "extremal"], "deletion game"),
+])
+def test_the_commands_refuse_bad_input_with_one_error_line(tiny, folder, tmp_path, monkeypatch, args, message):
+    monkeypatch.setattr("pipeline.cli._load_model", lambda spec, device: tiny)
+    values = {"missing": tmp_path / "missing", "tmp": tmp_path, "folder": folder}
+    result, errors = _cli([a.format(**values) for a in args] + ["--model", "tiny-test"])
+    assert result.exit_code == 1 and len(errors) == 1 and message in errors[0], result.output
+    assert not (tmp_path / "m.h5").exists() and not (tmp_path / "p.pt").exists()
+
+
+def test_warm_config_names_what_it_changed():
+    from pipeline.config import resolve
+
+    warm = warm_config(resolve("paper-fast", [], 20), iterations=10)
+    assert warm.origin.preset == "paper-fast"
+    assert warm.origin.overrides[-3:] == ("optim.iterations=10", "objective.l1_start=1", "objective.l1_decay=50")
+    assert override(preset("paper-fast"), list(warm.origin.overrides)) == warm  # the name rebuilds it
