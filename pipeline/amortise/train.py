@@ -258,15 +258,24 @@ def _solved_masks(solved: str | Path | Sequence[str | Path], records: Sequence[I
     return by_path, identities
 
 
+def _read_payload(path: Path, unreadable: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tensors-only payload of a predictor or checkpoint file and its JSON ``meta``.
+
+    Raises:
+        ConfigError: ``unreadable``, when the file is no such payload.
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return payload, json.loads(payload["meta"])
+    except Exception:
+        raise ConfigError(unreadable) from None
+
+
 def _finished(out: Path, meta: dict[str, Any], overwrite: bool) -> TrainSummary | None:
     """The summary of a finished training of ``meta`` at ``out``; None when there is none to keep."""
     if overwrite or not out.exists():
         return None
-    try:
-        payload = torch.load(out, map_location="cpu", weights_only=True)
-        saved = json.loads(payload["meta"])
-    except Exception:
-        raise ConfigError(f"{str(out)!r} exists and is no predictor file; pass overwrite=True to replace it") from None
+    _, saved = _read_payload(out, f"{str(out)!r} exists and is no predictor file; pass overwrite=True to replace it")
     if saved.get("provenance_key") != _key(meta):
         raise ConfigError(f"{str(out)!r} holds a predictor trained with other settings; pass overwrite=True "
                           "(--overwrite) to train a new one there")
@@ -418,11 +427,8 @@ def _resume(path: Path, key: str, predictor: MaskPredictor, optimizer: torch.opt
     if overwrite or not path.exists():
         path.unlink(missing_ok=True)
         return fresh
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        progress = json.loads(payload["meta"])
-    except Exception:
-        raise ConfigError(f"the checkpoint {str(path)!r} is unreadable; delete it or pass overwrite=True") from None
+    payload, progress = _read_payload(path, f"the checkpoint {str(path)!r} is unreadable; delete it or pass "
+                                            "overwrite=True")
     if payload.get("format") != CHECKPOINT_FORMAT or progress.get("provenance_key") != key:
         raise ConfigError(f"the checkpoint {str(path)!r} belongs to a training with other settings; pass "
                           "overwrite=True (--overwrite) to start afresh")

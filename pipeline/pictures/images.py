@@ -107,6 +107,13 @@ BOX_COLOUR = (255, 255, 255)
 on light and dark images alike)."""
 
 
+def _canvas(picture: np.ndarray) -> tuple[Image.Image, ImageDraw.ImageDraw, int]:
+    """A PIL image of uint8 ``(H, W, 3)`` ``picture`` to draw on, and the outline width that
+    scales with the picture so lines stay visible in a thumbnail."""
+    image = Image.fromarray(picture)
+    return image, ImageDraw.Draw(image), max(2, round(max(picture.shape[:2]) / 100))
+
+
 def draw_boxes(picture: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """A copy of uint8 ``(H, W, 3)`` ``picture`` with ``boxes`` ``(K, 4)`` ``(xmin, ymin, xmax,
     ymax)`` (pixel coordinates of the picture, inclusive) outlined; lines scale with the picture
@@ -114,9 +121,7 @@ def draw_boxes(picture: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     boxes = np.asarray(boxes).reshape(-1, 4)
     if not len(boxes):
         return picture
-    image = Image.fromarray(picture)
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(picture.shape[:2]) / 100))
+    image, draw, width = _canvas(picture)
     for xmin, ymin, xmax, ymax in boxes.tolist():
         draw.rectangle((xmin, ymin, xmax, ymax), outline=BOX_COLOUR, width=width)
         if xmax - xmin > 2 * width and ymax - ymin > 2 * width:
@@ -137,9 +142,7 @@ def draw_dashed_boxes(picture: np.ndarray, boxes: np.ndarray, colour: tuple[int,
     boxes = np.asarray(boxes).reshape(-1, 4)
     if not len(boxes):
         return picture
-    image = Image.fromarray(picture)
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(picture.shape[:2]) / 100))
+    image, draw, width = _canvas(picture)
     dash = 3 * width
     for xmin, ymin, xmax, ymax in boxes.tolist():
         # each side in dashes of `dash` pixels with gaps as long; corners always drawn
