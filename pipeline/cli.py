@@ -473,6 +473,21 @@ def import_(
         typer.echo(line)
 
 
+MetricsOpt = Annotated[Optional[str], typer.Option(
+    "--metrics", help="Comma-separated metrics: deletion, insertion, localisation, pointing (the default set; "
+    "the last two with --boxes), road, complexity; e.g. --metrics deletion,road,complexity (docs/metrics.md).")]
+
+
+def _percentages(text: str | None) -> tuple[float, ...] | None:
+    """``"10,20,30"`` as fractions ``(0.1, 0.2, 0.3)``; None when not given."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) / 100 for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PipelineError(f"--road-percentages {text!r} must be numbers separated by commas, e.g. 10,50,90") from None
+
+
 @app.command()
 @_fail_cleanly
 def evaluate(
@@ -490,19 +505,30 @@ def evaluate(
         "chosen, from a grid of alphas; localisation error is reported on the other images.")] = None,
     alpha_split_seed: Annotated[int, typer.Option("--alpha-split-seed", help="Seed of a fractional --alpha-split.")] = 0,
     shard_: ShardOpt = None,
+    metrics: MetricsOpt = None,
+    road_percentages: Annotated[Optional[str], typer.Option(
+        "--road-percentages", help="ROAD's percentages of pixels removed (MoRF) or kept (LeRF), comma-separated "
+        "(default: 10,20,...,90, the paper's).")] = None,
+    road_noise: Annotated[Optional[float], typer.Option(
+        "--road-noise", help="ROAD's imputation noise sigma on [0, 1] pixels (default 0.01; 0 = off).")] = None,
+    road_seed: Annotated[Optional[int], typer.Option("--road-seed", help="Seed of ROAD's noise (default 0).")] = None,
 ) -> None:
-    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder.
+    """Deletion/insertion, localisation and pointing games (default), ROAD and complexity (--metrics)
+    of a store into a report folder.
 
     Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .evaluation import EvalConfig
+    from .evaluation import EvalConfig, parse_metrics
     from .jobs.evaluate import evaluate_run
 
     shard = resolve_shard(shard_)
+    chosen = _given(metrics=None if metrics is None else parse_metrics(metrics),  # before any image or model
+                    road_fractions=_percentages(road_percentages), road_noise=road_noise, road_seed=road_seed)
     on = shard.device(_device(device))
     config = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
-                                         batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
+                                         batch_size=_fixed_batch(batch_size, on),
+                                         **_given(step=step, workers=workers), **chosen)
     evaluated = evaluate_run(store, out, data=data, boxes=boxes, config=config, shard=shard, device=on)
     for warning in evaluated.warnings:
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
