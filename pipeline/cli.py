@@ -536,6 +536,42 @@ def evaluate(
         typer.echo(line)
 
 
+@app.command()
+@_fail_cleanly
+def randomisation(
+    store: Annotated[Path, typer.Argument(help="HDF5 store of `perturb masks` or `perturb baseline`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for randomisation.csv/.json/.png; the store's "
+                                      "evaluation folder puts the curves in its report and in `compare`.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="The first N ok rows of the store.")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Re-initialisation seed (Quantus MPRT's default 42).")] = 42,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Only the first N blocks of the model's list "
+                                                 "(default: all; docs/metrics.md lists them).")] = None,
+    batch_size: BatchOpt = "auto",
+    workers: WorkersOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Model-randomisation sanity check (Adebayo et al. 2018): re-make the store's maps as the model's
+    blocks are re-initialised from the logits down, and measure how similar they stay.
+
+    Costs (1 + blocks) times the store's own saliency time on LIMIT images (a solver store re-solves).
+    """
+    from .jobs.randomisation import RandomisationConfig, randomise_store
+    from .store import MaskStore
+
+    config = RandomisationConfig(**_given(limit=limit, seed=seed, steps=steps, workers=workers))  # checked first
+    on = _device(device)
+    config = RandomisationConfig(**{**config.__dict__, "batch_size": _fixed_batch(batch_size, on)})
+    with MaskStore(store) as opened:
+        spec = opened.model
+    classifier = _load_model(spec, on)
+    result = randomise_store(store, out, classifier, data_root=data, config=config,
+                             notify=lambda line: typer.echo(line, err=True))
+    for line in result.lines():
+        typer.echo(line)
+    typer.echo(f"wrote {out}")
+
+
 NameOpt = Annotated[Optional[list[str]], typer.Option(
     "--name", help="A run's name in the tables (repeatable, one per run folder, in order; default: the folder names).")]
 
