@@ -24,6 +24,8 @@ from .settings import (
     CURVES,
     DEFAULT_METRICS,
     METRICS,
+    RANDOMISATION_COLUMNS,
+    RANDOMISATION_FILES,
     ROAD_SUMMARY,
     EvalConfig,
     metric_direction,
@@ -32,7 +34,8 @@ from .settings import (
 )
 from .summary import metric_columns, road_means, summarise
 
-__all__ = ["AUC_COLUMNS", "COMPLEXITY_COLUMNS", "CURVES", "DEFAULT_METRICS", "METRICS", "ROAD_SUMMARY",
+__all__ = ["AUC_COLUMNS", "COMPLEXITY_COLUMNS", "CURVES", "DEFAULT_METRICS", "METRICS", "RANDOMISATION_COLUMNS",
+           "RANDOMISATION_FILES", "ROAD_SUMMARY",
            "parse_metrics", "road_column", "road_columns", "road_means", "GALLERY_METRICS", "GALLERY_SEED", "THUMBNAILS_FILE", "THUMBNAIL_SIDE",
            "MISSING_SHARE", "WEAK_RATIO", "EvalConfig", "EvalResult", "StoredPictures", "ImagePresence", "StrengthReport", "causal_batch", "check_images_present",
            "combine_parts", "evaluate_store", "flagged_rows", "gallery_picks", "merge_evaluations",

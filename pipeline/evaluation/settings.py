@@ -80,6 +80,15 @@ ROAD_SUMMARY: tuple[str, ...] = ("road_morf_auc", "road_lerf_auc", "road_combine
 COMPLEXITY_COLUMNS: tuple[str, ...] = ("sparseness", "complexity")
 """Per-image map-complexity columns."""
 
+RANDOMISATION_FILES: dict[str, str] = {"csv": "randomisation.csv", "json": "randomisation.json",
+                                       "png": "randomisation.png"}
+"""What ``perturb randomisation`` writes into a run folder (the report and ``compare`` read them)."""
+
+RANDOMISATION_COLUMNS: dict[str, str] = {"randomisation_spearman_abs": "spearman_abs", "randomisation_ssim": "ssim",
+                                         "randomisation_hog_pearson": "hog_pearson"}
+"""Per-image columns ``compare`` and the report add from ``randomisation.csv``: each image's mean
+similarity over the randomised steps (step 0, the unmodified model, left out) -> its similarity."""
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -212,11 +221,14 @@ def metric_direction(name: str) -> str:
     """``"lower"`` or ``"higher"``: which way metric column ``name`` is better.
 
     Deletion AUCs, ROAD's MoRF columns, ``p_final``, ``area`` and ``complexity`` (entropy) are
-    better lower (a smaller mask that deletes more, a simpler map); insertion, ROAD's LeRF and
+    better lower (a smaller mask that deletes more, a simpler map), and so are the randomisation
+    check's similarities (a map that stays the same when the model is randomised does not explain
+    it); insertion, ROAD's LeRF and
     combined columns, ``sparseness``, localisation, pointing games and ``score_drop`` higher. ``p_original``,
     ``p_perturbed`` and ``tv`` are descriptive: reported as ``""``.
     """
-    if name.startswith(("deletion_auc", "locerr_", "road_morf")) or name in ("p_final", "area", "complexity"):
+    if name.startswith(("deletion_auc", "locerr_", "road_morf", "randomisation_")) or \
+            name in ("p_final", "area", "complexity"):
         return "lower"
     if name in ("p_original", "p_perturbed", "tv"):
         return ""

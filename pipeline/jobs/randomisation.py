@@ -40,7 +40,7 @@ import torch
 
 from ..config import from_dict
 from ..errors import ConfigError
-from ..evaluation import stored_pictures
+from ..evaluation import RANDOMISATION_FILES, stored_pictures
 from ..metrics import map_similarity, randomisation_blocks, randomised_models
 from ..models import Classifier
 from ..solve import masks as masklib
@@ -53,8 +53,6 @@ __all__ = ["RandomisationConfig", "RandomisationRun", "SIMILARITIES", "randomise
 SIMILARITIES: tuple[str, ...] = ("spearman_abs", "spearman", "ssim", "hog_pearson")
 """The similarities of each re-made map to the stored one (:func:`pipeline.metrics.map_similarity`)."""
 
-RANDOMISATION_FILES = {"csv": "randomisation.csv", "json": "randomisation.json", "png": "randomisation.png"}
-"""What :func:`randomise_store` writes into its folder (the report looks for these names)."""
 
 ORIGINAL_STEP = "original"
 """Step 0: the maps re-made on the unmodified model."""

@@ -18,9 +18,13 @@ label class):
 Each (metric, run) draws from its own generator seeded by ``seed`` and a CRC32 of the metric and
 run names, so a table is reproducible and adding a run does not change the other runs' intervals.
 
-Direction (column ``better``): deletion AUCs, ``p_final`` and ``area`` lower; insertion AUC,
-``ins_minus_del`` (insertion AUC minus zero-substrate deletion AUC, per image), localisation
-accuracies, pointing game and energy pointing game higher. Runs are ranked by the mean of
+Direction (column ``better``): deletion AUCs, ``p_final``, ``area``, ROAD's MoRF areas,
+``complexity`` and the randomisation similarities lower; insertion AUC, ``ins_minus_del``
+(insertion AUC minus zero-substrate deletion AUC, per image), localisation accuracies, pointing
+game, energy pointing game, ROAD's LeRF and combined areas and ``sparseness`` higher. A folder
+holding a randomisation check (``perturb randomisation --out`` the evaluation folder) adds, per
+image, its mean similarity over the randomised steps (``randomisation_spearman_abs``,
+``randomisation_ssim``, ``randomisation_hog_pearson``). Runs are ranked by the mean of
 ``ins_minus_del`` in ``comparison.md``.
 """
 
@@ -35,7 +39,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..evaluation import AUC_COLUMNS, CURVES, metric_direction
+from ..evaluation import (
+    AUC_COLUMNS,
+    COMPLEXITY_COLUMNS,
+    CURVES,
+    RANDOMISATION_COLUMNS,
+    RANDOMISATION_FILES,
+    ROAD_SUMMARY,
+    metric_direction,
+)
 from ..names import markdown_code, markdown_text
 from ..pictures import plot_curves
 
@@ -89,10 +101,24 @@ def load_run(folder: Path) -> dict[str, Any]:
     if table["path"].duplicated().any():
         raise ConfigError(f"{str(table_path)!r} lists an image path twice; cannot pair images by path")
     table[RANK_METRIC] = table["insertion_auc"] - table["deletion_auc_zero"]
+    table = table.merge(randomisation_columns(folder), on="path", how="left")
     summary_path, curves_path = folder / "summary.json", folder / "curves.npz"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     curves = dict(np.load(curves_path)) if curves_path.is_file() else None
     return {"table": table, "summary": summary, "curves": curves}
+
+
+def randomisation_columns(folder: Path) -> pd.DataFrame:
+    """``path`` and the :data:`pipeline.evaluation.RANDOMISATION_COLUMNS` of the images of the
+    folder's randomisation check (``perturb randomisation``): each image's mean similarity over the
+    randomised steps; no rows when the folder has none."""
+    csv = Path(folder) / RANDOMISATION_FILES["csv"]
+    if not csv.is_file():
+        return pd.DataFrame({"path": pd.Series([], dtype=object)})
+    rows = pd.read_csv(csv)
+    randomised = rows[rows["step"] > 0]
+    means = randomised.groupby("path", sort=False)[list(RANDOMISATION_COLUMNS.values())].mean()
+    return means.rename(columns={v: k for k, v in RANDOMISATION_COLUMNS.items()}).reset_index()
 
 
 def comparison_metrics(tables: Sequence[pd.DataFrame]) -> list[str]:
@@ -102,7 +128,8 @@ def comparison_metrics(tables: Sequence[pd.DataFrame]) -> list[str]:
     locs = [c for t in tables for c in t.columns if c.startswith("loc_") and c != "loc_status"]
     locs += [c for t in tables for c in t.columns if c.startswith("locerr_")]  # held-out alpha (paper)
     ordered += list(dict.fromkeys(locs))
-    ordered += ["pointing_hit", "energy_pg", "p_final", "area"]
+    ordered += ["pointing_hit", "energy_pg", *ROAD_SUMMARY, *COMPLEXITY_COLUMNS, *RANDOMISATION_COLUMNS,
+                "p_final", "area"]
     return [m for m in ordered if m in present]
 
 

@@ -19,10 +19,10 @@ import pandas as pd
 from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row, run_names
 from ..evaluation import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
-from ..evaluation import AUC_COLUMNS
+from ..evaluation import AUC_COLUMNS, RANDOMISATION_FILES, road_column
 from ..imagenet import ClassVocabulary
 
-__all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
+__all__ = ["RunData", "load_runs", "road_curves_of", "randomisation_of", "interval_table", "class_table", "class_extremes", "localisation_table",
            "flagged_images", "GALLERY_METRICS", "CLASS_METRICS"]
 
 GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
@@ -31,7 +31,8 @@ GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
 CLASS_METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc_zero", RANK_METRIC, "pointing_hit", "energy_pg")
 """Per-class means shown in the class breakdown; classes are ranked by :data:`RANK_METRIC`."""
 
-TABLE_FILES: tuple[str, ...] = ("per_image.parquet", "per_image.csv", "summary.csv", "summary.json", "curves.npz")
+TABLE_FILES: tuple[str, ...] = ("per_image.parquet", "per_image.csv", "summary.csv", "summary.json", "curves.npz",
+                                 *RANDOMISATION_FILES.values())
 """Files of a run folder the report is built from (linked from the page when present)."""
 
 
@@ -82,6 +83,29 @@ def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None
         runs.append(RunData(name, folder, pd.read_parquet(folder / "per_image.parquet"), loaded["table"],
                             loaded["summary"], loaded["curves"]))
     return runs
+
+
+def road_curves_of(run: RunData) -> dict[str, Any] | None:
+    """The run's per-image ROAD curves, ``{"fractions": (P,), "morf": (N, P), "lerf": (N, P)}``
+    (probabilities of the explained class, evaluated images with ROAD values); None without ROAD."""
+    road = run.summary.get("road") or (run.settings.get("road") or {})
+    fractions = road.get("fractions")
+    if not fractions or road_column("morf", fractions[0]) not in run.evaluated:
+        return None
+    rows = run.evaluated[run.evaluated["road_morf_auc"].notna()]
+    return {"fractions": np.asarray(fractions, dtype=np.float64),
+            **{curve: rows[[road_column(curve, f) for f in fractions]].to_numpy(np.float64)
+               for curve in ("morf", "lerf", "morf_top1", "lerf_top1")}}
+
+
+def randomisation_of(run: RunData) -> dict[str, Any] | None:
+    """The run folder's ``randomisation.json`` (``perturb randomisation``), or None."""
+    path = run.folder / RANDOMISATION_FILES["json"]
+    if not path.is_file():
+        return None
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------------------------
