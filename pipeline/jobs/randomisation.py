@@ -197,12 +197,13 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
         for key in SIMILARITIES:
             columns[key].append(np.stack([s[key] for s in similarities], 1))
         done += len(batch.rows)
+        # written after every batch: a run stopped early keeps the images it finished
+        values = {key: np.concatenate(columns[key]) for key in SIMILARITIES}  # (n, S)
+        per_image = _table(table, np.concatenate([b.rows for b in batches])[:done], steps, values)
+        summary = _summary(name, steps, blocks, values, seconds, config, facts, done, len(rows))
+        paths = _write(Path(out), per_image, summary)
         if notify is not None:
             notify(f"randomisation: {done} of {len(rows)} images, {seconds.sum():.0f} s")
-    values = {key: np.concatenate(columns[key]) for key in SIMILARITIES}  # (N, S)
-    per_image = _table(table, np.concatenate([b.rows for b in batches]), steps, values)
-    summary = _summary(name, steps, blocks, values, seconds, config, facts, len(rows))
-    paths = _write(Path(out), per_image, summary)
     return RandomisationRun(per_image, summary, paths)
 
 
@@ -219,7 +220,7 @@ def _table(store_table: pd.DataFrame, rows: np.ndarray, steps: list[str], values
 
 
 def _summary(name: str, steps: list[str], blocks: tuple, values: dict[str, np.ndarray], seconds: np.ndarray,
-             config: RandomisationConfig, facts: dict[str, Any], n: int) -> dict[str, Any]:
+             config: RandomisationConfig, facts: dict[str, Any], n: int, planned: int) -> dict[str, Any]:
     def sem(column: np.ndarray) -> float:
         finite = column[np.isfinite(column)]
         return float(finite.std(ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else float("nan")
@@ -229,6 +230,7 @@ def _summary(name: str, steps: list[str], blocks: tuple, values: dict[str, np.nd
         "mean": {key: np.nanmean(v, 0).tolist() for key, v in values.items()},
         "sem": {key: [sem(v[:, j]) for j in range(v.shape[1])] for key, v in values.items()},
         "seconds": seconds.tolist(), "seconds_per_image_step": (seconds / n).tolist(),
+        "images_planned": planned,
         "settings": {
             **facts,
             "blocks": [[step, list(modules)] for step, modules in blocks],
