@@ -27,6 +27,7 @@ metrics.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import time
@@ -189,6 +190,9 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
         models = itertools.chain([(ORIGINAL_STEP, classifier)], randomised_models(classifier, blocks, config.seed))
         for i, (step, model) in enumerate(models):
             start = time.perf_counter()
+            # A fresh copy per step: methods cache views of a network by object (captum's ReLU
+            # view, TorchRay's network), which would keep the first randomised step's weights.
+            model = model if i == 0 else copy.deepcopy(model)
             maps = remake(model, images, targets.to(classifier.device), seeds.to(classifier.device))
             seconds[i] += time.perf_counter() - start
             # step 0 against the stored maps (stored in half precision); later steps against step 0's

@@ -86,3 +86,29 @@ def test_imported_and_foreign_stores_are_refused(gradient_store, tmp_path):
         randomise_store(gradient_store, tmp_path / "x", other)
     with pytest.raises(ConfigError, match="limit must be an integer >= 1"):
         RandomisationConfig(limit=0)
+
+
+def test_every_step_re_makes_maps_on_its_own_weights(imagenet_folder, tmp_path, one_thread):
+    """Guided backprop runs on a cached out-of-place copy of a network with in-place ReLUs; each
+    cascading step must still see its own weights (a stale copy would repeat step 1's maps)."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(inplace=True),
+                              torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(128, 1000))
+    net.load_state_dict(tiny_convnet(1000).state_dict())
+    model = classifier_of(net, SIZE, classes=1000)
+    store = tmp_path / "gb.h5"
+    run_baseline("captum:GuidedBackprop", imagenet_folder, store, model, RunConfig(batch_size=4, workers=0, progress=False))
+    result = randomise_store(store, tmp_path / "rand", model, config=RandomisationConfig(limit=2))
+    with MaskStore(store) as opened:
+        batch = next(stored_pictures(opened, np.arange(2), imagenet_folder, batch_size=2))
+        targets = torch.from_numpy(opened.column("target")[:2].astype(np.int64))
+        seeds = torch.from_numpy(opened.column("index")[:2].astype(np.int64))
+    both = copy.deepcopy(net)
+    for layer in (both[4], both[0]):  # step 2: both blocks reset, each after manual_seed(43)
+        torch.manual_seed(43)
+        layer.reset_parameters()
+    original = baseline_saliency("captum:GuidedBackprop", model, batch.images, targets, seeds)
+    randomised = baseline_saliency("captum:GuidedBackprop", classifier_of(both, SIZE, classes=1000), batch.images,
+                                   targets, seeds)
+    expected = map_similarity(original, randomised)
+    last = result.table[result.table["step"] == 2]
+    np.testing.assert_allclose(last["spearman_abs"].to_numpy(), expected["spearman_abs"], atol=1e-6)
