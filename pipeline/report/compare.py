@@ -51,7 +51,8 @@ from ..evaluation import (
 from ..names import markdown_code, markdown_text
 from ..pictures import plot_curves
 
-__all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_row", "RANK_METRIC"]
+__all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_frame", "metric_row",
+           "randomisation_columns", "RANK_METRIC"]
 
 RANK_METRIC = "ins_minus_del"
 """Per-image ``insertion_auc - deletion_auc_zero``; runs are ranked by its mean (higher first)."""
@@ -88,7 +89,8 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
 
 
 def load_run(folder: Path) -> dict[str, Any]:
-    """A run folder's evaluated rows, summary and curves (``curves`` None when absent)."""
+    """A run folder's evaluated rows, summary, curves (``curves`` None when absent) and the per-image
+    means of its randomisation check (:func:`randomisation_columns`)."""
     table_path = folder / "per_image.parquet"
     if not Path(folder).is_dir():
         raise ConfigError(f"no evaluation folder at {str(folder)!r}; check the path, or make one with "
@@ -101,11 +103,16 @@ def load_run(folder: Path) -> dict[str, Any]:
     if table["path"].duplicated().any():
         raise ConfigError(f"{str(table_path)!r} lists an image path twice; cannot pair images by path")
     table[RANK_METRIC] = table["insertion_auc"] - table["deletion_auc_zero"]
-    table = table.merge(randomisation_columns(folder), on="path", how="left")
     summary_path, curves_path = folder / "summary.json", folder / "curves.npz"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     curves = dict(np.load(curves_path)) if curves_path.is_file() else None
-    return {"table": table, "summary": summary, "curves": curves}
+    return {"table": table, "summary": summary, "curves": curves, "randomisation": randomisation_columns(folder)}
+
+
+def metric_frame(table: pd.DataFrame, randomisation: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Where ``metric``'s per-image values are: the randomisation check's own images for its
+    columns (they need not be among the evaluated ones), the evaluated rows for the others."""
+    return randomisation if metric in RANDOMISATION_COLUMNS else table
 
 
 def randomisation_columns(folder: Path) -> pd.DataFrame:
@@ -208,10 +215,15 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ConfigError(f"n_boot must be an integer >= 1; got {n_boot!r}")
     runs = {name: load_run(folder) for name, folder in zip(names, folders)}
-    ref_name, ref = names[0], runs[names[0]]["table"]
-    rows = [metric_row(metric, name, runs[name]["table"], ref_name, None if name == ref_name else ref,
-                       int(n_boot), seed)
-            for metric in comparison_metrics([r["table"] for r in runs.values()]) for name in names]
+    ref_name = names[0]
+
+    def frame(name: str, metric: str) -> pd.DataFrame:
+        return metric_frame(runs[name]["table"], runs[name]["randomisation"], metric)
+
+    tables = [r["table"] for r in runs.values()] + [r["randomisation"] for r in runs.values()]
+    rows = [metric_row(metric, name, frame(name, metric), ref_name,
+                       None if name == ref_name else frame(ref_name, metric), int(n_boot), seed)
+            for metric in comparison_metrics(tables) for name in names]
     table = pd.DataFrame(rows, columns=_TABLE_COLUMNS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

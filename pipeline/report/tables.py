@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row, run_names
+from .compare import RANK_METRIC, comparison_metrics, load_run, metric_frame, metric_row, run_names
 from ..evaluation import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
 from ..evaluation import AUC_COLUMNS, RANDOMISATION_FILES, road_column
@@ -47,6 +47,8 @@ class RunData:
         evaluated: the rows with ``eval_status == "ok"`` plus :data:`RANK_METRIC` (compare's view).
         summary: ``summary.json`` (empty dict when absent).
         curves: ``curves.npz`` content, or None.
+        randomisation: ``path`` and the per-image means of the folder's randomisation check
+            (:func:`pipeline.report.compare.randomisation_columns`), or None.
     """
 
     name: str
@@ -55,6 +57,12 @@ class RunData:
     evaluated: pd.DataFrame
     summary: dict[str, Any]
     curves: dict[str, Any] | None
+    randomisation: pd.DataFrame | None = None
+
+    def frame(self, metric: str) -> pd.DataFrame:
+        """The rows holding ``metric``'s per-image values (:func:`pipeline.report.compare.metric_frame`)."""
+        empty = pd.DataFrame({"path": pd.Series([], dtype=object)})
+        return metric_frame(self.evaluated, self.randomisation if self.randomisation is not None else empty, metric)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -81,7 +89,7 @@ def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None
     for name, folder in zip(names, folders):
         loaded = load_run(folder)  # raises the ConfigError for a folder that is not a run
         runs.append(RunData(name, folder, pd.read_parquet(folder / "per_image.parquet"), loaded["table"],
-                            loaded["summary"], loaded["curves"]))
+                            loaded["summary"], loaded["curves"], loaded["randomisation"]))
     return runs
 
 
@@ -114,7 +122,8 @@ def randomisation_of(run: RunData) -> dict[str, Any] | None:
 
 def report_metrics(runs: Sequence[RunData]) -> list[str]:
     """Compare's metrics, then any other metric a run's ``summary.json`` lists (``tv``, ...)."""
-    metrics = comparison_metrics([r.evaluated for r in runs])
+    metrics = comparison_metrics([r.evaluated for r in runs] + [r.randomisation for r in runs
+                                                                  if r.randomisation is not None])
     for run in runs:
         for name in (run.summary.get("metrics") or {}):
             if name not in metrics and name in run.evaluated:
@@ -140,8 +149,8 @@ def interval_table(runs: Sequence[RunData], n_boot: int, seed: int,
         for run in runs:
             row = known.get((metric, run.name))
             if row is None:
-                row = metric_row(metric, run.name, run.evaluated, ref.name,
-                                 None if run is ref else ref.evaluated, int(n_boot), seed)
+                row = metric_row(metric, run.name, run.frame(metric), ref.name,
+                                 None if run is ref else ref.frame(metric), int(n_boot), seed)
             stats = (run.summary.get("metrics") or {}).get(metric) or {}
             sem = stats.get("sem")
             rows.append({**row, "sem": float(sem) if sem is not None else float("nan")})

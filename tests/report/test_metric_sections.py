@@ -10,6 +10,7 @@ from pipeline.evaluation import EvalConfig, evaluate_store
 from pipeline.jobs.randomisation import RandomisationConfig, randomise_store
 from pipeline.report import write_report
 from pipeline.report.compare import compare_runs
+from pipeline.store import MaskStore
 from tests.metrics.test_randomisation_store import gradient_store, tiny  # noqa: F401 (fixtures)
 
 
@@ -44,3 +45,20 @@ def test_compare_bootstraps_the_new_metrics(checked_run, tmp_path):
     assert rows.loc[("randomisation_spearman_abs", "a"), "mean"] == pytest.approx(expected)
     per_image = pd.read_csv(checked_run / "per_image.csv")
     assert np.isfinite(per_image["road_lerf_80"]).sum() == 6
+
+
+def test_randomisation_images_need_not_be_evaluated_ones(checked_run, gradient_store, tiny, tmp_path):  # noqa: F811
+    """A check on the first 4 rows beside an evaluation of other rows: compare still has its 4 images."""
+    import shutil
+
+    folder = tmp_path / "other"
+    with MaskStore(gradient_store) as store:
+        later = store.column("index")[4:].tolist()
+    evaluate_store(gradient_store, None, tiny, folder, indices=later,
+                   config=EvalConfig(workers=0, plots=False, metrics=("complexity",)))
+    for name in ("randomisation.csv", "randomisation.json"):
+        shutil.copy(checked_run / name, folder / name)
+    rows = compare_runs([folder], tmp_path / "cmp", n_boot=20).set_index("metric")
+    assert rows.loc["randomisation_ssim", "n"] == 4 and rows.loc["complexity", "n"] == len(later) - 1  # 1 broken
+    page = write_report([folder], tmp_path / "r.html").read_text()
+    assert "randomisation_ssim" in page
