@@ -233,6 +233,8 @@ def _summary(name: str, steps: list[str], blocks: tuple, values: dict[str, np.nd
         "method": name, "images": n, "steps": steps,
         "mean": {key: np.nanmean(v, 0).tolist() for key, v in values.items()},
         "sem": {key: [sem(v[:, j]) for j in range(v.shape[1])] for key, v in values.items()},
+        # a constant re-made map (a solver deleting nothing on a random model) has no rank correlation
+        "undefined_share": np.isnan(values["spearman_abs"]).mean(0).tolist(),
         "seconds": seconds.tolist(), "seconds_per_image_step": (seconds / n).tolist(),
         "images_planned": planned,
         "settings": {

@@ -254,15 +254,19 @@ def _randomisation(randomised: dict[str, Any]) -> str:
             f"({esc(settings.get('class_explained', ''))}). Each point is the mean similarity to the map of the "
             "unmodified model; step 'original' compares that re-made map with the stored one. A method whose "
             "maps stay similar while the model turns to noise does not explain the model: lower is better. "
+            "'maps constant' is the share of images whose re-made map is constant (its rank correlation "
+            "is undefined and left out of the means; a constant map carries no explanation at all). "
             f"Seed {esc(str(settings.get('seed', '')))}; blocks per step in randomisation.json.</p>")
     table = Table("randomisation", ["run", "step", "randomised down to", "Spearman |map|", "SSIM", "HOG",
-                                    "seconds"])
+                                    "maps constant", "seconds"])
     for name, run in shown.items():
+        undefined = run.get("undefined_share") or [float("nan")] * len(run["steps"])
         for i, step in enumerate(run["steps"]):
             values = [run["mean"][k][i] for k in ("spearman_abs", "ssim", "hog_pearson")]
             table.add([text_cell(name), num_cell(i, "step", 0), text_cell(step),
                        *(num_cell(float("nan") if v is None else float(v), "similarity", 4) for v in values),
-                       num_cell(float(run["seconds"][i]), "seconds", 1)], run=name)
+                       num_cell(undefined[i], "constant", 2), num_cell(float(run["seconds"][i]), "seconds", 1)],
+                      run=name)
     return note + _img(randomisation_png(shown), "randomisation curves") + table.html()
 
 

@@ -107,13 +107,21 @@ def road_curves_of(run: RunData) -> dict[str, Any] | None:
 
 
 def randomisation_of(run: RunData) -> dict[str, Any] | None:
-    """The run folder's ``randomisation.json`` (``perturb randomisation``), or None."""
+    """The run folder's ``randomisation.json`` (``perturb randomisation``) with ``undefined_share``:
+    per step, the share of images whose Spearman correlation is undefined (a constant map, e.g. a
+    solver that deletes nothing on a randomised model), from ``randomisation.csv``; or None."""
     path = run.folder / RANDOMISATION_FILES["json"]
     if not path.is_file():
         return None
     import json
 
-    return json.loads(path.read_text(encoding="utf-8"))
+    checked = json.loads(path.read_text(encoding="utf-8"))
+    csv = run.folder / RANDOMISATION_FILES["csv"]
+    if csv.is_file():  # a constant re-made map has no rank correlation: say how often that happened
+        rows = pd.read_csv(csv)
+        undefined = rows["spearman_abs"].isna().groupby(rows["step"]).mean()
+        checked["undefined_share"] = [float(undefined.get(i, float("nan"))) for i in range(len(checked["steps"]))]
+    return checked
 
 
 # --------------------------------------------------------------------------------------------

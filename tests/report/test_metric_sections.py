@@ -31,6 +31,7 @@ def test_report_shows_road_randomisation_and_complexity(checked_run, tmp_path, o
     for metric in ("road_combined", "road_morf_auc", "sparseness", "complexity", "randomisation_spearman_abs"):
         assert metric in page
     assert page.count("data:image/png;base64") >= 2  # the ROAD and randomisation figures
+    assert "maps constant" in page
 
 
 def test_compare_bootstraps_the_new_metrics(checked_run, tmp_path):
