@@ -129,8 +129,10 @@ def randomisation_columns(folder: Path) -> pd.DataFrame:
 
 
 def comparison_metrics(tables: Sequence[pd.DataFrame]) -> list[str]:
-    """The metric columns compared, in table order, present in at least one run."""
-    present = set().union(*(t.columns for t in tables))
+    """The metric columns compared, in table order, with a value in at least one run (a metric
+    the runs were evaluated without, ``--metrics``, is left out)."""
+    present = {c for t in tables for c in t.columns
+               if np.isfinite(pd.to_numeric(t[c], errors="coerce").to_numpy(np.float64)).any()}
     ordered = [*AUC_COLUMNS.values(), RANK_METRIC]
     locs = [c for t in tables for c in t.columns if c.startswith("loc_") and c != "loc_status"]
     locs += [c for t in tables for c in t.columns if c.startswith("locerr_")]  # held-out alpha (paper)
@@ -250,7 +252,7 @@ def _markdown(table: pd.DataFrame, runs: dict[str, Any], folders: list[Path], n_
              "`better`: which direction is better.", ""]
     lines += [f"- {markdown_code(f.name)}: {markdown_text(str(f))}" for f in folders] + [""]
     ranking = table[table["metric"] == RANK_METRIC].sort_values("mean", ascending=False, kind="stable")
-    if len(ranking):
+    if np.isfinite(ranking["mean"]).any():
         lines += ["## Ranking by insertion AUC minus deletion AUC (zero substrate), higher first", ""]
         lines += [f"{i}. {markdown_code(r.run)}: {_fmt(r.mean, r.ci_low, r.ci_high)}" for i, r in
                   enumerate(ranking.itertuples(), start=1)] + [""]
