@@ -4,7 +4,7 @@ What `perturb evaluate STORE --out DIR --metrics road,complexity ...` computes, 
 parts `index % PARTS == k` (the rows `perturb evaluate --shard k/PARTS` takes), part 0 of every
 store first, then part 1 ...: a run stopped early has every store evaluated on the same images.
 A finished part is kept (its folder has summary.json) and not evaluated again; each run ends (and
-``--merge-only`` just does this) by merging each store's finished parts into ``OUT/<name>/``
+``--merge-only`` just does this) by merging the parts every store finished into ``OUT/<name>/``
 (`pipeline.evaluation.merge_evaluations`, as `perturb merge` joins shards).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python results/metrics/road_parts.py OUT NAME=STORE.h5 ... \
@@ -56,10 +56,14 @@ def main() -> None:
                 chosen = index[index % args.parts == part].tolist()
                 evaluate_store(store, args.data, classifier, folder, boxes=boxes, config=CONFIG, indices=chosen)
                 print(f"{name} part {part}: {len(chosen)} images in {time.perf_counter() - start:.0f} s", flush=True)
+    # only the parts every store finished: all stores are merged over the same images
+    finished = [{p.parent.name for p in (args.out / "parts" / name).glob(f"part-*-of-{args.parts}/summary.json")}
+                for name in stores]
+    common = sorted(set.intersection(*finished))
     for name, store in stores.items():
-        done = sorted((args.out / "parts" / name).glob(f"part-*-of-{args.parts}/summary.json"))
+        done = [args.out / "parts" / name / part for part in common]
         if done:
-            merged = merge_evaluations(store, [p.parent for p in done], args.out / name, CONFIG, with_boxes=False)
+            merged = merge_evaluations(store, done, args.out / name, CONFIG, with_boxes=False)
             n = int((merged.table["eval_status"] == "ok").sum())
             print(f"{name}: {len(done)} of {args.parts} parts merged, {n} images", flush=True)
 
