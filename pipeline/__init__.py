@@ -56,6 +56,7 @@ _API: dict[str, str] = {
     # evaluation and reports
     "evaluate_store": "pipeline.evaluation", "EvalConfig": "pipeline.evaluation",
     "store_saliency": "pipeline.evaluation", "compare_runs": "pipeline.report.compare",
+    "randomise_store": "pipeline.jobs.randomisation", "RandomisationConfig": "pipeline.jobs.randomisation",
     "write_report": "pipeline.report", "ReportConfig": "pipeline.report",
     # errors
     "PipelineError": "pipeline.errors", "ConfigError": "pipeline.errors", "StoreError": "pipeline.errors",

@@ -548,6 +548,21 @@ def import_(
         typer.echo(line)
 
 
+MetricsOpt = Annotated[Optional[str], typer.Option(
+    "--metrics", help="Comma-separated metrics: deletion, insertion, localisation, pointing (the default set; "
+    "the last two with --boxes), road, complexity; e.g. --metrics deletion,road,complexity (docs/metrics.md).")]
+
+
+def _percentages(text: str | None) -> tuple[float, ...] | None:
+    """``"10,20,30"`` as fractions ``(0.1, 0.2, 0.3)``; None when not given."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) / 100 for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PipelineError(f"--road-percentages {text!r} must be numbers separated by commas, e.g. 10,50,90") from None
+
+
 @app.command()
 @_fail_cleanly
 def evaluate(
@@ -562,24 +577,77 @@ def evaluate(
     alpha_split: AlphaSplitOpt = None,
     alpha_split_seed: AlphaSplitSeedOpt = 0,
     shard_: ShardOpt = None,
+    metrics: MetricsOpt = None,
+    road_percentages: Annotated[Optional[str], typer.Option(
+        "--road-percentages", help="ROAD's percentages of pixels removed (MoRF) or kept (LeRF), comma-separated "
+        "(default: 10,20,...,90, the paper's).")] = None,
+    road_noise: Annotated[Optional[float], typer.Option(
+        "--road-noise", help="ROAD's imputation noise sigma on [0, 1] pixels (default 0.01; 0 = off).")] = None,
+    road_seed: Annotated[Optional[int], typer.Option("--road-seed", help="Seed of ROAD's noise (default 0).")] = None,
+    road_precision: Annotated[Optional[str], typer.Option(
+        "--road-precision", help="ROAD's imputation solve: float64 (default, within 1e-7 of the reference) or "
+        "float32 (about 2.5x faster on a CPU; with --road-tol 1e-6, errors about 2e-3 on [0, 1] pixels).")] = None,
+    road_tol: Annotated[Optional[float], typer.Option("--road-tol", help="ROAD's imputation tolerance "
+                                                      "(relative residual; default 1e-9).")] = None,
 ) -> None:
-    """Deletion/insertion, localisation and pointing-game metrics of a store into a report folder.
+    """Deletion/insertion, localisation and pointing games (default), ROAD and complexity (--metrics)
+    of a store into a report folder.
 
     Under torchrun or a Slurm array each process evaluates its shard; see `perturb merge`.
     """
     from .distributed import resolve_shard
-    from .evaluation import EvalConfig
+    from .evaluation import EvalConfig, parse_metrics
     from .jobs.evaluate import evaluate_run
 
     shard = resolve_shard(shard_)
+    chosen = _given(metrics=None if metrics is None else parse_metrics(metrics),  # before any image or model
+                    road_fractions=_percentages(road_percentages), road_noise=road_noise, road_seed=road_seed,
+                    road_precision=road_precision, road_tol=road_tol)
     on = shard.device(_device(device))
     config = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
-                                         batch_size=_fixed_batch(batch_size, on), **_given(step=step, workers=workers))
+                                         batch_size=_fixed_batch(batch_size, on),
+                                         **_given(step=step, workers=workers), **chosen)
     evaluated = evaluate_run(store, out, data=data, boxes=boxes, config=config, shard=shard, device=on)
     for warning in evaluated.warnings:
         typer.secho(warning, fg=typer.colors.YELLOW, err=True)
     for line in evaluated.lines:
         typer.echo(line)
+
+
+@app.command()
+@_fail_cleanly
+def randomisation(
+    store: Annotated[Path, typer.Argument(help="HDF5 store of `perturb masks` or `perturb baseline`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for randomisation.csv/.json/.png; the store's "
+                                      "evaluation folder puts the curves in its report and in `compare`.")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Image root (default: the store's recorded source).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="The first N ok rows of the store.")] = 16,
+    seed: Annotated[int, typer.Option("--seed", help="Re-initialisation seed (Quantus MPRT's default 42).")] = 42,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Only the first N blocks of the model's list "
+                                                 "(default: all; docs/metrics.md lists them).")] = None,
+    batch_size: BatchOpt = "auto",
+    workers: WorkersOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Model-randomisation sanity check (Adebayo et al. 2018): re-make the store's maps as the model's
+    blocks are re-initialised from the logits down, and measure how similar they stay.
+
+    Costs (1 + blocks) times the store's own saliency time on LIMIT images (a solver store re-solves).
+    """
+    from .jobs.randomisation import RandomisationConfig, randomise_store
+    from .store import MaskStore
+
+    config = RandomisationConfig(**_given(limit=limit, seed=seed, steps=steps, workers=workers))  # checked first
+    on = _device(device)
+    config = RandomisationConfig(**{**config.__dict__, "batch_size": _fixed_batch(batch_size, on)})
+    with MaskStore(store) as opened:
+        spec = opened.model
+    classifier = _load_model(spec, on)
+    result = randomise_store(store, out, classifier, data_root=data, config=config,
+                             notify=lambda line: typer.echo(line, err=True))
+    for line in result.lines():
+        typer.echo(line)
+    typer.echo(f"wrote {out}")
 
 
 NameOpt = Annotated[Optional[list[str]], typer.Option(
@@ -628,9 +696,10 @@ def sweep(
     alpha_split: AlphaSplitOpt = None,
     alpha_split_seed: AlphaSplitSeedOpt = 0,
     device: DeviceOpt = None,
+    metrics: MetricsOpt = None,
 ) -> None:
     """Solve, evaluate and compare several presets and saliency methods on the same images (resumable)."""
-    from .evaluation import EvalConfig
+    from .evaluation import EvalConfig, parse_metrics
     from .jobs.baselines import checked_method
     from .jobs.preflight import preflight
     from .jobs.run import RunConfig
@@ -647,9 +716,9 @@ def sweep(
     on = _device(device)
     run = RunConfig(batch_size=_batch_size(batch_size), targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target))
-    evaluation = EvalConfig.with_alpha_split(_alpha_split(alpha_split), alpha_split_seed,
-                                             batch_size=_fixed_batch(batch_size, on),
-                                             **_given(step=step, workers=workers))
+    evaluation = EvalConfig.with_alpha_split(
+        _alpha_split(alpha_split), alpha_split_seed, batch_size=_fixed_batch(batch_size, on),
+        **_given(step=step, workers=workers, metrics=None if metrics is None else parse_metrics(metrics)))
     classifier = _load_model(model, on)
     result = run_sweep(data, out, classifier, variants, run, boxes, evaluation, notify=typer.echo, limits=limits)
     for line in result.lines():

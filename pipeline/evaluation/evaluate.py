@@ -72,17 +72,20 @@ from ..metrics import (
     auc,
     blur_substrate,
     causal_curves,
+    complexity,
     energy_pointing_game,
     load_boxes,
     localize,
     pointing_game_hit,
     resize_heatmap,
+    road_curves,
+    sparseness,
     zero_substrate,
 )
 from ..models import Classifier
 from ..store import STATUS_OK, MaskStore
 
-from .settings import AUC_COLUMNS, CURVES, EvalConfig
+from .settings import AUC_COLUMNS, BOX_METRICS, CURVES, DEFAULT_METRICS, EvalConfig, road_column
 from .gallery import FOUND_BOX_COLUMNS, write_pictures
 from .outputs import write_tables
 from .presence import check_images_present
@@ -133,6 +136,10 @@ def evaluate_store(store_path: str | Path, data_root: str | Path | None, classif
     if config.alpha_split is not None and boxes is None:  # refused before any work is done
         raise ConfigError("alpha_split (choosing thresholds on held-out images) needs ground-truth boxes; "
                           "pass boxes (--boxes)")
+    asked = [m for m in BOX_METRICS if config.wants(m)] if config.metrics != DEFAULT_METRICS else []
+    if asked and boxes is None:
+        raise ConfigError(f"metric {asked[0]} needs ground-truth boxes; pass boxes (--boxes) or leave it out "
+                          "of the metrics")
     if device is not None:
         classifier.to(device)
     box_map = load_boxes(boxes) if isinstance(boxes, (str, Path)) else boxes
@@ -212,12 +219,18 @@ def _evaluate_batch(table: pd.DataFrame, rows: np.ndarray, images01: torch.Tenso
     for name, values in batch_curves.items():
         curves[name].extend(values.cpu().numpy())
     curves["position"].extend(rows.tolist())
-    aucs = {AUC_COLUMNS[name]: auc(values).cpu().numpy() for name, values in batch_curves.items()}
+    columns = {AUC_COLUMNS[name]: auc(values).cpu().numpy() for name, values in batch_curves.items()}
+    if config.wants("road"):
+        columns.update(road_columns(classifier, images01, saliency, targets,
+                                    table["index"].to_numpy()[rows].tolist(), config))
+    if config.wants("complexity"):
+        columns.update(sparseness=sparseness(saliency).cpu().numpy(), complexity=complexity(saliency).cpu().numpy())
     labels = table["label"].to_numpy()[rows]
+    with_boxes = box_map is not None and any(config.wants(m) for m in BOX_METRICS)
     for i, p in enumerate(rows):
         row = {"eval_status": "ok", "target_is_label": bool(targets[i] == labels[i])}
-        row.update({column: float(values[i]) for column, values in aucs.items()})
-        if box_map is not None:
+        row.update({column: float(values[i]) for column, values in columns.items()})
+        if with_boxes:
             row.update(_localize_row(saliency[i, 0].numpy(), table.iloc[p], box_map, classifier, config, game))
         metrics[int(p)] = row
 
@@ -231,14 +244,19 @@ def causal_batch(classifier: Classifier, images01: torch.Tensor, saliency: torch
         targets: ``(B,)`` int64 class scored (softmax probability).
 
     Returns:
-        ``{"deletion_zero", "deletion_blur", "insertion"}`` -> ``(B, P)`` float32 curves.
+        ``{"deletion_zero", "deletion_blur", "insertion"}`` -> ``(B, P)`` float32 curves, those of
+        the metrics ``config`` selects (``deletion``: the first two, ``insertion``: the third).
     """
     device = classifier.device
     x = classifier.normalize(images01.to(device, torch.float32))
-    blurred = blur_substrate(x, config.blur_kernel, config.blur_sigma)
     saliency, targets = saliency.to(device), targets.to(device)
-    plan = {"deletion_zero": (zero_substrate(x), "deletion"), "deletion_blur": (blurred, "deletion"),
-            "insertion": (blurred, "insertion")}
+    plan = {}
+    if config.wants("deletion") or config.wants("insertion"):
+        blurred = blur_substrate(x, config.blur_kernel, config.blur_sigma)
+    if config.wants("deletion"):
+        plan.update(deletion_zero=(zero_substrate(x), "deletion"), deletion_blur=(blurred, "deletion"))
+    if config.wants("insertion"):
+        plan["insertion"] = (blurred, "insertion")
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         # channels_last, as the solver feeds it: about 40% faster for these CNNs on CPU.
@@ -246,6 +264,42 @@ def causal_batch(classifier: Classifier, images01: torch.Tensor, saliency: torch
 
     return {name: causal_curves(forward, x, saliency, targets, substrate, mode, config.step, config.chunk)
             for name, (substrate, mode) in plan.items()}
+
+
+def road_columns(classifier: Classifier, images01: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor,
+                 seeds: Sequence[int], config: EvalConfig) -> dict[str, np.ndarray]:
+    """The per-image ROAD columns of a batch (:func:`pipeline.metrics.road_curves` on the
+    classifier's device, imputing ``[0, 1]`` pixels as the reference does).
+
+    Args:
+        images01: ``(B, 3, H, W)`` float RGB in ``[0, 1]`` (normalised only for the model).
+        saliency: ``(B, 1, H, W)``, larger = more relevant.
+        targets: ``(B,)`` int64, the explained class.
+        seeds: ``B`` image indices (each image's noise depends on its index, not its batch).
+
+    Returns:
+        column -> ``(B,)`` float64: for every fraction ``road_morf_<pct>``, ``road_lerf_<pct>``
+        (probabilities), ``road_morf_top1_<pct>``, ``road_lerf_top1_<pct>`` (1.0 / 0.0), and the
+        areas of :data:`pipeline.evaluation.settings.ROAD_SUMMARY`.
+    """
+    device = classifier.device
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        normalised = classifier.normalize(inputs.float())
+        return classifier(normalised.contiguous(memory_format=torch.channels_last)).float()
+
+    result = road_curves(forward, images01.to(device, torch.float32), saliency.to(device), targets.to(device),
+                         config.road_config, seeds=seeds)
+    curves = {"morf": result.morf, "lerf": result.lerf,
+              "morf_top1": result.morf_top1.double(), "lerf_top1": result.lerf_top1.double()}
+    columns = {road_column(name, f): values[:, j].double().cpu().numpy()
+               for name, values in curves.items() for j, f in enumerate(config.road_fractions)}
+    areas = {name: values.double().mean(1).cpu().numpy() for name, values in curves.items()}
+    columns.update(road_morf_auc=areas["morf"], road_lerf_auc=areas["lerf"],
+                   road_combined=(areas["lerf"] - areas["morf"]) / 2,
+                   road_morf_top1_auc=areas["morf_top1"], road_lerf_top1_auc=areas["lerf_top1"],
+                   road_combined_top1=(areas["lerf_top1"] - areas["morf_top1"]) / 2)
+    return columns
 
 
 def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, ImageBoxes],
@@ -265,14 +319,16 @@ def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, 
         return {"loc_status": "no box of class"}
     heat = resize_heatmap(heat_input, (height, width))
     out: dict[str, Any] = {"loc_status": "ok"}
-    results = localize(heat, gt, config.thresholds, config.box_kinds)
+    results = localize(heat, gt, config.thresholds, config.box_kinds) if config.wants("localisation") else []
     for result in results:
         key = f"{result.method.value}_{result.alpha:g}_{result.box_kind.value}"
         out[f"loc_{key}"], out[f"iou_{key}"] = float(result.correct), result.iou
-    out.update(found_box_columns(results[0]))  # the first setting's box: what thumbnails draw
-    hit = pointing_game_hit(heat, gt, config.tolerance)
-    game.update(hit, label)
-    out["pointing_hit"], out["energy_pg"] = float(hit), energy_pointing_game(heat, gt)
+    if results:
+        out.update(found_box_columns(results[0]))  # the first setting's box: what thumbnails draw
+    if config.wants("pointing"):
+        hit = pointing_game_hit(heat, gt, config.tolerance)
+        game.update(hit, label)
+        out["pointing_hit"], out["energy_pg"] = float(hit), energy_pointing_game(heat, gt)
     return out
 
 def found_box_columns(result: LocalizationResult) -> dict[str, Any]:

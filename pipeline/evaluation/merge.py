@@ -71,7 +71,9 @@ def combine_parts(table: pd.DataFrame, parts: Sequence[tuple[pd.DataFrame, Mappi
     order = np.argsort([position[int(i)] for piece in pieces for i in piece["index"]], kind="stable")
     for name in pieces[0]:
         if name != "fraction":
-            combined[name] = np.concatenate([piece[name] for piece in pieces])[order]
+            joined = np.concatenate([piece[name] for piece in pieces])
+            # a curve the evaluation did not compute (``--metrics``) is empty in every part
+            combined[name] = joined[order] if len(joined) == len(order) else joined
     return metrics, combined
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import ConfigError
-from ..metrics import CALIBRATION_ALPHAS, RISE_STEP, BoxKind
+from ..metrics import CALIBRATION_ALPHAS, RISE_STEP, ROAD_FRACTIONS, BoxKind, ImputationConfig, RoadConfig
 from ..options import choices
 
 
@@ -19,6 +20,76 @@ CURVES: tuple[str, ...] = ("deletion_zero", "deletion_blur", "insertion")
 AUC_COLUMNS: dict[str, str] = {"deletion_zero": "deletion_auc_zero", "deletion_blur": "deletion_auc_blur",
                                "insertion": "insertion_auc"}
 """Curve name -> per-image AUC column."""
+
+METRICS: dict[str, str] = {
+    "deletion": "deletion curves onto zeros and onto a blur (RISE), their AUCs",
+    "insertion": "insertion curve from a blur (RISE), its AUC",
+    "localisation": "box localisation at every threshold (Fong & Vedaldi Table 1); needs boxes",
+    "pointing": "pointing game and energy pointing game; needs boxes",
+    "road": "ROAD (Rong et al. 2022): MoRF and LeRF curves on noisy-linear-imputed images, their areas "
+            "and (LeRF - MoRF) / 2",
+    "complexity": "Sparseness (Gini index, Chalasani et al. 2020) and Complexity (entropy, Bhatt et al. 2020)",
+}
+"""The metrics ``perturb evaluate --metrics`` can select, with what each computes (docs/metrics.md)."""
+
+DEFAULT_METRICS: tuple[str, ...] = ("deletion", "insertion", "localisation", "pointing")
+"""What an evaluation computes unless asked otherwise (localisation and pointing only with boxes):
+ROAD (18 imputations and forward passes per image) and complexity are opt-in."""
+
+BOX_METRICS: tuple[str, ...] = ("localisation", "pointing")
+"""The metrics that need ground-truth boxes."""
+
+SEPARATE_METRICS: dict[str, str] = {
+    "randomisation": "the model-randomisation check re-solves every map once per randomised block; run it "
+                     "with `perturb randomisation STORE --out FOLDER`",
+}
+"""Metric names a user may try in ``--metrics`` that are separate commands, with where to find them."""
+
+
+def parse_metrics(text: str | Any) -> tuple[str, ...]:
+    """``"road, complexity"`` (or a sequence of names) as a tuple of :data:`METRICS` names, in
+    :data:`METRICS` order, each once.
+
+    Raises:
+        ConfigError: an empty list, or a name outside :data:`METRICS` (the message lists them).
+    """
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    for name in names:
+        if name in SEPARATE_METRICS:
+            raise ConfigError(f"metric {name!r} is not part of evaluate: {SEPARATE_METRICS[name]}")
+        if name not in METRICS:
+            raise ConfigError(f"unknown metric {name!r}; the metrics are {', '.join(METRICS)} "
+                              f"(default: {','.join(DEFAULT_METRICS)})")
+    if not names:
+        raise ConfigError(f"metrics must name at least one of {', '.join(METRICS)}")
+    return tuple(m for m in METRICS if m in names)
+
+
+def road_column(curve: str, fraction: float) -> str:
+    """The per-image column of a ROAD curve point: ``road_morf_10`` (probability of the explained
+    class with 10% of the pixels removed, most relevant first), ``road_lerf_top1_10`` (whether it is
+    still the top-1 with 10% kept, least relevant removed)...; ``curve`` one of ``morf``, ``lerf``,
+    ``morf_top1``, ``lerf_top1``."""
+    return f"road_{curve}_{100 * fraction:g}"
+
+
+ROAD_SUMMARY: tuple[str, ...] = ("road_morf_auc", "road_lerf_auc", "road_combined", "road_morf_top1_auc",
+                                 "road_lerf_top1_auc", "road_combined_top1")
+"""Per-image ROAD areas (means over the fractions), summarised and compared like the AUCs."""
+
+COMPLEXITY_COLUMNS: tuple[str, ...] = ("sparseness", "complexity")
+"""Per-image map-complexity columns."""
+
+RANDOMISATION_FILES: dict[str, str] = {"csv": "randomisation.csv", "json": "randomisation.json",
+                                       "png": "randomisation.png"}
+"""What ``perturb randomisation`` writes into a run folder (the report and ``compare`` read them)."""
+
+RANDOMISATION_COLUMNS: dict[str, str] = {"randomisation_spearman_abs": "spearman_abs", "randomisation_ssim": "ssim",
+                                         "randomisation_hog_pearson": "hog_pearson"}
+"""Per-image columns ``compare`` and the report add from ``randomisation.csv``: each image's mean
+similarity over the randomised steps (step 0, the unmodified model, left out) -> its similarity."""
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -42,6 +113,19 @@ class EvalConfig:
             assigned by a hash of its path and ``alpha_split_seed``) or the calibration images'
             paths or stems. None: off.
         alpha_split_seed: varies the fractional split.
+        metrics: the :data:`METRICS` computed (default :data:`DEFAULT_METRICS`; localisation and
+            pointing only when boxes are given, and an error when asked for without them).
+        road_fractions: ROAD's fractions of pixels (removed for MoRF, kept for LeRF), the
+            paper's 0.1 .. 0.9 by default.
+        road_noise: standard deviation of ROAD's imputation noise on ``[0, 1]`` pixels (the
+            reference's 0.01); ``0`` turns it off.
+        road_seed: image ``i``'s noise is drawn from a generator seeded ``road_seed + index``.
+        road_tol: the imputation's relative residual tolerance
+            (:class:`pipeline.metrics.ImputationConfig`; float64 solve).
+        road_chunk: image x mask systems imputed together (0: 8 on a CPU, 256 on a GPU).
+        road_precision: the imputation's precision, ``"float64"`` (default; within 1e-7 of the
+            reference's direct solve) or ``"float32"`` (about 2.5x faster on a CPU; pass
+            ``road_tol=1e-6``: errors up to about 2e-3 on [0, 1] pixels, below the noise's 0.01).
     """
 
     step: int = RISE_STEP
@@ -59,8 +143,18 @@ class EvalConfig:
     plots: bool = True
     alpha_split: float | tuple[str, ...] | None = None
     alpha_split_seed: int = 0
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    road_fractions: tuple[float, ...] = ROAD_FRACTIONS
+    road_noise: float = 0.01
+    road_seed: int = 0
+    road_tol: float = 1e-9
+    road_chunk: int = 0
+    road_precision: str = "float64"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", parse_metrics(self.metrics))  # lists from JSON become tuples
+        object.__setattr__(self, "road_fractions", tuple(float(f) for f in self.road_fractions))
+        self.road_config  # noqa: B018 -- validates the ROAD settings now, not after the first batch
         if isinstance(self.alpha_split, (list, tuple, set, frozenset)):
             object.__setattr__(self, "alpha_split", tuple(str(k) for k in self.alpha_split))
             _require("alpha_split", self.alpha_split, "a non-empty list of image paths", bool(self.alpha_split))
@@ -101,6 +195,20 @@ class EvalConfig:
         return cls(alpha_split=alpha_split, alpha_split_seed=alpha_split_seed, **fields, **grid)
 
     @property
+    def road_config(self) -> RoadConfig:
+        """The :class:`pipeline.metrics.RoadConfig` of these settings (its other fields at their defaults)."""
+        _require("road_precision", self.road_precision, "'float64' or 'float32'",
+                 self.road_precision in ("float64", "float32"))
+        dtype = torch.float64 if self.road_precision == "float64" else torch.float32
+        return RoadConfig(fractions=self.road_fractions, noise=self.road_noise, noise_seed=self.road_seed,
+                          chunk=self.chunk, imputation=ImputationConfig(tol=self.road_tol, chunk=self.road_chunk,
+                                                                        dtype=dtype))
+
+    def wants(self, metric: str) -> bool:
+        """Whether ``metric`` (a :data:`METRICS` name) is computed."""
+        return metric in self.metrics
+
+    @property
     def thresholds(self) -> list[tuple[str, float]]:
         """Every ``(method, alpha)`` pair, in value, energy, mean order."""
         return ([("value", a) for a in self.value_alphas] + [("energy", a) for a in self.energy_alphas]
@@ -121,11 +229,15 @@ def _require(name: str, value: Any, allowed: str, ok: bool) -> None:
 def metric_direction(name: str) -> str:
     """``"lower"`` or ``"higher"``: which way metric column ``name`` is better.
 
-    Deletion AUCs, ``p_final`` and ``area`` are better lower (a smaller mask that deletes more);
-    insertion, localisation, pointing games and ``score_drop`` higher. ``p_original``,
+    Deletion AUCs, ROAD's MoRF columns, ``p_final``, ``area`` and ``complexity`` (entropy) are
+    better lower (a smaller mask that deletes more, a simpler map), and so are the randomisation
+    check's similarities (a map that stays the same when the model is randomised does not explain
+    it); insertion, ROAD's LeRF and
+    combined columns, ``sparseness``, localisation, pointing games and ``score_drop`` higher. ``p_original``,
     ``p_perturbed`` and ``tv`` are descriptive: reported as ``""``.
     """
-    if name.startswith(("deletion_auc", "locerr_")) or name in ("p_final", "area"):
+    if name.startswith(("deletion_auc", "locerr_", "road_morf", "randomisation_")) or \
+            name in ("p_final", "area", "complexity"):
         return "lower"
     if name in ("p_original", "p_perturbed", "tv"):
         return ""

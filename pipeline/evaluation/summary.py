@@ -15,11 +15,12 @@ from ..metrics import (
     IOU_CORRECT,
     PointingGame,
     held_out_localization,
+    road_settings,
     split_calibration,
 )
 from ..store import STATUS_OK
 
-from .settings import AUC_COLUMNS, EvalConfig, metric_direction
+from .settings import AUC_COLUMNS, COMPLEXITY_COLUMNS, METRICS, ROAD_SUMMARY, EvalConfig, metric_direction, road_column
 
 
 STAT_COLUMNS = ("area", "tv", "p_original", "p_perturbed", "p_final", "score_drop")
@@ -45,8 +46,26 @@ def metric_columns(per_image: pd.DataFrame) -> list[str]:
     columns += [c for c in per_image.columns if c.startswith("loc_") and c != "loc_status"]
     columns += [c for c in per_image.columns if c.startswith("locerr_")]
     columns += [c for c in ("pointing_hit", "energy_pg") if c in per_image]
+    columns += [c for c in (*ROAD_SUMMARY, *COMPLEXITY_COLUMNS) if c in per_image]
     columns += [c for c in STAT_COLUMNS if c in per_image]
     return columns
+
+
+_CURVE_METRIC = {"deletion_auc_zero": "deletion", "deletion_auc_blur": "deletion", "insertion_auc": "insertion"}
+
+
+def road_means(per_image: pd.DataFrame, fractions: tuple[float, ...]) -> dict[str, Any] | None:
+    """``summary.json``'s ``road`` entry: the mean ROAD curves over the evaluated images, per
+    fraction (``morf``, ``lerf``: probability of the explained class; ``morf_top1``,
+    ``lerf_top1``: share still top-1), with ``fractions`` and the image count ``n``; None when the
+    table has no ROAD columns."""
+    if road_column("morf", fractions[0]) not in per_image:
+        return None
+    rows = per_image[(per_image["eval_status"] == "ok") & per_image["road_morf_auc"].notna()]
+    means: dict[str, Any] = {"fractions": list(fractions), "n": int(len(rows))}
+    for curve in ("morf", "lerf", "morf_top1", "lerf_top1"):
+        means[curve] = [float(rows[road_column(curve, f)].mean()) if len(rows) else float("nan") for f in fractions]
+    return means
 
 def _summary(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, meta: dict[str, Any],
              with_boxes: bool) -> dict[str, Any]:
@@ -54,14 +73,21 @@ def _summary(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, me
     evaluated = per_image["eval_status"] == "ok"
     metrics = {}
     for name in metric_columns(per_image):
+        if name in _CURVE_METRIC and not config.wants(_CURVE_METRIC[name]):
+            continue  # a curve this evaluation was asked not to compute
         values = pd.to_numeric(per_image.loc[evaluated, name], errors="coerce").to_numpy(np.float64)
         values = values[np.isfinite(values)]
         n = int(values.size)
         sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
         metrics[name] = {"mean": float(values.mean()) if n else float("nan"), "sem": sem, "count": n,
                          "better": metric_direction(name)}
-    return {"metrics": metrics, "pointing_game": game.compute() if with_boxes else None,
-            "counts": _counts(per_image, evaluated, with_boxes), "settings": _settings(config, meta)}
+    with_game = with_boxes and config.wants("pointing")
+    summary = {"metrics": metrics, "pointing_game": game.compute() if with_game else None,
+               "counts": _counts(per_image, evaluated, with_boxes), "settings": _settings(config, meta)}
+    road = road_means(per_image, config.road_fractions) if config.wants("road") else None
+    if road is not None:
+        summary["road"] = road
+    return summary
 
 def summarise(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, meta: dict[str, Any],
               with_boxes: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -138,4 +164,16 @@ def _settings(config: EvalConfig, meta: dict[str, Any]) -> dict[str, Any]:
         "pointing_tolerance_px": config.tolerance,
         "heatmap_frame": "original image (store height/width), bilinear resize_heatmap",
         "localization_class": "ground-truth label (boxes of the label's wnid)",
+        "metrics": list(config.metrics),
+        "metric_definitions": {name: METRICS[name] for name in config.metrics},
+        **({"road": {**road_settings(config.road_config), "images": "[0, 1] RGB at the store's input size, "
+                     "imputed before normalisation; noise seed road_seed + image index",
+                     "morf": "the top fraction of pixels (ROAD's ranking) removed and imputed",
+                     "lerf": "all pixels but the top fraction removed and imputed",
+                     "area": "mean of the curve over the fractions; combined = (LeRF area - MoRF area) / 2"}}
+           if config.wants("road") else {}),
+        **({"complexity": {"sparseness": "Gini index of |s| / max|s| + 1e-7 (Chalasani et al. 2020, Quantus)",
+                           "complexity": "entropy (natural log) of |s| / sum|s| (Bhatt et al. 2020, Quantus)",
+                           "map": "the saliency at the store's input size, as the other metrics see it"}}
+           if config.wants("complexity") else {}),
     }

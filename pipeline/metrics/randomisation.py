@@ -160,6 +160,9 @@ def randomised_models(model: Any, blocks: tuple[Block, ...], seed: int = 42) -> 
         step: use it before advancing the iterator.
     """
     module = _module(model)
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ConfigError("a TorchScript model cannot be re-initialised block by block (its modules have no "
+                          "reset_parameters); run the randomisation check on the model's Python definition")
     randomised = copy.deepcopy(module).eval()
     for parameter in randomised.parameters():
         parameter.requires_grad_(False)
@@ -167,6 +170,9 @@ def randomised_models(model: Any, blocks: tuple[Block, ...], seed: int = 42) -> 
     wrapped = dataclasses.replace(model, module=randomised) if dataclasses.is_dataclass(model) else randomised
     for name, names in blocks:
         targets = _resettable(randomised, names)
+        if not targets:  # nothing would change: a silent step would report a perfect similarity
+            raise ConfigError(f"step {name!r} has no module with reset_parameters to re-initialise (a TorchScript "
+                              "model's modules have none); run the check on the model's Python definition")
         # fork_rng restores the global generators, so the caller's random state is untouched.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
             for target in targets:

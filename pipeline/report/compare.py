@@ -18,9 +18,13 @@ label class):
 Each (metric, run) draws from its own generator seeded by ``seed`` and a CRC32 of the metric and
 run names, so a table is reproducible and adding a run does not change the other runs' intervals.
 
-Direction (column ``better``): deletion AUCs, ``p_final`` and ``area`` lower; insertion AUC,
-``ins_minus_del`` (insertion AUC minus zero-substrate deletion AUC, per image), localisation
-accuracies, pointing game and energy pointing game higher. Runs are ranked by the mean of
+Direction (column ``better``): deletion AUCs, ``p_final``, ``area``, ROAD's MoRF areas,
+``complexity`` and the randomisation similarities lower; insertion AUC, ``ins_minus_del``
+(insertion AUC minus zero-substrate deletion AUC, per image), localisation accuracies, pointing
+game, energy pointing game, ROAD's LeRF and combined areas and ``sparseness`` higher. A folder
+holding a randomisation check (``perturb randomisation --out`` the evaluation folder) adds, per
+image, its mean similarity over the randomised steps (``randomisation_spearman_abs``,
+``randomisation_ssim``, ``randomisation_hog_pearson``). Runs are ranked by the mean of
 ``ins_minus_del`` in ``comparison.md``.
 """
 
@@ -35,11 +39,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..evaluation import AUC_COLUMNS, CURVES, metric_direction
+from ..evaluation import (
+    AUC_COLUMNS,
+    COMPLEXITY_COLUMNS,
+    CURVES,
+    RANDOMISATION_COLUMNS,
+    RANDOMISATION_FILES,
+    ROAD_SUMMARY,
+    metric_direction,
+)
 from ..names import markdown_code, markdown_text
 from ..pictures import plot_curves
 
-__all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_row", "RANK_METRIC"]
+__all__ = ["compare_runs", "bootstrap_ci", "comparison_metrics", "load_run", "metric_frame", "metric_row",
+           "randomisation_columns", "RANK_METRIC"]
 
 RANK_METRIC = "ins_minus_del"
 """Per-image ``insertion_auc - deletion_auc_zero``; runs are ranked by its mean (higher first)."""
@@ -76,7 +89,8 @@ def _rng(seed: int, *names: str) -> np.random.Generator:
 
 
 def load_run(folder: Path) -> dict[str, Any]:
-    """A run folder's evaluated rows, summary and curves (``curves`` None when absent)."""
+    """A run folder's evaluated rows, summary, curves (``curves`` None when absent) and the per-image
+    means of its randomisation check (:func:`randomisation_columns`)."""
     table_path = folder / "per_image.parquet"
     if not Path(folder).is_dir():
         raise ConfigError(f"no evaluation folder at {str(folder)!r}; check the path, or make one with "
@@ -92,17 +106,39 @@ def load_run(folder: Path) -> dict[str, Any]:
     summary_path, curves_path = folder / "summary.json", folder / "curves.npz"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     curves = dict(np.load(curves_path)) if curves_path.is_file() else None
-    return {"table": table, "summary": summary, "curves": curves}
+    return {"table": table, "summary": summary, "curves": curves, "randomisation": randomisation_columns(folder)}
+
+
+def metric_frame(table: pd.DataFrame, randomisation: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Where ``metric``'s per-image values are: the randomisation check's own images for its
+    columns (they need not be among the evaluated ones), the evaluated rows for the others."""
+    return randomisation if metric in RANDOMISATION_COLUMNS else table
+
+
+def randomisation_columns(folder: Path) -> pd.DataFrame:
+    """``path`` and the :data:`pipeline.evaluation.RANDOMISATION_COLUMNS` of the images of the
+    folder's randomisation check (``perturb randomisation``): each image's mean similarity over the
+    randomised steps; no rows when the folder has none."""
+    csv = Path(folder) / RANDOMISATION_FILES["csv"]
+    if not csv.is_file():
+        return pd.DataFrame({"path": pd.Series([], dtype=object)})
+    rows = pd.read_csv(csv)
+    randomised = rows[rows["step"] > 0]
+    means = randomised.groupby("path", sort=False)[list(RANDOMISATION_COLUMNS.values())].mean()
+    return means.rename(columns={v: k for k, v in RANDOMISATION_COLUMNS.items()}).reset_index()
 
 
 def comparison_metrics(tables: Sequence[pd.DataFrame]) -> list[str]:
-    """The metric columns compared, in table order, present in at least one run."""
-    present = set().union(*(t.columns for t in tables))
+    """The metric columns compared, in table order, with a value in at least one run (a metric
+    the runs were evaluated without, ``--metrics``, is left out)."""
+    present = {c for t in tables for c in t.columns
+               if np.isfinite(pd.to_numeric(t[c], errors="coerce").to_numpy(np.float64)).any()}
     ordered = [*AUC_COLUMNS.values(), RANK_METRIC]
     locs = [c for t in tables for c in t.columns if c.startswith("loc_") and c != "loc_status"]
     locs += [c for t in tables for c in t.columns if c.startswith("locerr_")]  # held-out alpha (paper)
     ordered += list(dict.fromkeys(locs))
-    ordered += ["pointing_hit", "energy_pg", "p_final", "area"]
+    ordered += ["pointing_hit", "energy_pg", *ROAD_SUMMARY, *COMPLEXITY_COLUMNS, *RANDOMISATION_COLUMNS,
+                "p_final", "area"]
     return [m for m in ordered if m in present]
 
 
@@ -181,10 +217,15 @@ def compare_runs(run_dirs: Sequence[str | Path], out: str | Path, n_boot: int = 
     if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
         raise ConfigError(f"n_boot must be an integer >= 1; got {n_boot!r}")
     runs = {name: load_run(folder) for name, folder in zip(names, folders)}
-    ref_name, ref = names[0], runs[names[0]]["table"]
-    rows = [metric_row(metric, name, runs[name]["table"], ref_name, None if name == ref_name else ref,
-                       int(n_boot), seed)
-            for metric in comparison_metrics([r["table"] for r in runs.values()]) for name in names]
+    ref_name = names[0]
+
+    def frame(name: str, metric: str) -> pd.DataFrame:
+        return metric_frame(runs[name]["table"], runs[name]["randomisation"], metric)
+
+    tables = [r["table"] for r in runs.values()] + [r["randomisation"] for r in runs.values()]
+    rows = [metric_row(metric, name, frame(name, metric), ref_name,
+                       None if name == ref_name else frame(ref_name, metric), int(n_boot), seed)
+            for metric in comparison_metrics(tables) for name in names]
     table = pd.DataFrame(rows, columns=_TABLE_COLUMNS)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +252,7 @@ def _markdown(table: pd.DataFrame, runs: dict[str, Any], folders: list[Path], n_
              "`better`: which direction is better.", ""]
     lines += [f"- {markdown_code(f.name)}: {markdown_text(str(f))}" for f in folders] + [""]
     ranking = table[table["metric"] == RANK_METRIC].sort_values("mean", ascending=False, kind="stable")
-    if len(ranking):
+    if np.isfinite(ranking["mean"]).any():
         lines += ["## Ranking by insertion AUC minus deletion AUC (zero substrate), higher first", ""]
         lines += [f"{i}. {markdown_code(r.run)}: {_fmt(r.mean, r.ci_low, r.ci_high)}" for i, r in
                   enumerate(ranking.itertuples(), start=1)] + [""]

@@ -11,12 +11,17 @@ import base64
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..evaluation import CURVES, GALLERY_SEED, THUMBNAILS_FILE, read_thumbnails
-from ..pictures import plot_curves, plot_localisation, png_bytes
+from ..pictures import new_figure, plot_curves, plot_localisation, png_bytes
 
-__all__ = ["data_uri", "curves_png", "localisation_png", "Thumbnails"]
+__all__ = ["data_uri", "curves_png", "localisation_png", "road_figure", "road_png", "randomisation_figure",
+           "randomisation_png", "Thumbnails"]
+
+RANDOMISATION_PANELS = (("spearman_abs", "Spearman rank correlation, |maps|"), ("ssim", "SSIM"),
+                        ("hog_pearson", "HOG Pearson correlation"))
 
 
 def data_uri(payload: bytes, mime: str) -> str:
@@ -74,3 +79,70 @@ class Thumbnails:
                     "galleries `perturb evaluate` draws (up to its own number of images per row, 4 by default, "
                     f"with seed {GALLERY_SEED})")
         return ""
+
+
+def road_figure(runs: Mapping[str, Mapping[str, Any]]) -> Any:
+    """ROAD's mean curves per run: MoRF (left, lower is better) and LeRF (right, higher is
+    better), with a pointwise 95% band (mean +- 1.96 standard errors over images).
+
+    Args:
+        runs: run name -> ``{"fractions": (P,), "morf": (N, P), "lerf": (N, P)}`` probabilities.
+    """
+    fig, axes = new_figure(1, 2, (8.4, 3.6))
+    panels = (("morf", "MoRF: most relevant removed (lower is better)", "fraction of pixels removed"),
+              ("lerf", "LeRF: least relevant removed (higher is better)", "fraction of pixels kept"))
+    for ax, (key, title, xlabel) in zip(axes[0], panels):
+        for name, run in runs.items():
+            values = np.asarray(run[key], dtype=np.float64)
+            if not len(values):
+                continue
+            x, mean = np.asarray(run["fractions"]), values.mean(0)
+            line, = ax.plot(x, mean, marker="o", markersize=3, label=f"{name} (area {mean.mean():.3f}, n={len(values)})")
+            if len(values) > 1:
+                half = 1.96 * values.std(0, ddof=1) / np.sqrt(len(values))
+                ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set(title=title, xlabel=xlabel, ylabel="mean p(target), imputed", xlim=(0, 1), ylim=(0, 1))
+        ax.title.set_fontsize(10)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def road_png(runs: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """:func:`road_figure` as a data URI; None when no run has ROAD columns."""
+    runs = {name: run for name, run in runs.items() if run is not None and len(run["morf"])}
+    return data_uri(png_bytes(road_figure(runs)), "image/png") if runs else None
+
+
+def randomisation_figure(runs: Mapping[str, Mapping[str, Any]]) -> Any:
+    """The randomisation check's mean similarity per cascading step, one line per run, one panel
+    per similarity (:data:`RANDOMISATION_PANELS`), with a 95% band (1.96 standard errors).
+
+    Args:
+        runs: run name -> ``randomisation.json`` content (``steps``, ``mean``, ``sem``).
+    """
+    fig, axes = new_figure(1, len(RANDOMISATION_PANELS), (4.6 * len(RANDOMISATION_PANELS), 4.0))
+    for ax, (key, title) in zip(axes[0], RANDOMISATION_PANELS):
+        labels: list[str] = []
+        for name, run in runs.items():
+            mean = np.asarray([np.nan if v is None else v for v in run["mean"][key]], dtype=np.float64)
+            sem = np.asarray([np.nan if v is None else v for v in run["sem"][key]], dtype=np.float64)
+            x = np.arange(len(mean))
+            line, = ax.plot(x, mean, marker="o", markersize=3, label=f"{name} (n={run.get('images', '?')})")
+            ax.fill_between(x, mean - 1.96 * sem, mean + 1.96 * sem, color=line.get_color(), alpha=0.15, linewidth=0)
+            labels = list(run["steps"]) if len(run["steps"]) > len(labels) else labels
+        ax.set_xticks(np.arange(len(labels)))
+        ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set(title=title, xlabel="randomised down to (cascading)", ylabel="similarity to the original map",
+               ylim=(-0.2 if key != "ssim" else 0, 1.02))
+        ax.title.set_fontsize(10)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def randomisation_png(runs: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """:func:`randomisation_figure` as a data URI; None when no run has a randomisation check."""
+    runs = {name: run for name, run in runs.items() if run is not None}
+    return data_uri(png_bytes(randomisation_figure(runs)), "image/png") if runs else None

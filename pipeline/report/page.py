@@ -19,7 +19,7 @@ import pandas as pd
 from .compare import RANK_METRIC
 from ..evaluation import GALLERY_METRICS, WEAK_RATIO, gallery_picks, metric_direction
 from ..imagenet import ClassVocabulary
-from .figures import Thumbnails, curves_png, localisation_png
+from .figures import Thumbnails, curves_png, localisation_png, randomisation_png, road_png
 from .provenance import flatten, plain, provenance_section
 from .markup import Table, ci_cell, esc, fmt, num_cell, page, section, text_cell
 from .tables import (
@@ -29,11 +29,13 @@ from .tables import (
     class_table,
     flagged_images,
     localisation_table,
+    randomisation_of,
     ranking,
+    road_curves_of,
     verdict,
 )
 
-KNOWN_SUMMARY_KEYS = ("metrics", "pointing_game", "counts", "settings")
+KNOWN_SUMMARY_KEYS = ("metrics", "pointing_game", "counts", "settings", "road")
 """``summary.json`` entries with their own section; any other entry is shown as key/value rows."""
 
 
@@ -51,6 +53,14 @@ def build_page(runs: Sequence[RunData], intervals: pd.DataFrame, out_path: Path,
         parts.append(("differences", "Paired differences", _differences(runs, intervals)))
     parts += [
         ("curves", "Deletion and insertion curves", _curves(runs)),
+    ]
+    road = {run.name: road_curves_of(run) for run in runs}
+    if any(r is not None for r in road.values()):
+        parts.append(("road", "ROAD: remove and debias", _road(runs, road)))
+    randomised = {run.name: randomisation_of(run) for run in runs}
+    if any(r is not None for r in randomised.values()):
+        parts.append(("randomisation", "Model-randomisation check", _randomisation(randomised)))
+    parts += [
         ("localisation", "Localisation", _localisation(runs, loc)),
         ("pointing", "Pointing games", _pointing(runs, intervals)),
         ("classes", "Per-class breakdown", _classes(runs, vocabulary, config)),
@@ -213,6 +223,51 @@ def _curves(runs: Sequence[RunData]) -> str:
     if len(steps) > 1:
         note += ' <span class="warn">The runs used different step sizes.</span>'
     return note + "</p>" + _img(curves_png({run.name: run.curves for run in runs}), "deletion and insertion curves")
+
+
+def _road(runs: Sequence[RunData], road: dict[str, Any]) -> str:
+    """ROAD's mean MoRF and LeRF curves per run, and their share of images still top-1."""
+    note = ('<p class="note">ROAD (Rong et al. 2022): pixels ranked by saliency are removed and filled by '
+            "noisy linear imputation, so the removed region's shape does not give the class away. MoRF removes "
+            "the most relevant fraction (lower is better), LeRF removes all but the most relevant fraction "
+            "(higher is better); the areas (means over the fractions) and the combined score "
+            "(LeRF - MoRF) / 2 are rows of the summary. Band: 95% (mean ± 1.96 standard errors).</p>")
+    table = Table("road", ["run", "fraction", "MoRF p", "LeRF p", "MoRF top-1", "LeRF top-1", "n"])
+    for name, curves in road.items():
+        if curves is None:
+            continue
+        for j, fraction in enumerate(curves["fractions"]):
+            table.add([text_cell(name), num_cell(float(fraction), "fraction", 2),
+                       *(num_cell(float(np.mean(curves[k][:, j])) if len(curves[k]) else float("nan"), k, 4)
+                         for k in ("morf", "lerf", "morf_top1", "lerf_top1")),
+                       num_cell(len(curves["morf"]), "n", 0)], run=name)
+    return note + _img(road_png({n: c for n, c in road.items() if c is not None}), "ROAD curves") + table.html()
+
+
+def _randomisation(randomised: dict[str, Any]) -> str:
+    """The randomisation check's mean similarity per step and run (``perturb randomisation``)."""
+    shown = {name: r for name, r in randomised.items() if r is not None}
+    first = next(iter(shown.values()))
+    settings = first.get("settings") or {}
+    note = ('<p class="note">Cascading model-parameter randomisation (Adebayo et al. 2018): the model\'s blocks '
+            "are re-initialised from the logits down and each map re-made "
+            f"({esc(settings.get('class_explained', ''))}). Each point is the mean similarity to the map of the "
+            "unmodified model; step 'original' compares that re-made map with the stored one. A method whose "
+            "maps stay similar while the model turns to noise does not explain the model: lower is better. "
+            "'maps constant' is the share of images whose re-made map is constant (its rank correlation "
+            "is undefined and left out of the means; a constant map carries no explanation at all). "
+            f"Seed {esc(str(settings.get('seed', '')))}; blocks per step in randomisation.json.</p>")
+    table = Table("randomisation", ["run", "step", "randomised down to", "Spearman |map|", "SSIM", "HOG",
+                                    "maps constant", "seconds"])
+    for name, run in shown.items():
+        undefined = run.get("undefined_share") or [float("nan")] * len(run["steps"])
+        for i, step in enumerate(run["steps"]):
+            values = [run["mean"][k][i] for k in ("spearman_abs", "ssim", "hog_pearson")]
+            table.add([text_cell(name), num_cell(i, "step", 0), text_cell(step),
+                       *(num_cell(float("nan") if v is None else float(v), "similarity", 4) for v in values),
+                       num_cell(undefined[i], "constant", 2), num_cell(float(run["seconds"][i]), "seconds", 1)],
+                      run=name)
+    return note + _img(randomisation_png(shown), "randomisation curves") + table.html()
 
 
 def _localisation(runs: Sequence[RunData], loc: dict[str, pd.DataFrame]) -> str:

@@ -16,13 +16,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .compare import RANK_METRIC, comparison_metrics, load_run, metric_row, run_names
+from .compare import RANK_METRIC, comparison_metrics, load_run, metric_frame, metric_row, run_names
 from ..evaluation import WEAK_RATIO, StrengthReport, perturbation_strength
 from ..errors import ConfigError
-from ..evaluation import AUC_COLUMNS
+from ..evaluation import AUC_COLUMNS, RANDOMISATION_FILES, road_column
 from ..imagenet import ClassVocabulary
 
-__all__ = ["RunData", "load_runs", "interval_table", "class_table", "class_extremes", "localisation_table",
+__all__ = ["RunData", "load_runs", "road_curves_of", "randomisation_of", "interval_table", "class_table", "class_extremes", "localisation_table",
            "flagged_images", "GALLERY_METRICS", "CLASS_METRICS"]
 
 GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
@@ -31,7 +31,8 @@ GALLERY_METRICS: tuple[str, ...] = (*AUC_COLUMNS.values(), "energy_pg")
 CLASS_METRICS: tuple[str, ...] = ("insertion_auc", "deletion_auc_zero", RANK_METRIC, "pointing_hit", "energy_pg")
 """Per-class means shown in the class breakdown; classes are ranked by :data:`RANK_METRIC`."""
 
-TABLE_FILES: tuple[str, ...] = ("per_image.parquet", "per_image.csv", "summary.csv", "summary.json", "curves.npz")
+TABLE_FILES: tuple[str, ...] = ("per_image.parquet", "per_image.csv", "summary.csv", "summary.json", "curves.npz",
+                                 *RANDOMISATION_FILES.values())
 """Files of a run folder the report is built from (linked from the page when present)."""
 
 
@@ -46,6 +47,8 @@ class RunData:
         evaluated: the rows with ``eval_status == "ok"`` plus :data:`RANK_METRIC` (compare's view).
         summary: ``summary.json`` (empty dict when absent).
         curves: ``curves.npz`` content, or None.
+        randomisation: ``path`` and the per-image means of the folder's randomisation check
+            (:func:`pipeline.report.compare.randomisation_columns`), or None.
     """
 
     name: str
@@ -54,6 +57,12 @@ class RunData:
     evaluated: pd.DataFrame
     summary: dict[str, Any]
     curves: dict[str, Any] | None
+    randomisation: pd.DataFrame | None = None
+
+    def frame(self, metric: str) -> pd.DataFrame:
+        """The rows holding ``metric``'s per-image values (:func:`pipeline.report.compare.metric_frame`)."""
+        empty = pd.DataFrame({"path": pd.Series([], dtype=object)})
+        return metric_frame(self.evaluated, self.randomisation if self.randomisation is not None else empty, metric)
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -80,8 +89,39 @@ def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None
     for name, folder in zip(names, folders):
         loaded = load_run(folder)  # raises the ConfigError for a folder that is not a run
         runs.append(RunData(name, folder, pd.read_parquet(folder / "per_image.parquet"), loaded["table"],
-                            loaded["summary"], loaded["curves"]))
+                            loaded["summary"], loaded["curves"], loaded["randomisation"]))
     return runs
+
+
+def road_curves_of(run: RunData) -> dict[str, Any] | None:
+    """The run's per-image ROAD curves, ``{"fractions": (P,), "morf": (N, P), "lerf": (N, P)}``
+    (probabilities of the explained class, evaluated images with ROAD values); None without ROAD."""
+    road = run.summary.get("road") or (run.settings.get("road") or {})
+    fractions = road.get("fractions")
+    if not fractions or road_column("morf", fractions[0]) not in run.evaluated:
+        return None
+    rows = run.evaluated[run.evaluated["road_morf_auc"].notna()]
+    return {"fractions": np.asarray(fractions, dtype=np.float64),
+            **{curve: rows[[road_column(curve, f) for f in fractions]].to_numpy(np.float64)
+               for curve in ("morf", "lerf", "morf_top1", "lerf_top1")}}
+
+
+def randomisation_of(run: RunData) -> dict[str, Any] | None:
+    """The run folder's ``randomisation.json`` (``perturb randomisation``) with ``undefined_share``:
+    per step, the share of images whose Spearman correlation is undefined (a constant map, e.g. a
+    solver that deletes nothing on a randomised model), from ``randomisation.csv``; or None."""
+    path = run.folder / RANDOMISATION_FILES["json"]
+    if not path.is_file():
+        return None
+    import json
+
+    checked = json.loads(path.read_text(encoding="utf-8"))
+    csv = run.folder / RANDOMISATION_FILES["csv"]
+    if csv.is_file():  # a constant re-made map has no rank correlation: say how often that happened
+        rows = pd.read_csv(csv)
+        undefined = rows["spearman_abs"].isna().groupby(rows["step"]).mean()
+        checked["undefined_share"] = [float(undefined.get(i, float("nan"))) for i in range(len(checked["steps"]))]
+    return checked
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,7 +130,8 @@ def load_runs(run_dirs: Sequence[str | Path], names: Sequence[str] | None = None
 
 def report_metrics(runs: Sequence[RunData]) -> list[str]:
     """Compare's metrics, then any other metric a run's ``summary.json`` lists (``tv``, ...)."""
-    metrics = comparison_metrics([r.evaluated for r in runs])
+    metrics = comparison_metrics([r.evaluated for r in runs] + [r.randomisation for r in runs
+                                                                  if r.randomisation is not None])
     for run in runs:
         for name in (run.summary.get("metrics") or {}):
             if name not in metrics and name in run.evaluated:
@@ -116,8 +157,8 @@ def interval_table(runs: Sequence[RunData], n_boot: int, seed: int,
         for run in runs:
             row = known.get((metric, run.name))
             if row is None:
-                row = metric_row(metric, run.name, run.evaluated, ref.name,
-                                 None if run is ref else ref.evaluated, int(n_boot), seed)
+                row = metric_row(metric, run.name, run.frame(metric), ref.name,
+                                 None if run is ref else ref.frame(metric), int(n_boot), seed)
             stats = (run.summary.get("metrics") or {}).get(metric) or {}
             sem = stats.get("sem")
             rows.append({**row, "sem": float(sem) if sem is not None else float("nan")})
