@@ -302,14 +302,12 @@ def masks(
                     **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
     if amortise is not None:
-        if shard.sharded:
-            raise PipelineError("--amortise runs in one process; it does not shard")
         preflight(data, limit=run.limit)  # a bad DATA fails before the model loads
         from .amortise import REFINE_ITERATIONS, run_amortised
 
         classifier = _load_model(model, _device(device))
         summary = run_amortised(data, out, classifier, config, amortise, run,
-                                iterations=iterations or REFINE_ITERATIONS, overwrite=overwrite)
+                                iterations=iterations or REFINE_ITERATIONS, overwrite=overwrite, shard=shard)
         for line in summary.lines():
             typer.echo(line)
         return

@@ -49,7 +49,7 @@ def amortise_folder(out: str | Path) -> Path:
 
 def run_amortised(source: str | Path, out: str | Path, classifier: Classifier, solver: SolverConfig, first: int,
                   run=None, *, iterations: int | None = REFINE_ITERATIONS, epochs: int = AMORTISE_EPOCHS,
-                  train: TrainConfig | None = None, overwrite: bool = False):
+                  train: TrainConfig | None = None, overwrite: bool = False, shard=None):
     """Solve the first ``first`` images of ``source`` with ``solver``, train a predictor on them,
     warm-start the others and refine them for ``iterations`` (None: ``solver``'s own); every row in
     the store ``out``.
@@ -58,19 +58,23 @@ def run_amortised(source: str | Path, out: str | Path, classifier: Classifier, s
         run: the :class:`pipeline.jobs.settings.RunConfig` (``targets`` files are not supported).
         train: the training settings (``loss`` is always ``regression``; ``target`` is the run's).
         overwrite: start afresh (the store and ``<out>.amortise/``).
+        shard: this process's :class:`pipeline.distributed.Shard` under torchrun or Slurm; an
+            amortised run works in one process and refuses a sharded one.
 
     Returns:
         The :class:`pipeline.jobs.run.RunSummary` of the whole run (``solved`` counts both stages).
 
     Raises:
         ConfigError: ``first`` < 1, a preset a predictor does not serve, a targets file, early
-            stopping, a configuration without a preset name; StoreError: ``out`` was made otherwise.
+            stopping, a configuration without a preset name, a sharded run; StoreError: ``out`` was made otherwise.
     """
     from ..jobs.run import RunSummary, run_masks
     from ..jobs.settings import RunConfig, store_config
     from ..store import MaskStore, MaskWriter
 
     run = RunConfig() if run is None else run
+    if shard is not None and shard.sharded:
+        raise ConfigError("--amortise runs in one process; it does not shard")
     if isinstance(first, bool) or not isinstance(first, int) or first < 1:
         raise ConfigError(f"--amortise K must be an integer >= 1, got {first!r}")
     check_preset(solver)
