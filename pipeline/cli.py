@@ -99,6 +99,12 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="I/N: do only t
                                                  "array's task id, else everything).")]
 
 
+_RESUMES = "mask stores keep every finished batch; the same command resumes them"
+_INTERRUPTED = {"randomisation": "the similarities of the finished batches are written in --out; the same "
+                                 "command starts the check again"}
+"""What an interrupted command keeps, where it is not a resumable store."""
+
+
 def _fail_cleanly(command: Callable) -> Callable:
     """Turn user-facing errors into one line on stderr and exit code 1 (Ctrl-C: 130)."""
 
@@ -111,8 +117,7 @@ def _fail_cleanly(command: Callable) -> Callable:
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             # Stores have committed (and, on the way out, folded) every finished batch.
-            typer.secho("interrupted: mask stores keep every finished batch; the same command "
-                        "resumes them", fg=typer.colors.YELLOW, err=True)
+            typer.secho(f"interrupted: {_INTERRUPTED.get(command.__name__, _RESUMES)}", fg=typer.colors.YELLOW, err=True)
             raise typer.Exit(code=130) from None
 
     return wrapper
