@@ -34,9 +34,24 @@ COMMANDS = {
                 ["compare", "{missing}", "--n-boot", "abc"]),
     "report": (["report", "{missing}", "--out", "{out}/r.html"], ["report", "{empty}", "--out", "{out}/r.html"],
                ["report", "{missing}", "--gallery", "abc"]),
+    "import": (["import", "{missing}", "--data", "{empty}", "--method", "m", "--out", "{out}/i.h5"],
+               ["import", "{empty}", "--data", "{empty}", "--method", "m", "--out", "{out}/i.h5"],
+               ["import", "{missing}", "--data", "{empty}", "--out", "{out}/i.h5", "--bogus"]),
+    "train-predictor": (["train-predictor", "{missing}", "--out", "{out}/p.pt"],
+                        ["train-predictor", "{empty}", "--out", "{out}/p.pt"],
+                        ["train-predictor", "{missing}", "--out", "{out}/p.pt", "--epochs", "abc"]),
+    "randomisation": (["randomisation", "{missing}.h5", "--out", "{out}/z"], ["randomisation", "{empty}", "--out", "{out}/z"],
+                      ["randomisation", "{missing}.h5", "--out", "{out}/z", "--limit", "abc"]),
 }
+NO_INPUT = {"models", "presets", "demo"}
+"""Commands that read no user path (the demo's images are built in)."""
 CASES = [(name, kind, args) for name, cases in COMMANDS.items()
          for kind, args in zip(("missing", "empty", "invalid"), cases) if args is not None]
+
+
+def test_every_command_reading_a_path_is_walked():
+    names = {command.name or command.callback.__name__ for command in app.registered_commands}
+    assert names - NO_INPUT <= {name.split()[0] for name in COMMANDS}, sorted(names - NO_INPUT)
 
 
 def _files(folder: Path) -> list[str]:
