@@ -12,6 +12,7 @@ names consistent.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import signal
@@ -333,9 +334,7 @@ def masks(
 
     classifier = _load_model(model, shard.device(_device(device)))
     if warm is not None:
-        from .amortise import load_warm_start
-
-        warm = load_warm_start(init, classifier)  # checked against the model, on its device
+        warm = warm.on(classifier)  # checked against the model, on its device
     summary = run_masks(data, out, classifier, config, run, overwrite=overwrite, shard=shard, init=warm)
     for line in summary.lines():
         typer.echo(line)
@@ -454,12 +453,12 @@ def _alpha_split(text: str | None) -> float | tuple[str, ...] | None:
     return names
 
 
-def _key_value(text: str, form: str, method: bool = False) -> tuple[str, str]:
-    """One ``--opt`` as ``(key, value)``, stripped (``method``: the key must be ``METHOD:KEY``)."""
+def _key_value(text: str, form: str, method: bool = False, flag: str = "--opt") -> tuple[str, str]:
+    """One ``--opt`` (or ``flag``) as ``(key, value)``, stripped (``method``: the key must be ``METHOD:KEY``)."""
     key, sep, value = text.partition("=")
     name, colon, member = key.rpartition(":")
     if not sep or not key.strip() or (method and not (colon and name.strip() and member.strip())):
-        raise PipelineError(f"--opt {text!r} must be {form}")
+        raise PipelineError(f"{flag} {text!r} must be {form}")
     return key.strip(), value.strip()
 
 
@@ -642,7 +641,7 @@ def randomisation(
 
     config = RandomisationConfig(**_given(limit=limit, seed=seed, steps=steps, workers=workers))  # checked first
     on = _device(device)
-    config = RandomisationConfig(**{**config.__dict__, "batch_size": _fixed_batch(batch_size, on)})
+    config = dataclasses.replace(config, batch_size=_fixed_batch(batch_size, on))
     with MaskStore(store) as opened:
         spec = opened.model
     classifier = _load_model(spec, on)
@@ -730,13 +729,12 @@ def sweep(
 
 def _sweep_limits(assignments: list[str] | None) -> dict[str, int]:
     """``--limit-for NAME=N`` as ``{name: N}`` (NAME may hold ':', as captum:Occlusion)."""
-    limits = {}
-    for text in assignments or ():
-        name, sep, count = text.rpartition("=")
-        if not sep or not name.strip() or not count.strip().isdigit():
-            raise PipelineError(f"--limit-for {text!r} must be NAME=N, e.g. --limit-for extremal=8")
-        limits[name.strip()] = int(count)
-    return limits
+    form = "NAME=N, e.g. --limit-for extremal=8"
+    limits = dict(_key_value(text, form, flag="--limit-for") for text in assignments or ())
+    for name, count in limits.items():
+        if not count.isdigit():
+            raise PipelineError(f"--limit-for {name}={count} must be {form}")
+    return {name: int(count) for name, count in limits.items()}
 
 
 def _sweep_method_options(assignments: list[str] | None, methods: list[str]) -> dict[str, dict[str, str]]:

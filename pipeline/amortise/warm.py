@@ -23,7 +23,7 @@ from ..solve import SolveResult, solve
 from ..solve import masks as masklib
 from ..solve.problem import Problem, final_scores
 from ..solve.solver import Callback
-from .predictor import MaskPredictor, load_predictor, predict
+from .predictor import MaskPredictor, check_classifier, load_predictor, predict
 from .train import check_preset
 
 __all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "extent_search", "warm_solve",
@@ -133,6 +133,17 @@ class WarmStart:
     extents: tuple[float, ...] = EXTENTS
     amortise: int | None = None
     first: dict[str, Any] | None = None
+
+    def on(self, classifier: Classifier) -> WarmStart:
+        """This start checked against ``classifier`` (the spec and input size it was trained for)
+        with its predictor moved to the classifier's device.
+
+        Raises:
+            ConfigError: the predictor was trained for another classifier.
+        """
+        check_classifier(self.predictor.meta, classifier, self.path)
+        self.predictor.to(classifier.device)
+        return self
 
     def adapt(self, config: SolverConfig, iterations: int | None = None) -> SolverConfig:
         """``config`` for refining this start: :func:`warm_config` with ``iterations`` (None: the
