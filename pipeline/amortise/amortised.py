@@ -104,8 +104,10 @@ def run_amortised(source: str | Path, out: str | Path, classifier: Classifier, s
     config = warm.configure(store_config(refine, run, classifier))
     mask_shape = (1, solver.mask.size, solver.mask.size)
     root = Path(source) if Path(source).is_dir() else Path(source).parent
+    # The store is created here, with the attributes run_masks would give it (a writer writes them
+    # only into a new file): the predictor's path, outside the store's identity.
     with MaskWriter(out, config, classifier.spec, os.path.abspath(root), mask_shape,
-                    input_size=classifier.input_size) as writer, MaskStore(folder / "solved.h5") as store:
+                    input_size=classifier.input_size, attrs=warm.attrs()) as writer, MaskStore(folder / "solved.h5") as store:
         done = writer.done_indices()
         table = store.table()
         rows = np.flatnonzero(~table["index"].isin(list(done)).to_numpy())

@@ -318,6 +318,7 @@ def test_an_amortised_run_solves_the_first_k_fully_and_warm_starts_the_rest(tiny
         assert init["amortise"] == 4 and init["first"]["optim"]["iterations"] == 6
         assert init["predictor"] == load_predictor(folder / "predictor.pt").identity
         assert init["images"]["count"] == 4  # trained on the first four only
+        assert store.attrs["init_path"] == str((folder / "predictor.pt").resolve())  # outside the identity
         rows = [store.row_of_path(p) for p in first.column("path")]
         assert torch.equal(store.masks(rows), first.masks())  # the first four as solved
     again = _amortised(eight, out, tiny)  # complete: nothing redone
