@@ -258,12 +258,20 @@ def causal_batch(classifier: Classifier, images01: torch.Tensor, saliency: torch
     if config.wants("insertion"):
         plan["insertion"] = (blurred, "insertion")
 
-    def forward(inputs: torch.Tensor) -> torch.Tensor:
-        # channels_last, as the solver feeds it: about 40% faster for these CNNs on CPU.
-        return classifier(inputs.contiguous(memory_format=torch.channels_last)).float()
-
+    forward = _channels_last(classifier)
     return {name: causal_curves(forward, x, saliency, targets, substrate, mode, config.step, config.chunk)
             for name, (substrate, mode) in plan.items()}
+
+
+def _channels_last(classifier: Classifier):
+    """``classifier`` as a function of a normalised ``(N, 3, H, W)`` batch giving float32 logits
+    ``(N, classes)``, fed channels_last as the solver feeds it (about 40% faster for these CNNs on
+    CPU)."""
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return classifier(inputs.contiguous(memory_format=torch.channels_last)).float()
+
+    return forward
 
 
 def road_columns(classifier: Classifier, images01: torch.Tensor, saliency: torch.Tensor, targets: torch.Tensor,
@@ -284,9 +292,10 @@ def road_columns(classifier: Classifier, images01: torch.Tensor, saliency: torch
     """
     device = classifier.device
 
-    def forward(inputs: torch.Tensor) -> torch.Tensor:
-        normalised = classifier.normalize(inputs.float())
-        return classifier(normalised.contiguous(memory_format=torch.channels_last)).float()
+    model = _channels_last(classifier)
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:  # ROAD imputes [0, 1] pixels: normalise for the model
+        return model(classifier.normalize(inputs.float()))
 
     result = road_curves(forward, images01.to(device, torch.float32), saliency.to(device), targets.to(device),
                          config.road_config, seeds=seeds)
