@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..identity import run_key
 from ..metrics import CALIBRATION_ALPHAS, RISE_STEP, ROAD_FRACTIONS, BoxKind, ImputationConfig, RoadConfig
 from ..options import choices
 
@@ -203,6 +205,25 @@ class EvalConfig:
         return RoadConfig(fractions=self.road_fractions, noise=self.road_noise, noise_seed=self.road_seed,
                           chunk=self.chunk, imputation=ImputationConfig(tol=self.road_tol, chunk=self.road_chunk,
                                                                         dtype=dtype))
+
+    RESOURCE_FIELDS: ClassVar[tuple[str, ...]] = ("chunk", "batch_size", "workers", "road_chunk")
+    """The fields that set memory, speed and decoding only, never what an evaluation reports."""
+
+    def result_settings(self) -> dict[str, Any]:
+        """Every setting that decides what an evaluation reports: all fields but
+        :attr:`RESOURCE_FIELDS`, tuples as lists (JSON-plain)."""
+        return {f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+                for f in dataclasses.fields(self) if f.name not in self.RESOURCE_FIELDS}
+
+    def reproduces(self, recorded: Mapping[str, Any]) -> bool:
+        """Whether an evaluation made with the settings ``recorded`` (a :meth:`result_settings`,
+        perhaps from an older version) reports what these settings would: every result setting
+        agrees (``4`` and ``4.0`` alike), and one the record lacks, because it was made before the
+        setting existed, counts as the setting's default, which keeps the behaviour from before it."""
+        defaults = type(self)().result_settings()
+        wanted = self.result_settings()
+        had = {name: recorded.get(name, defaults[name]) for name in wanted}
+        return run_key(had) == run_key(wanted)
 
     def wants(self, metric: str) -> bool:
         """Whether ``metric`` (a :data:`METRICS` name) is computed."""

@@ -6,11 +6,13 @@ method :class:`MethodVariant` ``<out>/<method name, ':' as '-'>/masks.h5`` writt
 :func:`pipeline.jobs.baselines.run_baseline`, plus its evaluation report and ``report.html``) and the comparison of them all (``<out>/comparison.md``, ``.csv``,
 ``curves.png``, ``report.html``). Every
 step resumes: masks through the store, and a variant whose report stamp matches its store (run,
-row count), boxes and evaluation settings is not evaluated again.
+row count), boxes and the evaluation settings that decide results is not evaluated again (a batch
+size does not decide them, nor does a setting added later while it keeps its default).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -100,14 +102,14 @@ def run_sweep(source: str | Path, out: str | Path, classifier: Classifier,
         else:
             summaries[name] = run_masks(source, folder / "masks.h5", classifier, config, runs[label])
         stamp = _report_stamp(folder / "masks.h5", summaries[name].total, boxes, evaluation)
-        if _read(folder / "report.stamp") == stamp:
+        if _up_to_date(_read(folder / "report.stamp"), stamp, evaluation):
             say(f"[{name}] report is up to date")
             continue
         say(f"[{name}] evaluating")
         # Only this sweep's images: a store may hold more (a longer run, or a larger --limit before).
         evaluate_store(folder / "masks.h5", None, classifier, folder, boxes=boxes, config=evaluation,
                        progress=run.progress, indices=range(summaries[name].total))
-        (folder / "report.stamp").write_text(stamp)
+        (folder / "report.stamp").write_text(json.dumps(stamp, sort_keys=True))
     say("comparing")
     table = compare_runs([out / name for name in names], out)
     pages = []
@@ -131,12 +133,40 @@ def variant_runs(names: Sequence[str], run: RunConfig, limits: Mapping[str, int]
             if name in limits else run for name in names}
 
 
-def _report_stamp(store_path: Path, images: int, boxes: str | Path | None, evaluation: EvalConfig) -> str:
-    """What a report was made from: the store's run and row count, the boxes, the settings."""
+def _report_stamp(store_path: Path, images: int, boxes: str | Path | None, evaluation: EvalConfig) -> dict[str, Any]:
+    """What a report is made from: the store's run and row count, the images, the boxes and the
+    evaluation's result settings (:meth:`EvalConfig.result_settings`)."""
     with MaskStore(store_path) as store:
-        made_from = {"run_key": store.run_key, "rows": len(store), "images": images, "boxes": str(boxes),
-                     "eval": repr(evaluation)}
-    return json.dumps(made_from, sort_keys=True)
+        return {"run_key": store.run_key, "rows": len(store), "images": images, "boxes": str(boxes),
+                "eval": evaluation.result_settings()}
+
+
+def _up_to_date(recorded: str | None, stamp: Mapping[str, Any], evaluation: EvalConfig) -> bool:
+    """Whether the report stamped ``recorded`` (a ``report.stamp`` file's text) was made from
+    ``stamp``: the same store, images and boxes, and settings ``evaluation`` reproduces, so that a
+    later version's new setting, or another batch size, does not evaluate a sweep again."""
+    try:
+        made = json.loads(recorded) if recorded else None
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(made, dict) or any(made.get(key) != stamp[key] for key in stamp if key != "eval"):
+        return False
+    settings = made.get("eval")
+    if isinstance(settings, str):  # stamps before 2026-12-07 hold repr(EvalConfig(...))
+        settings = _repr_settings(settings)
+    return isinstance(settings, dict) and evaluation.reproduces(settings)
+
+
+def _repr_settings(text: str) -> dict[str, Any] | None:
+    """The keyword values of ``EvalConfig(step=1792, ...)`` read as literals (never executed), or
+    None where the text is not such a call."""
+    try:
+        call = ast.parse(text, mode="eval").body
+        if not isinstance(call, ast.Call):
+            return None
+        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+    except (SyntaxError, ValueError):
+        return None
 
 
 def _read(path: Path) -> str | None:

@@ -44,6 +44,17 @@ def test_sweep_solves_evaluates_and_compares(folder, tmp_path):
     # Resumed: nothing solved or evaluated again.
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and again.output.count("report is up to date") == 2
+    # A stamp from before the metric settings existed (repr(EvalConfig)) still counts when its
+    # settings agree; one whose step differs is evaluated again.
+    for name, step in (("jacobgil", 12544), ("blur", 896)):
+        stamp = json.loads((out / name / "report.stamp").read_text())
+        older = {k: v for k, v in stamp["eval"].items() if k != "metrics" and not k.startswith("road")}
+        older.update(step=step, chunk=32, batch_size=8, workers=0)
+        fields = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}" for k, v in older.items())
+        (out / name / "report.stamp").write_text(json.dumps({**stamp, "eval": f"EvalConfig({fields})"}))
+    third = runner.invoke(app, args)
+    assert third.exit_code == 0, third.output
+    assert "[jacobgil] report is up to date" in third.output and "[blur] evaluating" in third.output
 
 
 def test_baseline_evaluate_compare_commands(folder, tmp_path):
