@@ -8,6 +8,8 @@ store rows, boxes, damaged files) are in ``tests/helpers``; reference implementa
   TorchScript, for runs where the model does not matter (``--model PATH``).
 - ``imagenet_folder``: an ImageNet-style folder of scikit-image pictures and one broken file.
 - ``solved_store``: that folder solved by a quick ``perturb masks`` on one thread.
+- ``tiny_classifier``: the tiny random network at 32x32 as a classifier (1000 classes), per module.
+- ``gradient_store``: ``imagenet_folder``'s gradient maps of ``tiny_classifier`` (a method store).
 - ``one_thread``: the test runs with one torch thread.
 """
 
@@ -16,10 +18,12 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.jobs.baselines import run_baseline
+from pipeline.jobs.run import RunConfig
 from pipeline.models import load_model
 from tests.helpers.cli import SOLVE
 from tests.helpers.images import IMAGENET_LAYOUT, sample_input, write_folder
-from tests.helpers.models import tiny_torchscript, torch_threads
+from tests.helpers.models import classifier_of, tiny_convnet, tiny_torchscript, torch_threads
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +78,18 @@ def one_thread():
     4-10x slower than one, and a torchrun worker runs on one (OMP_NUM_THREADS=1)."""
     with torch_threads(1):
         yield
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    """The tiny random network (:func:`tests.helpers.models.tiny_convnet`) as a 32x32 classifier of
+    1000 classes; two parameterised blocks (a linear layer over a convolution)."""
+    return classifier_of(tiny_convnet(1000), (32, 32), classes=1000)
+
+
+@pytest.fixture(scope="module")
+def gradient_store(imagenet_folder, tiny_classifier, tmp_path_factory):
+    """``imagenet_folder``'s gradient maps of ``tiny_classifier``: the path of a method store."""
+    out = tmp_path_factory.mktemp("rand") / "gradient.h5"
+    run_baseline("gradient", imagenet_folder, out, tiny_classifier, RunConfig(batch_size=4, workers=0, progress=False))
+    return out

@@ -114,6 +114,18 @@ def test_no_private_name_crosses_a_subpackage():
     assert not crossing, crossing
 
 
+def test_no_test_imports_a_test_module_or_a_benchmark():
+    """Shared fixtures live in conftest.py files and tests/helpers, so each test file stands alone."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.relative_to(ROOT)}: {m}" for m in modules
+                      if m.startswith("benchmarks") or (m.startswith("tests.") and m.split(".")[-1].startswith("test_"))]
+    assert not found, found
+
+
 @pytest.mark.slow
 def test_the_example_runs_on_the_public_api(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "explain_folder.py"), "--out", str(tmp_path),

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from torchvision.transforms.functional import gaussian_blur
 
 from pipeline.config import MaskConfig, ObjectiveConfig, SolverConfig, to_dict
@@ -23,66 +22,14 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalConfig, evaluate_store, store_saliency
 from pipeline.solve.masks import saliency as solver_saliency
 from pipeline.models import Classifier
-from pipeline.store import COLUMNS, MaskStore, MaskWriter
+from pipeline.store import MaskStore
 from tests.helpers.boxes import voc_xml
-from tests.helpers.models import mean_colour_classifier
-
-C = 3.0
-P_FULL = math.exp(C) / (math.exp(C) + 9)
-
-
-def tiny_classifier() -> Classifier:
-    """Mean-pool then a fixed linear layer: logit 0 = C * 16 * mean over pixels and channels."""
-    weight = torch.zeros(10, 3)
-    weight[0] = 16 * C / 3
-    return mean_colour_classifier(weight)
-
-
-def save_png(path, array01: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.asarray(array01) * 255).round().astype(np.uint8)).save(path)
-
-
-def patch_image() -> np.ndarray:
-    """16x16 RGB, black with a white patch at rows 4..7, cols 4..7."""
-    image = np.zeros((16, 16, 3))
-    image[4:8, 4:8] = 1.0
-    return image
-
-
-def write_store(path, rows: list[dict], masks: np.ndarray, config: dict | None = None, source="."):
-    """A store by hand: every COLUMNS entry per row (defaults filled), masks ``(n, 1, h, w)``."""
-    defaults = {"height": 16, "width": 16, "label": 0, "target": 0, "status": "ok", "reason": "",
-                "p_original": 0.5, "p_perturbed": 0.1, "p_final": 0.2, "loss": 0.3, "area": 0.25,
-                "tv": 0.01}
-    full = [{**defaults, "index": i, **row} for i, row in enumerate(rows)]
-    columns = {name: [r[name] for r in full] for name in [*COLUMNS, "area", "tv"]}
-    config = config or {"baseline": "hand", "model": "tiny"}
-    with MaskWriter(path, config, "tiny", source, masks.shape[1:], input_size=(16, 16)) as writer:
-        writer.append(columns, masks)
-
-
-@pytest.fixture()
-def deletion_case(tmp_path):
-    """Two images with the same patch: mask A marks the patch salient, mask B everything else;
-    plus a row skipped in the store and an ok row whose file has disappeared since."""
-    root = tmp_path / "data"
-    save_png(root / "n00000000/a.png", patch_image())
-    save_png(root / "n00000000/b.png", patch_image())
-    good, bad = np.ones((1, 16, 16)), np.zeros((1, 16, 16))
-    good[0, 4:8, 4:8], bad[0, 4:8, 4:8] = 0.0, 1.0  # 1 = keep, 0 = perturbed (salient)
-    rows = [{"path": "n00000000/a.png"}, {"path": "n00000000/b.png"},
-            {"path": "n00000000/skipped.png", "status": "skipped", "reason": "truncated"},
-            {"path": "n00000000/gone.png"}]
-    store = tmp_path / "store.h5"
-    write_store(store, rows, np.stack([good, bad, good, good]).astype(np.float32), source=root)
-    return store, root
-
+from tests.helpers.patch import P_FULL, patch_classifier, patch_image, save_png, write_store
 
 def test_deletion_auc_by_hand(deletion_case, tmp_path):
     store, root = deletion_case
     config = EvalConfig(step=16, chunk=5, batch_size=3, workers=0, gallery=2)
-    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "out", config=config)
+    result = evaluate_store(store, root, patch_classifier(), tmp_path / "out", config=config)
     table = result.table.set_index("path")
     # A: the patch goes first -> [p, 0.1 x 16]; B: the patch goes last -> [p x 16, 0.1].
     auc_a = (P_FULL + 16 * 0.1 - P_FULL / 2 - 0.1 / 2) / 16
@@ -122,7 +69,7 @@ def naive_curve(image: torch.Tensor, saliency: torch.Tensor, substrate: torch.Te
 
 def test_blur_curves_match_a_naive_loop_and_do_not_depend_on_batching(deletion_case, tmp_path):
     store, root = deletion_case
-    classifier = tiny_classifier()
+    classifier = patch_classifier()
     small = EvalConfig(step=16, chunk=1, batch_size=1, workers=0, plots=False)
     large = EvalConfig(step=16, chunk=64, batch_size=8, workers=0, plots=False)
     first = evaluate_store(store, root, classifier, tmp_path / "a", config=small)
@@ -177,7 +124,7 @@ def test_localization_in_the_original_frame(localization_case, tmp_path):
     store, root, bbox = localization_case
     config = EvalConfig(step=64, workers=0, value_alphas=(0.1, 0.5), energy_alphas=(0.95,),
                         mean_alphas=(1.0,), gallery=1)
-    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "out", boxes=bbox, config=config)
+    result = evaluate_store(store, root, patch_classifier(), tmp_path / "out", boxes=bbox, config=config)
     t = result.table.set_index("path")
     c, d = t.loc["n00000001/c.png"], t.loc["n00000001/d.png"]
     assert c["iou_value_0.5_tight"] == pytest.approx(1.0)  # box (32, 8, 63, 23)
@@ -230,7 +177,7 @@ def test_store_saliency_uses_the_solver_upsampling(tmp_path):
 
 def test_mismatched_model_and_bad_config_are_refused(deletion_case, tmp_path):
     store, root = deletion_case
-    other = tiny_classifier()
+    other = patch_classifier()
     other = Classifier(other.module, "other", other.input_size, other.mean, other.std, other.vocabulary)
     with pytest.raises(ConfigError, match="load_model"):
         evaluate_store(store, root, other, tmp_path / "out")
@@ -245,7 +192,7 @@ def test_mismatched_model_and_bad_config_are_refused(deletion_case, tmp_path):
 def test_a_store_with_nothing_to_evaluate_still_reports(tmp_path):
     rows = [{"path": "a.png", "status": "skipped", "reason": "truncated"}]
     write_store(tmp_path / "s.h5", rows, np.full((1, 1, 16, 16), np.nan, np.float32), source=tmp_path)
-    result = evaluate_store(tmp_path / "s.h5", None, tiny_classifier(), tmp_path / "out",
+    result = evaluate_store(tmp_path / "s.h5", None, patch_classifier(), tmp_path / "out",
                             boxes={}, config=EvalConfig(workers=0, step=64))
     assert result.summary["counts"]["evaluated"] == 0 and result.summary["counts"]["localized"] == 0
     assert result.table["eval_status"].tolist() == ["skipped in store"]
@@ -257,7 +204,7 @@ def test_a_store_with_nothing_to_evaluate_still_reports(tmp_path):
 def test_only_the_selected_images_are_evaluated(deletion_case, tmp_path):
     store, root = deletion_case
     config = EvalConfig(step=16, chunk=5, batch_size=3, workers=0, plots=False)
-    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "sel", config=config, indices=[1])
+    result = evaluate_store(store, root, patch_classifier(), tmp_path / "sel", config=config, indices=[1])
     table = result.table.set_index("path")
     assert table.loc["n00000000/a.png", "eval_status"] == "not selected"
     assert np.isnan(table.loc["n00000000/a.png", "deletion_auc_zero"])
@@ -273,7 +220,7 @@ def test_alpha_chosen_on_held_out_images(localization_case, tmp_path):
     store, root, bbox = localization_case
     config = EvalConfig(step=64, workers=0, value_alphas=(0.1, 0.5), energy_alphas=(0.95,), mean_alphas=(1.0,),
                         box_kinds=("tight",), plots=False, alpha_split=["c"])
-    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "out", boxes=bbox, config=config)
+    result = evaluate_store(store, root, patch_classifier(), tmp_path / "out", boxes=bbox, config=config)
     split = result.summary["localization_split"]
     value = split["choices"][0]
     assert (value["method"], value["box_kind"], value["alpha"]) == ("value", "tight", 0.1)
@@ -289,10 +236,10 @@ def test_alpha_chosen_on_held_out_images(localization_case, tmp_path):
     assert on_disk["localization_split"]["choices"][0]["test_error"] == 0.5
     assert "locerr_value_tight" in pd.read_csv(result.paths["summary_csv"])["metric"].tolist()
     with pytest.raises(ConfigError, match="needs ground-truth boxes"):
-        evaluate_store(store, root, tiny_classifier(), tmp_path / "none", config=config)
+        evaluate_store(store, root, patch_classifier(), tmp_path / "none", config=config)
     # A split that leaves no test image is recorded; the rest of the report is still written.
     every = dataclasses.replace(config, alpha_split=("c", "d", "e"))
-    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "all", boxes=bbox, config=every)
+    result = evaluate_store(store, root, patch_classifier(), tmp_path / "all", boxes=bbox, config=every)
     assert "0 test" in result.summary["localization_split"]["error"]
     assert result.paths["per_image_parquet"].is_file() and "locerr_value_tight" not in result.table
     with pytest.raises(ConfigError, match="alpha_split"):

@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation import EvalConfig, evaluate_store, merge_evaluations, road_column, store_saliency
 from pipeline.metrics import RoadConfig, ImputationConfig, road_curves
 from pipeline.store import MaskStore
-from tests.evaluation.test_evaluate import deletion_case, tiny_classifier  # noqa: F401 (fixture)
+from tests.helpers.patch import patch_classifier, patch_image
 from typer.testing import CliRunner
 
 FRACTIONS = (0.1, 0.5, 0.9)
@@ -31,7 +31,7 @@ def test_road_and_complexity_columns_by_hand(deletion_case, tmp_path, one_thread
     store, root = deletion_case
     config = EvalConfig(step=16, workers=0, gallery=1, metrics=("road", "complexity"), road_fractions=FRACTIONS,
                         road_noise=0.0)
-    result = evaluate_store(store, root, tiny_classifier(), tmp_path / "out", config=config)
+    result = evaluate_store(store, root, patch_classifier(), tmp_path / "out", config=config)
     t = result.table.set_index("path")
     a, b = t.loc["n00000000/a.png"], t.loc["n00000000/b.png"]
     for f in FRACTIONS:
@@ -62,12 +62,11 @@ def test_road_and_complexity_columns_by_hand(deletion_case, tmp_path, one_thread
 def test_road_columns_equal_road_curves_with_noise(deletion_case, tmp_path, one_thread):
     """With noise on, the columns are road_curves' on the [0, 1] images, noise seeded by image index."""
     store, root = deletion_case
-    classifier = tiny_classifier()
+    classifier = patch_classifier()
     config = EvalConfig(step=16, workers=0, plots=False, batch_size=1, metrics=("road",), road_fractions=FRACTIONS)
     result = evaluate_store(store, root, classifier, tmp_path / "out", config=config)
     with MaskStore(store) as opened:
         heat = store_saliency(opened, [0, 1], (16, 16))
-    from tests.evaluation.test_evaluate import patch_image
     images = torch.from_numpy(np.stack([patch_image()] * 2)).permute(0, 3, 1, 2).float()
     expected = road_curves(lambda x: classifier(classifier.normalize(x)), images, heat, torch.tensor([0, 0]),
                            RoadConfig(fractions=FRACTIONS, imputation=ImputationConfig()), seeds=[0, 1])
@@ -79,7 +78,7 @@ def test_road_columns_equal_road_curves_with_noise(deletion_case, tmp_path, one_
 
 def test_sharded_evaluation_keeps_the_road_columns(deletion_case, tmp_path, one_thread):
     store, root = deletion_case
-    classifier = tiny_classifier()
+    classifier = patch_classifier()
     config = EvalConfig(step=16, workers=0, plots=False, metrics=("deletion", "road", "complexity"),
                         road_fractions=FRACTIONS)
     whole = evaluate_store(store, root, classifier, tmp_path / "whole", config=config)
@@ -103,7 +102,7 @@ def test_metric_names_are_checked():
 def test_localisation_without_boxes_is_refused(deletion_case, tmp_path):
     store, root = deletion_case
     with pytest.raises(ConfigError, match="localisation needs ground-truth boxes"):
-        evaluate_store(store, root, tiny_classifier(), tmp_path / "out",
+        evaluate_store(store, root, patch_classifier(), tmp_path / "out",
                        config=EvalConfig(workers=0, metrics=("deletion", "localisation")))
     assert not (tmp_path / "out").exists()
 

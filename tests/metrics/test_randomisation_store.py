@@ -29,21 +29,9 @@ from tests.helpers.models import classifier_of, tiny_convnet
 SIZE = (32, 32)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return classifier_of(tiny_convnet(1000), SIZE, classes=1000)
-
-
-@pytest.fixture(scope="module")
-def gradient_store(imagenet_folder, tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("rand") / "gradient.h5"
-    run_baseline("gradient", imagenet_folder, out, tiny, RunConfig(batch_size=4, workers=0, progress=False))
-    return out
-
-
-def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_folder, tiny, tmp_path, one_thread):
+def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_folder, tiny_classifier, tmp_path, one_thread):
     config = RandomisationConfig(limit=4, seed=7, batch_size=3)
-    result = randomise_store(gradient_store, tmp_path / "rand", tiny, config=config)
+    result = randomise_store(gradient_store, tmp_path / "rand", tiny_classifier, config=config)
     summary = json.loads((tmp_path / "rand" / "randomisation.json").read_text())
     assert summary["steps"] == ["original", "4", "0"] and summary["images"] == 4
     assert summary["settings"]["blocks"] == [["4", ["4"]], ["0", ["0"]]] and summary["settings"]["seed"] == 7
@@ -53,7 +41,7 @@ def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_
     first = table[table["step"] == 0]  # re-made on the unmodified model against the (half-precision) store
     np.testing.assert_allclose(first[["spearman_abs", "ssim", "hog_pearson"]].to_numpy(), 1.0, atol=5e-3)
     # step 1 by hand: gradient maps of a copy with the linear layer reset, against the unmodified model's
-    randomised = copy.deepcopy(tiny.module)
+    randomised = copy.deepcopy(tiny_classifier.module)
     torch.manual_seed(8)
     randomised[4].reset_parameters()
     with MaskStore(gradient_store) as store:
@@ -61,7 +49,7 @@ def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_
         targets = torch.from_numpy(store.column("target")[:4].astype(np.int64))
         seeds = torch.from_numpy(store.column("index")[:4].astype(np.int64))
     maps = baseline_saliency("gradient", classifier_of(randomised, SIZE, classes=1000), batch.images, targets, seeds)
-    expected = map_similarity(baseline_saliency("gradient", tiny, batch.images, targets, seeds), maps)
+    expected = map_similarity(baseline_saliency("gradient", tiny_classifier, batch.images, targets, seeds), maps)
     second = table[table["step"] == 1]
     for key in ("spearman_abs", "spearman", "ssim", "hog_pearson"):
         np.testing.assert_allclose(second[key].to_numpy(), expected[key], atol=1e-6)  # batches of 3 vs 4
@@ -69,11 +57,11 @@ def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_
     assert result.summary["mean"]["spearman_abs"][1] == pytest.approx(second["spearman_abs"].mean())
 
 
-def test_solver_store_is_re_solved_with_its_seeds(imagenet_folder, tiny, tmp_path, one_thread):
+def test_solver_store_is_re_solved_with_its_seeds(imagenet_folder, tiny_classifier, tmp_path, one_thread):
     solver = resolve("paper-fast", ["mask.size=8"], iterations=3)
     store = tmp_path / "masks.h5"
-    run_masks(imagenet_folder, store, tiny, solver, RunConfig(batch_size=2, workers=0, progress=False, seed=5))
-    result = randomise_store(store, tmp_path / "rand", tiny, config=RandomisationConfig(limit=3, steps=1))
+    run_masks(imagenet_folder, store, tiny_classifier, solver, RunConfig(batch_size=2, workers=0, progress=False, seed=5))
+    result = randomise_store(store, tmp_path / "rand", tiny_classifier, config=RandomisationConfig(limit=3, steps=1))
     assert result.summary["steps"] == ["original", "4"]
     identity = result.table[result.table["step"] == 0]
     np.testing.assert_allclose(identity["spearman_abs"].to_numpy(), 1.0, atol=5e-3)

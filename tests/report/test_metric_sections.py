@@ -11,15 +11,14 @@ from pipeline.jobs.randomisation import RandomisationConfig, randomise_store
 from pipeline.report import write_report
 from pipeline.report.compare import compare_runs
 from pipeline.store import MaskStore
-from tests.metrics.test_randomisation_store import gradient_store, tiny  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
-def checked_run(gradient_store, tiny, tmp_path_factory):  # noqa: F811
+def checked_run(gradient_store, tiny_classifier, tmp_path_factory):
     folder = tmp_path_factory.mktemp("run") / "gradient"
     config = EvalConfig(workers=0, gallery=1, metrics=("road", "complexity"), road_fractions=(0.2, 0.8))
-    evaluate_store(gradient_store, None, tiny, folder, config=config)
-    randomise_store(gradient_store, folder, tiny, config=RandomisationConfig(limit=4, batch_size=4))
+    evaluate_store(gradient_store, None, tiny_classifier, folder, config=config)
+    randomise_store(gradient_store, folder, tiny_classifier, config=RandomisationConfig(limit=4, batch_size=4))
     return folder
 
 
@@ -48,14 +47,14 @@ def test_compare_bootstraps_the_new_metrics(checked_run, tmp_path):
     assert np.isfinite(per_image["road_lerf_80"]).sum() == 6
 
 
-def test_randomisation_images_need_not_be_evaluated_ones(checked_run, gradient_store, tiny, tmp_path):  # noqa: F811
+def test_randomisation_images_need_not_be_evaluated_ones(checked_run, gradient_store, tiny_classifier, tmp_path):
     """A check on the first 4 rows beside an evaluation of other rows: compare still has its 4 images."""
     import shutil
 
     folder = tmp_path / "other"
     with MaskStore(gradient_store) as store:
         later = store.column("index")[4:].tolist()
-    evaluate_store(gradient_store, None, tiny, folder, indices=later,
+    evaluate_store(gradient_store, None, tiny_classifier, folder, indices=later,
                    config=EvalConfig(workers=0, plots=False, metrics=("complexity",)))
     for name in ("randomisation.csv", "randomisation.json"):
         shutil.copy(checked_run / name, folder / name)
