@@ -4,7 +4,8 @@
 off: the warm-up exists to shrink the paper's uniform random start, which a predicted mask no
 longer is; docs/method.md, "Amortised masks", has the measurement), :func:`predict_masks` gives
 the starting masks of a batch, :func:`warm_solve` chains them into
-:func:`pipeline.solve.solver.solve`, and :func:`init_record` is what a store made this way records
+:func:`pipeline.solve.solver.solve_problem` on one :func:`warm_problem` (one forward pass of the
+clean batch serves the prediction, the extent search and the solver), and :func:`init_record` is what a store made this way records
 (the predictor's identity) beside its solver configuration.
 """
 
@@ -19,14 +20,14 @@ import torch
 
 from ..config import Origin, SolverConfig
 from ..models import Classifier
-from ..solve import SolveResult, solve
+from ..solve import SolveResult
 from ..solve import masks as masklib
 from ..solve.problem import Problem, final_scores
-from ..solve.solver import Callback
-from .predictor import MaskPredictor, check_classifier, load_predictor, predict
+from ..solve.solver import Callback, batch_problem, solve_problem
+from .predictor import MaskPredictor, capture, check_classifier, head_masks, load_predictor, predict
 from .train import check_preset
 
-__all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "extent_search", "warm_solve",
+__all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "warm_problem", "extent_search", "warm_solve",
            "init_record", "WarmStart", "load_warm_start"]
 
 REFINE_ITERATIONS = 25
@@ -59,31 +60,43 @@ def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS
 
 def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,
                   config: SolverConfig, targets: torch.Tensor | None = None,
-                  extents: Sequence[float] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+                  extents: Sequence[float] = (), seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The predicted starting masks of a batch: ``(B, 1, h, w)`` in (0, 1) with ``h = config.mask.size``,
     and the targets ``(B,)`` (the top-1 prediction where ``targets`` is None); on the classifier's device.
 
     ``images``: ``(B, 3, H, W)`` RGB in [0, 1] at the model's input size. ``extents``: exponents
-    ``g`` of an extent search (:func:`extent_search`); none: the prediction as it is.
+    ``g`` of an extent search (:func:`extent_search`, scored with ``seeds`` as the solver would;
+    default ``0..B-1``); none: the prediction as it is, from one forward pass of the classifier.
     """
-    device = classifier.device
-    x = classifier.normalize(images.to(device).float())
+    if extents:
+        problem, masks = warm_problem(predictor, classifier, images, config, targets, seeds, extents)
+        return masks, problem.targets
+    x = classifier.normalize(images.to(classifier.device).float())
     with torch.no_grad():
         masks, targets, _ = predict(predictor, classifier, x, targets, config.mask.size)
-    if extents:
-        masks = extent_search(classifier, images, masks, targets, config, extents)
     return masks, targets
 
 
-def extent_search(classifier: Classifier, images: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
-                  config: SolverConfig, extents: Sequence[float]) -> torch.Tensor:
+def warm_problem(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor, config: SolverConfig,
+                 targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None,
+                 extents: Sequence[float] = EXTENTS) -> tuple[Problem, torch.Tensor]:
+    """The batch's :class:`Problem` (:func:`pipeline.solve.solver.batch_problem`) and its predicted
+    start ``(B, 1, h, w)`` after the extent search over ``extents``: the forward pass that scores the
+    clean images also feeds the predictor's taps, and the search scores on the solver's own
+    perturbation, so the classifier sees the clean batch once."""
+    with capture(classifier, predictor.taps.names) as features:
+        problem = batch_problem(classifier, images, config, targets, seeds)
+    with torch.no_grad():
+        masks = head_masks(predictor, classifier, features, problem.targets, problem.x, config.mask.size)
+    return problem, extent_search(problem, masks, extents) if extents else masks
+
+
+def extent_search(problem: Problem, masks: torch.Tensor, extents: Sequence[float]) -> torch.Tensor:
     """Per image, the power ``m ** g`` of the predicted masks ``(B, 1, h, w)`` (``g`` in ``extents``;
-    a larger ``g`` deletes more of what the prediction half deletes) with the lowest objective
-    (noise-free, at the preset's final L1 weight): the predictor says where, this says how much,
-    as the paper's circle initialisation tries radii. One forward pass per exponent."""
-    problem = Problem(classifier, images.to(classifier.device).float(), targets, config,
-                      torch.zeros(len(images), dtype=torch.int64, device=classifier.device))
-    objective = config.objective
+    a larger ``g`` deletes more of what the prediction half deletes) with the lowest objective on
+    ``problem`` (noise-free, at the preset's final L1 weight): the predictor says where, this says
+    how much, as the paper's circle initialisation tries radii. One forward pass per exponent."""
+    objective = problem.config.objective
     candidates, values = [], []
     for g in extents:
         candidate = masks ** g
@@ -98,11 +111,11 @@ def warm_solve(classifier: Classifier, images: torch.Tensor, predictor: MaskPred
                targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None,
                callback: Callback | None = None, extents: Sequence[float] = EXTENTS) -> SolveResult:
     """:func:`pipeline.solve.solver.solve` started from the predictor's masks, after the extent
-    search over ``extents`` (empty: none). ``config`` is used as given: pass it through
-    :func:`warm_config` to refine for fewer iterations without the L1 warm-up."""
+    search over ``extents`` (empty: none), on one :func:`warm_problem`. ``config`` is used as given:
+    pass it through :func:`warm_config` to refine for fewer iterations without the L1 warm-up."""
     check_preset(config)
-    start, targets = predict_masks(predictor, classifier, images, config, targets, extents)
-    return solve(classifier, images, config, targets=targets, seeds=seeds, callback=callback, init=start)
+    problem, start = warm_problem(predictor, classifier, images, config, targets, seeds, extents)
+    return solve_problem(problem, callback=callback, init=start)
 
 
 def init_record(predictor: MaskPredictor, extents: Sequence[float] = EXTENTS) -> dict[str, Any]:

@@ -86,18 +86,31 @@ def solve(classifier: Classifier, images: torch.Tensor, config: SolverConfig, *,
         init: ``(B, K, h, w)`` starting masks (a warm start, e.g. a mask predictor's,
             :mod:`pipeline.amortise`), clamped to [0, 1]; None starts as ``config.mask.init`` says.
     """
+    return solve_problem(batch_problem(classifier, images, config, targets, seeds), callback=callback, init=init)
+
+
+def batch_problem(classifier: Classifier, images: torch.Tensor, config: SolverConfig,
+                  targets: torch.Tensor | None = None, seeds: torch.Tensor | None = None) -> Problem:
+    """The :class:`Problem` of a batch as :func:`solve` builds it: ``images`` ``(B, 3, H, W)`` in [0, 1]
+    moved to the classifier's device, ``seeds`` ``(B,)`` defaulting to ``0..B-1``; one forward pass
+    of the clean images (a caller may hook it, as a warm start reads the classifier's features)."""
     device = classifier.device
     images = images.to(device, non_blocking=True).float()
     seeds = (torch.arange(len(images)) if seeds is None else seeds).to(device=device, dtype=torch.int64)
     if config.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         # Measured on an AVX2-only CPU: 17x slower than fp32 (benchmarks/run.py solver).
         warnings.warn("precision=bf16 on a CPU without native bf16 (no AVX512-BF16/AMX) runs reference "
-                      "kernels, many times slower than fp32; use precision=fp32 here", stacklevel=2)
-    problem = Problem(classifier, images, targets, config, seeds)
-    optim = config.optim
+                      "kernels, many times slower than fp32; use precision=fp32 here", stacklevel=3)
+    return Problem(classifier, images, targets, config, seeds)
+
+
+def solve_problem(problem: Problem, *, callback: Callback | None = None,
+                  init: torch.Tensor | None = None) -> SolveResult:
+    """Solve the masks of a batch whose :class:`Problem` is built (:func:`batch_problem`); ``callback``
+    and ``init`` as for :func:`solve`."""
+    optim, device, batch = problem.config.optim, problem.x.device, len(problem.x)
     masks = (initial_masks(problem) if init is None else warm_masks(init, problem)).requires_grad_(True)
     optimizer = make_optimizer(masks, optim)
-    batch = len(images)
     iterations = torch.full((batch,), optim.iterations, dtype=torch.int64, device=device)
     stopper = WindowStop(batch, optim.stop_window, optim.stop_tol, device) if optim.stop_window else None
     # Early stopping: ``active`` is the problem of the images in the optimised batch, ``rows``
