@@ -301,7 +301,7 @@ def _train(records: list[ImageRecord], out: Path, classifier: Classifier, solver
     dataset = ImageDataset(records, classifier.input_size)
     # Regression alone never perturbs the images: the classifier's features are computed once.
     cache = feature_cache(predictor, classifier, dataset, config) if config.loss == "regression" else None
-    epoch_losses = state["epoch_losses"]
+    epoch_losses = [torch.tensor(float(v)) for v in state["epoch_losses"]]
     began, spent = time.perf_counter(), state.get("seconds", 0.0)
     with tqdm(total=epochs * per_epoch, initial=step, unit="step", desc="train predictor", disable=not progress,
               dynamic_ncols=True) as bar:
@@ -310,16 +310,17 @@ def _train(records: list[ImageRecord], out: Path, classifier: Classifier, solver
             order = epoch_order(len(records), config.seed, epoch)
             chosen = order[position * config.batch_size:(position + 1) * config.batch_size]
             loss = train_step(predictor, optimizer, classifier, solver, dataset, chosen, config, epoch, solved, cache)
-            epoch_losses.append(loss)
+            if loss is not None:  # stays on the device: read once per epoch, not once per step
+                epoch_losses.append(loss)
             step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
             if step % per_epoch == 0:
-                history.append(sum(epoch_losses) / len(epoch_losses))
+                history.append(_mean(epoch_losses))
                 epoch_losses = []
+                bar.set_postfix(epoch_loss=f"{history[-1]:.4f}")
             if step % per_epoch == 0 or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                _save_checkpoint(checkpoint_path(out), key, predictor, optimizer, step, history, epoch_losses,
-                                 spent + time.perf_counter() - began)
+                _save_checkpoint(checkpoint_path(out), key, predictor, optimizer, step, history,
+                                 [float(v) for v in epoch_losses], spent + time.perf_counter() - began)
     finished = {**meta, "provenance_key": key, "steps": step, "image_steps": epochs * len(records),
                 "history": history, "left_out": left_out, "torch": torch.__version__,
                 "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -357,15 +358,16 @@ def feature_cache(predictor: MaskPredictor, classifier: Classifier, dataset: Ima
 
 def train_step(predictor: MaskPredictor, optimizer: torch.optim.Optimizer, classifier: Classifier,
                solver: SolverConfig, dataset: ImageDataset, chosen: Sequence[int], config: TrainConfig, epoch: int,
-               solved: dict[str, torch.Tensor] | None, cache: dict[str, Any] | None = None) -> float:
+               solved: dict[str, torch.Tensor] | None, cache: dict[str, Any] | None = None) -> torch.Tensor | None:
     """One Adam step on the images ``chosen`` (positions in ``dataset``); returns the batch's mean loss
-    (one host read per step). Unreadable images are left out of the batch. With a ``cache``
+    as a 0-dim tensor on the device (no host read), None when no image of the batch is readable
+    (then nothing is stepped). Unreadable images are left out of the batch. With a ``cache``
     (:func:`feature_cache`; regression only) the images are not read again."""
     device = classifier.device
     if cache is not None:
         rows = [cache["rows"][i] for i in chosen if cache["rows"][i]["ok"]]
         if not rows:
-            return float("nan")
+            return None
         index = torch.tensor([i for i in chosen if cache["rows"][i]["ok"]])
         features = {n: torch.stack([r["features"][k] for r in rows]) for k, n in enumerate(predictor.taps.names)}
         targets = torch.stack([r["target"] for r in rows])
@@ -376,7 +378,7 @@ def train_step(predictor: MaskPredictor, optimizer: torch.optim.Optimizer, class
         batch = collate([dataset[i] for i in chosen])
         ok = batch["ok"]
         if not bool(ok.any()):
-            return float("nan")
+            return None
         images = batch["image"][ok].to(device)
         index = batch["index"][ok]
         targets = batch["label"][ok].to(device) if config.target == "label" else None
@@ -397,7 +399,15 @@ def train_step(predictor: MaskPredictor, optimizer: torch.optim.Optimizer, class
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()
+
+
+def _mean(losses: list[torch.Tensor]) -> float:
+    """The mean of an epoch's batch losses (one host read); NaN for an epoch without a readable image."""
+    if not losses:
+        return float("nan")
+    device = losses[-1].device  # the ones restored from a checkpoint are on the CPU
+    return float(torch.stack([v.to(device, torch.float32) for v in losses]).mean())
 
 
 def _save_checkpoint(path: Path, key: str, predictor: MaskPredictor, optimizer: torch.optim.Optimizer, step: int,
