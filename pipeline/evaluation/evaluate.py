@@ -85,7 +85,7 @@ from ..metrics import (
 from ..models import Classifier
 from ..store import STATUS_OK, MaskStore
 
-from .settings import AUC_COLUMNS, BOX_METRICS, CURVES, DEFAULT_METRICS, EvalConfig, road_column
+from .settings import AUC_COLUMNS, BOX_METRICS, CURVE_METRIC, CURVES, DEFAULT_METRICS, EvalConfig, road_column
 from .gallery import FOUND_BOX_COLUMNS, write_pictures
 from .outputs import write_tables
 from .presence import check_images_present
@@ -250,17 +250,15 @@ def causal_batch(classifier: Classifier, images01: torch.Tensor, saliency: torch
     device = classifier.device
     x = classifier.normalize(images01.to(device, torch.float32))
     saliency, targets = saliency.to(device), targets.to(device)
-    plan = {}
-    if config.wants("deletion") or config.wants("insertion"):
-        blurred = blur_substrate(x, config.blur_kernel, config.blur_sigma)
-    if config.wants("deletion"):
-        plan.update(deletion_zero=(zero_substrate(x), "deletion"), deletion_blur=(blurred, "deletion"))
-    if config.wants("insertion"):
-        plan["insertion"] = (blurred, "insertion")
-
+    wanted = [curve for curve, metric in CURVE_METRIC.items() if config.wants(metric)]
+    if not wanted:
+        return {}
+    blurred = blur_substrate(x, config.blur_kernel, config.blur_sigma)
+    substrates = {"deletion_zero": zero_substrate(x), "deletion_blur": blurred, "insertion": blurred}
     forward = _channels_last(classifier)
-    return {name: causal_curves(forward, x, saliency, targets, substrate, mode, config.step, config.chunk)
-            for name, (substrate, mode) in plan.items()}
+    return {curve: causal_curves(forward, x, saliency, targets, substrates[curve], CURVE_METRIC[curve],
+                                 config.step, config.chunk)
+            for curve in wanted}
 
 
 def _channels_last(classifier: Classifier):
@@ -314,19 +312,10 @@ def road_columns(classifier: Classifier, images01: torch.Tensor, saliency: torch
 def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, ImageBoxes],
                   classifier: Classifier, config: EvalConfig, game: PointingGame) -> dict[str, Any]:
     """Localisation columns of one image: heat ``(H, W)`` at input size -> the original frame."""
-    label, height, width = int(row["label"]), int(row["height"]), int(row["width"])
-    entry = box_map.get(Path(str(row["path"])).stem)
-    wnid = classifier.vocabulary.wnids[label] if 0 <= label < len(classifier.vocabulary.wnids) else ""
-    gt = entry.for_class(wnid) if entry is not None and wnid else np.zeros((0, 4), np.int64)
-    if label < 0 or not wnid:
-        return {"loc_status": "no label"}
-    if entry is None:
-        return {"loc_status": "no annotation"}
-    if entry.size is not None and tuple(entry.size) != (width, height):
-        return {"loc_status": "annotation size differs"}
-    if not len(gt):
-        return {"loc_status": "no box of class"}
-    heat = resize_heatmap(heat_input, (height, width))
+    gt, status = row_boxes(row, box_map, classifier.vocabulary.wnids)
+    if status != "ok":
+        return {"loc_status": status}
+    heat = resize_heatmap(heat_input, (int(row["height"]), int(row["width"])))
     out: dict[str, Any] = {"loc_status": "ok"}
     results = localize(heat, gt, config.thresholds, config.box_kinds) if config.wants("localisation") else []
     for result in results:
@@ -336,9 +325,10 @@ def _localize_row(heat_input: np.ndarray, row: pd.Series, box_map: Mapping[str, 
         out.update(found_box_columns(results[0]))  # the first setting's box: what thumbnails draw
     if config.wants("pointing"):
         hit = pointing_game_hit(heat, gt, config.tolerance)
-        game.update(hit, label)
+        game.update(hit, int(row["label"]))
         out["pointing_hit"], out["energy_pg"] = float(hit), energy_pointing_game(heat, gt)
     return out
+
 
 def found_box_columns(result: LocalizationResult) -> dict[str, Any]:
     """The :data:`FOUND_BOX_COLUMNS` (and ``locbox_setting``, ``locbox_fallback``) of one image."""
@@ -347,16 +337,26 @@ def found_box_columns(result: LocalizationResult) -> dict[str, Any]:
             "locbox_fallback": float(result.fallback)}
 
 
-def label_boxes(row: pd.Series, box_map: Mapping[str, ImageBoxes], wnids: Sequence[str]) -> np.ndarray:
+def row_boxes(row: pd.Series, box_map: Mapping[str, ImageBoxes], wnids: Sequence[str]) -> tuple[np.ndarray, str]:
     """The boxes of ``row``'s label class in its original frame ``(K, 4)``, as localisation scores
-    them: none for no label, no annotation, or an annotation of another image size."""
+    them, and the row's ``loc_status``: ``"ok"``, or why there are none (``"no label"``,
+    ``"no annotation"``, ``"annotation size differs"``, ``"no box of class"``)."""
+    none = np.zeros((0, 4), np.int64)
     label = int(row["label"])
+    if not 0 <= label < len(wnids) or not wnids[label]:
+        return none, "no label"
     entry = box_map.get(Path(str(row["path"])).stem)
-    size_differs = entry is not None and entry.size is not None and \
-        tuple(entry.size) != (int(row["width"]), int(row["height"]))
-    if entry is None or size_differs or not 0 <= label < len(wnids):
-        return np.zeros((0, 4), np.int64)
-    return entry.for_class(wnids[label])
+    if entry is None:
+        return none, "no annotation"
+    if entry.size is not None and tuple(entry.size) != (int(row["width"]), int(row["height"])):
+        return none, "annotation size differs"
+    gt = entry.for_class(wnids[label])
+    return (gt, "ok") if len(gt) else (none, "no box of class")
+
+
+def label_boxes(row: pd.Series, box_map: Mapping[str, ImageBoxes], wnids: Sequence[str]) -> np.ndarray:
+    """The boxes of :func:`row_boxes` alone (what the thumbnails draw)."""
+    return row_boxes(row, box_map, wnids)[0]
 
 
 def _stack_curves(curves: dict[str, list], table: pd.DataFrame, store: MaskStore,

@@ -23,6 +23,10 @@ AUC_COLUMNS: dict[str, str] = {"deletion_zero": "deletion_auc_zero", "deletion_b
                                "insertion": "insertion_auc"}
 """Curve name -> per-image AUC column."""
 
+CURVE_METRIC: dict[str, str] = {"deletion_zero": "deletion", "deletion_blur": "deletion", "insertion": "insertion"}
+"""Curve name -> the metric that selects it (:data:`METRICS`), also its mode of
+:func:`pipeline.metrics.causal_curves`."""
+
 METRICS: dict[str, str] = {
     "deletion": "deletion curves onto zeros and onto a blur (RISE), their AUCs",
     "insertion": "insertion curve from a blur (RISE), its AUC",

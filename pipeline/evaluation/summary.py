@@ -20,7 +20,7 @@ from ..metrics import (
 )
 from ..store import STATUS_OK
 
-from .settings import AUC_COLUMNS, COMPLEXITY_COLUMNS, METRICS, ROAD_SUMMARY, EvalConfig, metric_direction, road_column
+from .settings import AUC_COLUMNS, COMPLEXITY_COLUMNS, CURVE_METRIC, METRICS, ROAD_SUMMARY, EvalConfig, metric_direction, road_column
 
 
 STAT_COLUMNS = ("area", "tv", "p_original", "p_perturbed", "p_final", "score_drop")
@@ -51,7 +51,7 @@ def metric_columns(per_image: pd.DataFrame) -> list[str]:
     return columns
 
 
-_CURVE_METRIC = {"deletion_auc_zero": "deletion", "deletion_auc_blur": "deletion", "insertion_auc": "insertion"}
+_AUC_METRIC = {AUC_COLUMNS[curve]: metric for curve, metric in CURVE_METRIC.items()}  # column -> metric
 
 
 def road_means(per_image: pd.DataFrame, fractions: tuple[float, ...]) -> dict[str, Any] | None:
@@ -73,7 +73,7 @@ def _summary(per_image: pd.DataFrame, game: PointingGame, config: EvalConfig, me
     evaluated = per_image["eval_status"] == "ok"
     metrics = {}
     for name in metric_columns(per_image):
-        if name in _CURVE_METRIC and not config.wants(_CURVE_METRIC[name]):
+        if name in _AUC_METRIC and not config.wants(_AUC_METRIC[name]):
             continue  # a curve this evaluation was asked not to compute
         values = pd.to_numeric(per_image.loc[evaluated, name], errors="coerce").to_numpy(np.float64)
         values = values[np.isfinite(values)]
