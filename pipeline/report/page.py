@@ -145,7 +145,6 @@ def _summary(runs: Sequence[RunData], intervals: pd.DataFrame, config: Any) -> s
                  "no other run's")
     for metric, rows in intervals.groupby("metric", sort=False):
         by_run = rows.set_index("run")
-        means = by_run["mean"].astype(float)
         better = rows["better"].iloc[0]
         best = _clear_best(by_run, better)
         cells = [text_cell(metric), text_cell(better)]

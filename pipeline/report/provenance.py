@@ -57,34 +57,25 @@ def _store_facts(run: RunData) -> dict[str, Any]:
     before those were recorded has its store opened."""
     path = store_path(run)
     facts: dict[str, Any] = {"store.path": str(path) if path else None}
-    recorded = run.settings.get("store_attributes")
-    if isinstance(recorded, dict):
-        attrs = dict(recorded)
-        for key in ("created", "run_key", "source", "shard", "schema_version", "preset", "overrides"):
-            if key in attrs:
-                facts[f"store.{key}"] = attrs[key]
-        if isinstance(attrs.get("versions"), dict):
-            facts.update({f"versions.{k}": v for k, v in attrs["versions"].items()})
-        return facts
-    if path is None or not path.is_file():
-        facts["store.note"] = "mask store not found"
-        return facts
-    from ..errors import PipelineError
-    from ..store import MaskStore
+    attrs = run.settings.get("store_attributes")
+    if not isinstance(attrs, dict):
+        if path is None or not path.is_file():
+            return {**facts, "store.note": "mask store not found"}
+        from ..errors import PipelineError
+        from ..store import MaskStore
 
-    try:
-        with MaskStore(path) as store:
-            attrs = {**store.attrs, "run_key": store.run_key}
-    except PipelineError as error:
-        facts["store.note"] = f"cannot read: {error}"
-        return facts
-    for key in ("created", "run_key", "source", "shard", "schema_version", "preset", "overrides"):
-        if key in attrs:
-            facts[f"store.{key}"] = attrs[key]
-    versions = attrs.get("versions")
-    if isinstance(versions, dict):
-        facts.update({f"versions.{k}": v for k, v in versions.items()})
+        try:
+            with MaskStore(path) as store:
+                attrs = {**store.attrs, "run_key": store.run_key}
+        except PipelineError as error:
+            return {**facts, "store.note": f"cannot read: {error}"}
+    facts.update({f"store.{key}": attrs[key] for key in _STORE_KEYS if key in attrs})
+    if isinstance(attrs.get("versions"), dict):
+        facts.update({f"versions.{k}": v for k, v in attrs["versions"].items()})
     return facts
+
+
+_STORE_KEYS = ("created", "run_key", "source", "shard", "schema_version", "preset", "overrides")
 
 
 def _provenance_rows(run: RunData) -> dict[str, Any]:
