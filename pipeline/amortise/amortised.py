@@ -31,7 +31,7 @@ from ..data import discover
 from ..errors import ConfigError
 from ..models import Classifier
 from .train import TrainConfig, check_preset, train_predictor
-from .warm import REFINE_ITERATIONS, WarmStart, load_warm_start
+from .warm import REFINE_ITERATIONS, load_warm_start
 
 __all__ = ["AMORTISE_EPOCHS", "amortise_folder", "run_amortised"]
 

@@ -30,7 +30,8 @@ from ..methods.layers import resolve_layer
 from ..methods.library_options import merge_options
 from ..methods.simple import minmax
 from ..models import Classifier
-from .run import RunConfig, RunSummary, batch_rows, batch_targets, run_store, target_config
+from .run import RunConfig, RunSummary, batch_rows, batch_targets, run_store
+from .settings import target_config
 
 __all__ = ["baseline_saliency", "baseline_config", "checked_method", "run_baseline"]
 

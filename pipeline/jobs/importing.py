@@ -34,7 +34,7 @@ which identifies the store (a run resumes where it stopped), is::
     {"method": NAME, "import": {"source", "format", "sign", "channels", "resize", "normalise"},
      "model": SPEC, "target": "top1"|"label", "input_size": [H, W]}
 
-(with ``RunConfig.targets``, ``"target": "file"`` and the table's digest, :func:`pipeline.jobs.run.target_config`).
+(with ``RunConfig.targets``, ``"target": "file"`` and the table's digest, :func:`pipeline.jobs.settings.target_config`).
 
 It has no ``"solver"`` key, so :func:`pipeline.evaluation.store_saliency` reads ``1 - mask`` as for
 a baseline.
@@ -57,7 +57,8 @@ from ..methods.simple import minmax
 from ..models import Classifier, load_model
 from ..options import choice
 from ..store import STATUS_SKIPPED
-from .run import EXTRA_COLUMNS, RunConfig, RunSummary, batch_rows, batch_targets, run_store, target_config
+from .run import EXTRA_COLUMNS, RunConfig, RunSummary, batch_rows, batch_targets, run_store
+from .settings import target_config
 
 __all__ = ["IMPORT_REASONS", "ImportSummary", "MapChannels", "MapSign", "import_config", "import_maps",
            "prepare_map"]

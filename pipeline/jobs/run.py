@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from ..errors import ConfigError, DeviceMemoryError
 from ..models import Classifier
 from ..solve import SolveResult, solve
 from ..store import STATUS_OK, STATUS_SKIPPED, MaskWriter
-from .settings import RunConfig, store_config, target_config
+from .settings import RunConfig, store_config
 from .shards import MaskShard
 
 if TYPE_CHECKING:

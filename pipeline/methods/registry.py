@@ -19,8 +19,6 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # torch is imported by the methods, not by the registry
     import torch
 
-    from ..models import Classifier
-
 SaliencyFn = Callable[..., "torch.Tensor"]
 """``fn(classifier, images01, targets, seeds, **options) -> (B, 1, H, W)`` float saliency.
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 

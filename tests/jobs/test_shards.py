@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.distributed import Shard, resolve_shard
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import ConfigError
 from pipeline.jobs.shards import MaskShard, read_plan, shards_dir
 from pipeline.store import MaskStore
 from tests.helpers.cli import SOLVE

@@ -28,7 +28,6 @@ images; ``tests/solve/test_jacobgil_reference.py`` at 3 iterations on chelsea.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch

@@ -103,7 +103,7 @@ def test_rows_attribute_past_the_data_is_refused_not_read_short(tmp_path):
 def test_fold_interrupted_at_each_step_loses_and_repeats_nothing(tmp_path, monkeypatch, step):
     path = tmp_path / "masks.h5"
     write(path, [batch([0, 1])])
-    real_copy, real_replace, real_unlink = shutil.copyfile, os.replace, Path.unlink
+    real_replace, real_unlink = os.replace, Path.unlink
 
     def stop_copy(source, target, *args, **kwargs):  # half of the copy written, then stopped
         Path(target).write_bytes(Path(source).read_bytes()[: os.path.getsize(source) // 2])
