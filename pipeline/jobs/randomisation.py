@@ -41,7 +41,7 @@ import torch
 
 from ..config import from_dict
 from ..errors import ConfigError
-from ..evaluation import RANDOMISATION_FILES, stored_pictures
+from ..evaluation import RANDOMISATION_FILES, check_images_present, stored_pictures
 from ..metrics import map_similarity, randomisation_blocks, randomised_models
 from ..models import Classifier
 from ..solve import masks as masklib
@@ -103,6 +103,10 @@ class RandomisationRun:
         for i, step in enumerate(self.summary["steps"]):
             rows.append(f"{step:24s} {means['spearman_abs'][i]:12.4f} {means['ssim'][i]:8.4f} "
                         f"{means['hog_pearson'][i]:8.4f} {self.summary['seconds'][i]:8.1f}")
+        skipped = self.summary.get("skipped") or {}
+        if skipped:
+            path, reason = next(iter(skipped.items()))
+            rows.append(f"skipped {len(skipped)} image(s) that could not be read, e.g. {path} ({reason})")
         return rows
 
 
@@ -154,9 +158,13 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
         config: :class:`RandomisationConfig`.
         notify: called with a line after each step (progress).
 
+    Images are read batch by batch; one missing or unreadable is skipped and named in the
+    summary's ``skipped``.
+
     Raises:
         StoreError: the store cannot be read. ConfigError: an imported store, another model, a
-            store without ok rows, or images that cannot be read.
+            store without ok rows, or no image readable. ImageReadError: most images missing under
+            the image root (a wrong folder; said before any work).
     """
     with MaskStore(store_path) as store:
         if store.model != classifier.spec or tuple(store.input_size) != tuple(classifier.input_size):
@@ -167,48 +175,70 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
         if not len(rows):
             raise ConfigError(f"the store {str(store_path)!r} has no ok row to check")
         root = Path(data_root) if data_root is not None else store.image_root()
-        batches = list(stored_pictures(store, rows, root, batch_size=config.batch_size, workers=config.workers))
+        # A wrong image folder is said before any work (file existence only); an image missing or
+        # broken among present ones is skipped and recorded when its batch is read.
+        check_images_present(store, root, table["index"].to_numpy()[rows])
         seed_offset = int(store.config.get("seed", 0))
         facts = {"store": str(Path(store_path).resolve()), "store_config": store.config, "model": store.model,
                  "data_root": str(root)}
-    unreadable = [p for b in batches for p, ok in zip(b.paths, b.ok) if not ok]
-    if unreadable:
-        raise ConfigError(f"{len(unreadable)} image(s) cannot be read under {str(root)!r}, e.g. {unreadable[0]!r}; "
-                          "pass the image root with --data")
-    blocks = randomisation_blocks(classifier)
-    blocks = blocks[: config.steps] if config.steps else blocks
-    steps = [ORIGINAL_STEP, *(step for step, _ in blocks)]
-    columns: dict[str, list[np.ndarray]] = {key: [] for key in SIMILARITIES}
-    seconds = np.zeros(len(steps))
-    done = 0
-    for batch in batches:
-        targets = torch.from_numpy(table["target"].to_numpy()[batch.rows].astype(np.int64))
-        seeds = torch.from_numpy(table["index"].to_numpy()[batch.rows].astype(np.int64)) + seed_offset
-        images = batch.images.to(classifier.device)
-        similarities, original = [], None
-        # lazily: randomised_models changes one copy step after step, so each is used before the next
-        models = itertools.chain([(ORIGINAL_STEP, classifier)], randomised_models(classifier, blocks, config.seed))
-        for i, (step, model) in enumerate(models):
-            start = time.perf_counter()
-            # A fresh copy per step: methods cache views of a network by object (captum's ReLU
-            # view, TorchRay's network), which would keep the first randomised step's weights.
-            model = model if i == 0 else copy.deepcopy(model)
-            maps = remake(model, images, targets.to(classifier.device), seeds.to(classifier.device))
-            seconds[i] += time.perf_counter() - start
-            # step 0 against the stored maps (stored in half precision); later steps against step 0's
-            similarities.append(map_similarity(batch.saliency if original is None else original, maps))
-            original = maps if original is None else original
-        for key in SIMILARITIES:
-            columns[key].append(np.stack([s[key] for s in similarities], 1))
-        done += len(batch.rows)
-        # written after every batch: a run stopped early keeps the images it finished
-        values = {key: np.concatenate(columns[key]) for key in SIMILARITIES}  # (n, S)
-        per_image = _table(table, np.concatenate([b.rows for b in batches])[:done], steps, values)
-        summary = _summary(name, steps, blocks, values, seconds, config, facts, done, len(rows))
-        paths = _write(Path(out), per_image, summary)
-        if notify is not None:
-            notify(f"randomisation: {done} of {len(rows)} images, {seconds.sum():.0f} s")
+        blocks = randomisation_blocks(classifier)
+        blocks = blocks[: config.steps] if config.steps else blocks
+        steps = [ORIGINAL_STEP, *(step for step, _ in blocks)]
+        columns: dict[str, list[np.ndarray]] = {key: [] for key in SIMILARITIES}
+        seconds = np.zeros(len(steps))
+        checked: list[np.ndarray] = []
+        skipped: dict[str, str] = {}
+        per_image, summary, paths = pd.DataFrame(), {}, {}
+        for batch in stored_pictures(store, rows, root, batch_size=config.batch_size, workers=config.workers):
+            skipped.update({p: r or "unreadable" for p, r, ok in zip(batch.paths, batch.reasons, batch.ok) if not ok})
+            keep = np.flatnonzero(batch.ok)
+            if len(keep):
+                similarities = _check_batch(classifier, remake, blocks, config.seed, batch.images[keep],
+                                            batch.saliency[keep], table, batch.rows[keep], seed_offset, seconds)
+                for key in SIMILARITIES:
+                    columns[key].append(np.stack([s[key] for s in similarities], 1))
+                checked.append(batch.rows[keep])
+            if not checked:
+                continue
+            # written after every batch: a run stopped early keeps the images it finished
+            values = {key: np.concatenate(columns[key]) for key in SIMILARITIES}  # (n, S)
+            done = np.concatenate(checked)
+            per_image = _table(table, done, steps, values)
+            summary = _summary(name, steps, blocks, values, seconds, config, facts, len(done), len(rows), skipped)
+            paths = _write(Path(out), per_image, summary)
+            if notify is not None:
+                notify(f"randomisation: {len(done)} of {len(rows)} images"
+                       + (f" ({len(skipped)} unreadable, skipped)" if skipped else "") + f", {seconds.sum():.0f} s")
+    if not checked:
+        raise ConfigError(f"none of the {len(rows)} images could be read under {str(root)!r}, e.g. "
+                          f"{next(iter(skipped))!r} ({next(iter(skipped.values()))}); pass the image root with --data")
     return RandomisationRun(per_image, summary, paths)
+
+
+def _check_batch(classifier: Classifier, remake: SaliencyFn, blocks: tuple, seed: int, images: torch.Tensor,
+                 stored: torch.Tensor, table: pd.DataFrame, rows: np.ndarray, seed_offset: int,
+                 seconds: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """The similarities of one batch's maps at every step: images ``(b, 3, H, W)`` in [0, 1], their
+    stored maps ``(b, 1, H, W)``; step 0's re-made maps against the stored ones, each later step's
+    against step 0's. Adds each step's seconds to ``seconds``."""
+    device = classifier.device
+    targets = torch.from_numpy(table["target"].to_numpy()[rows].astype(np.int64)).to(device)
+    seeds = (torch.from_numpy(table["index"].to_numpy()[rows].astype(np.int64)) + seed_offset).to(device)
+    images = images.to(device)
+    similarities, original = [], None
+    # lazily: randomised_models changes one copy step after step, so each is used before the next
+    models = itertools.chain([(ORIGINAL_STEP, classifier)], randomised_models(classifier, blocks, seed))
+    for i, (step, model) in enumerate(models):
+        start = time.perf_counter()
+        # A fresh copy per step: methods cache views of a network by object (captum's ReLU
+        # view, TorchRay's network), which would keep the first randomised step's weights.
+        model = model if i == 0 else copy.deepcopy(model)
+        maps = remake(model, images, targets, seeds)
+        seconds[i] += time.perf_counter() - start
+        # step 0 against the stored maps (stored in half precision); later steps against step 0's
+        similarities.append(map_similarity(stored if original is None else original, maps))
+        original = maps if original is None else original
+    return similarities
 
 
 def _table(store_table: pd.DataFrame, rows: np.ndarray, steps: list[str], values: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -224,7 +254,8 @@ def _table(store_table: pd.DataFrame, rows: np.ndarray, steps: list[str], values
 
 
 def _summary(name: str, steps: list[str], blocks: tuple, values: dict[str, np.ndarray], seconds: np.ndarray,
-             config: RandomisationConfig, facts: dict[str, Any], n: int, planned: int) -> dict[str, Any]:
+             config: RandomisationConfig, facts: dict[str, Any], n: int, planned: int,
+             skipped: dict[str, str]) -> dict[str, Any]:
     def sem(column: np.ndarray) -> float:
         finite = column[np.isfinite(column)]
         return float(finite.std(ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else float("nan")
@@ -236,7 +267,7 @@ def _summary(name: str, steps: list[str], blocks: tuple, values: dict[str, np.nd
         # a constant re-made map (a solver deleting nothing on a random model) has no rank correlation
         "undefined_share": np.isnan(values["spearman_abs"]).mean(0).tolist(),
         "seconds": seconds.tolist(), "seconds_per_image_step": (seconds / n).tolist(),
-        "images_planned": planned,
+        "images_planned": planned, "skipped": dict(skipped),
         "settings": {
             **facts,
             "blocks": [[step, list(modules)] for step, modules in blocks],

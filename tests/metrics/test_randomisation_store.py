@@ -100,3 +100,26 @@ def test_every_step_re_makes_maps_on_its_own_weights(imagenet_folder, tmp_path, 
     expected = map_similarity(original, randomised)
     last = result.table[result.table["step"] == 2]
     np.testing.assert_allclose(last["spearman_abs"].to_numpy(), expected["spearman_abs"], atol=1e-6)
+
+
+def test_an_unreadable_image_is_skipped_and_a_wrong_folder_refused(gradient_store, imagenet_folder, tiny_classifier,
+                                                                   tmp_path, one_thread):
+    import shutil
+
+    from pipeline.errors import ImageReadError
+
+    root = tmp_path / "images"
+    shutil.copytree(imagenet_folder, root)
+    with MaskStore(gradient_store) as store:
+        ok = store.table().query("status == 'ok'")["path"].tolist()
+    (root / ok[1]).write_bytes(b"no longer an image")
+    config = RandomisationConfig(limit=4, steps=1, batch_size=2)
+    result = randomise_store(gradient_store, tmp_path / "rand", tiny_classifier, data_root=root, config=config)
+    assert result.summary["images"] == 3 and result.summary["images_planned"] == 4
+    assert list(result.summary["skipped"]) == [ok[1]]
+    assert set(result.table["path"]) == {ok[0], ok[2], ok[3]}
+    assert result.lines()[-1].startswith("skipped 1 image(s)")
+    with pytest.raises(ImageReadError, match="--data"):  # nothing there: said before any map is made
+        randomise_store(gradient_store, tmp_path / "rand2", tiny_classifier, data_root=tmp_path / "nowhere",
+                        config=config)
+    assert not (tmp_path / "rand2").exists()
