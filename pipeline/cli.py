@@ -292,6 +292,9 @@ def masks(
     amortise: Annotated[Optional[int], typer.Option("--amortise", help="K: solve the first K images fully, train a "
                                                     "predictor on them (in <out>.amortise/), warm-start the rest "
                                                     "and refine them for -n iterations (default 25).")] = None,
+    amortise_epochs: Annotated[Optional[int], typer.Option("--amortise-epochs", help="With --amortise: the "
+                                                           "predictor's epochs over the first K images "
+                                                           "(default: 100).")] = None,
 ) -> None:
     """Solve the masks of a whole folder in batches and store them in HDF5 (resumable).
 
@@ -303,17 +306,20 @@ def masks(
 
     if init is not None and amortise is not None:
         raise PipelineError("--init and --amortise both choose the start; give one of them")
+    if amortise_epochs is not None and amortise is None:
+        raise PipelineError("--amortise-epochs sets the training of --amortise K; give --amortise too")
     config = _solver_config(preset, set_, None if amortise is not None else iterations)
     run = RunConfig(batch_size=_batch_size(batch_size), compile=compile_, targets=_targets(targets, data, limit),
                     **_given(workers=workers, limit=limit, target=target, seed=seed, max_pixels=max_pixels))
     shard = resolve_shard(shard_)
     if amortise is not None:
         preflight(data, limit=run.limit)  # a bad DATA fails before the model loads
-        from .amortise import REFINE_ITERATIONS, run_amortised
+        from .amortise import AMORTISE_EPOCHS, REFINE_ITERATIONS, run_amortised
 
         classifier = _load_model(model, _device(device))
         summary = run_amortised(data, out, classifier, config, amortise, run,
-                                iterations=iterations or REFINE_ITERATIONS, overwrite=overwrite, shard=shard)
+                                iterations=iterations or REFINE_ITERATIONS, epochs=AMORTISE_EPOCHS if amortise_epochs is None else amortise_epochs,
+                                overwrite=overwrite, shard=shard)
         for line in summary.lines():
             typer.echo(line)
         return

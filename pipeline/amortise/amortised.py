@@ -65,7 +65,7 @@ def run_amortised(source: str | Path, out: str | Path, classifier: Classifier, s
         The :class:`pipeline.jobs.run.RunSummary` of the whole run (``solved`` counts both stages).
 
     Raises:
-        ConfigError: ``first`` < 1, a preset a predictor does not serve, a targets file, early
+        ConfigError: ``first`` or ``epochs`` < 1, a preset a predictor does not serve, a targets file, early
             stopping, a configuration without a preset name, a sharded run; StoreError: ``out`` was made otherwise.
     """
     from ..jobs.run import RunSummary, run_masks
@@ -77,6 +77,8 @@ def run_amortised(source: str | Path, out: str | Path, classifier: Classifier, s
         raise ConfigError("--amortise runs in one process; it does not shard")
     if isinstance(first, bool) or not isinstance(first, int) or first < 1:
         raise ConfigError(f"--amortise K must be an integer >= 1, got {first!r}")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"--amortise-epochs must be an integer >= 1, got {epochs!r}")
     check_preset(solver)
     if run.targets is not None:
         raise ConfigError("--amortise trains with --target top1 or label; a --targets file is not supported")

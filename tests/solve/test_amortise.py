@@ -409,6 +409,13 @@ def test_the_commands_train_a_predictor_and_warm_start_a_store_from_it(tiny, fol
     assert result.exit_code == 0 and "0 solved now, 6 already done" in result.output
     result, errors = _cli([*solve_args, "--init", predictors[1]])  # another predictor: refused, not resumed
     assert result.exit_code == 1 and len(errors) == 1, result.output
+    # --amortise K through the command line, with its training's epochs
+    amortised = tmp_path / "a.h5"
+    result, errors = _cli(["masks", folder, "--out", amortised, "-n", "1", "-b", "2", "--workers", "0", "--device",
+                           "cpu", "--amortise", "2", "--amortise-epochs", "2", *common])
+    assert result.exit_code == 0 and not errors, result.output
+    with MaskStore(amortised) as made:
+        assert len(made) == 6 and made.config["init"]["amortise"] == 2 and made.config["init"]["epochs"] == 2
 
 
 @pytest.mark.parametrize("args, message", [
@@ -419,6 +426,8 @@ def test_the_commands_train_a_predictor_and_warm_start_a_store_from_it(tiny, fol
     (["masks", "{folder}", "--out", "{tmp}/m.h5", "--init", "{tmp}/p.pt", "--amortise", "2"], "give one of them"),
     (["masks", "{folder}", "--out", "{tmp}/m.h5", "--amortise", "0"], "--amortise K"),
     (["masks", "{folder}", "--out", "{tmp}/m.h5", "--amortise", "2", "-p", "extremal"], "deletion game"),
+    (["masks", "{folder}", "--out", "{tmp}/m.h5", "--amortise-epochs", "3"], "give --amortise too"),
+    (["masks", "{folder}", "--out", "{tmp}/m.h5", "--amortise", "2", "--amortise-epochs", "0"], "--amortise-epochs"),
 ])
 def test_the_commands_refuse_bad_input_with_one_error_line(tiny, folder, tmp_path, monkeypatch, args, message):
     monkeypatch.setattr("pipeline.cli._load_model", lambda spec, device: tiny)
