@@ -317,9 +317,9 @@ def masks(
         from .amortise import AMORTISE_EPOCHS, REFINE_ITERATIONS, run_amortised
 
         classifier = _load_model(model, _device(device))
-        summary = run_amortised(data, out, classifier, config, amortise, run,
-                                iterations=iterations or REFINE_ITERATIONS, epochs=AMORTISE_EPOCHS if amortise_epochs is None else amortise_epochs,
-                                overwrite=overwrite, shard=shard)
+        epochs = AMORTISE_EPOCHS if amortise_epochs is None else amortise_epochs
+        summary = run_amortised(data, out, classifier, config, amortise, run, iterations=iterations or REFINE_ITERATIONS,
+                                epochs=epochs, overwrite=overwrite, shard=shard)
         for line in summary.lines():
             typer.echo(line)
         return

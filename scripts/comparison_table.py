@@ -31,11 +31,13 @@ LONG_NAMES = {"deletion_auc_zero": "deletion AUC, zeros (lower)", "deletion_auc_
 def table(comparison: pd.DataFrame, short: bool) -> list[str]:
     """The markdown lines of ``comparison`` (comparison.csv's columns)."""
     names = [name for _, name in COLUMNS] if short else [LONG_NAMES[metric] for metric, _ in COLUMNS]
-    lines = ["| method | images | " + " | ".join(names) + " |", "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
+    lines = ["| method | images | " + " | ".join(names) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
     for run in comparison["run"].unique():
         rows = comparison[comparison["run"] == run].set_index("metric")
         images = int(rows.loc["deletion_auc_zero", "n"]) if "deletion_auc_zero" in rows.index else 0
-        lines.append(f"| `{run}` | {images} | " + " | ".join(_cell(rows, metric, short) for metric, _ in COLUMNS) + " |")
+        cells = [_cell(rows, metric, short) for metric, _ in COLUMNS]
+        lines.append(f"| `{run}` | {images} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -121,8 +121,8 @@ def test_no_test_imports_a_test_module_or_a_benchmark():
         for node in ast.walk(ast.parse(path.read_text())):
             modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
                 [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-            found += [f"{path.relative_to(ROOT)}: {m}" for m in modules
-                      if m.startswith("benchmarks") or (m.startswith("tests.") and m.split(".")[-1].startswith("test_"))]
+            found += [f"{path.relative_to(ROOT)}: {m}" for m in modules if m.startswith("benchmarks")
+                      or (m.startswith("tests.") and m.split(".")[-1].startswith("test_"))]
     assert not found, found
 
 

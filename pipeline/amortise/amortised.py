@@ -65,8 +65,9 @@ def run_amortised(source: str | Path, out: str | Path, classifier: Classifier, s
         The :class:`pipeline.jobs.run.RunSummary` of the whole run (``solved`` counts both stages).
 
     Raises:
-        ConfigError: ``first`` or ``epochs`` < 1, a preset a predictor does not serve, a targets file, early
-            stopping, a configuration without a preset name, a sharded run; StoreError: ``out`` was made otherwise.
+        ConfigError: ``first`` or ``epochs`` < 1, a preset a predictor does not serve, a targets
+            file, early stopping, a configuration without a preset name, a sharded run;
+            StoreError: ``out`` was made otherwise.
     """
     from ..jobs.run import RunSummary, run_masks
     from ..jobs.settings import RunConfig, store_config

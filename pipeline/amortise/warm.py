@@ -5,8 +5,8 @@ off: the warm-up exists to shrink the paper's uniform random start, which a pred
 longer is; docs/method.md, "Amortised masks", has the measurement), :func:`predict_masks` gives
 the starting masks of a batch, :func:`warm_solve` chains them into
 :func:`pipeline.solve.solver.solve_problem` on one :func:`warm_problem` (one forward pass of the
-clean batch serves the prediction, the extent search and the solver), and :func:`init_record` is what a store made this way records
-(the predictor's identity) beside its solver configuration.
+clean batch serves the prediction, the extent search and the solver), and :func:`init_record` is
+what a store made this way records (the predictor's identity) beside its solver configuration.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from ..solve.solver import Callback, batch_problem, solve_problem
 from .predictor import MaskPredictor, capture, check_classifier, head_masks, load_predictor, predict
 from .train import check_preset
 
-__all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "warm_problem", "extent_search", "warm_solve",
-           "init_record", "WarmStart", "load_warm_start"]
+__all__ = ["EXTENTS", "REFINE_ITERATIONS", "warm_config", "predict_masks", "warm_problem", "extent_search",
+           "warm_solve", "init_record", "WarmStart", "load_warm_start"]
 
 REFINE_ITERATIONS = 25
 """Refinement iterations after a predicted start, when not told otherwise (docs/method.md)."""
@@ -60,7 +60,8 @@ def warm_config(config: SolverConfig, iterations: int | None = REFINE_ITERATIONS
 
 def predict_masks(predictor: MaskPredictor, classifier: Classifier, images: torch.Tensor,
                   config: SolverConfig, targets: torch.Tensor | None = None,
-                  extents: Sequence[float] = (), seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  extents: Sequence[float] = (),
+                  seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The predicted starting masks of a batch: ``(B, 1, h, w)`` in (0, 1) with ``h = config.mask.size``,
     and the targets ``(B,)`` (the top-1 prediction where ``targets`` is None); on the classifier's device.
 

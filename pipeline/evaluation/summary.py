@@ -20,7 +20,8 @@ from ..metrics import (
 )
 from ..store import STATUS_OK
 
-from .settings import AUC_COLUMNS, COMPLEXITY_COLUMNS, CURVE_METRIC, METRICS, ROAD_SUMMARY, EvalConfig, metric_direction, road_column
+from .settings import (AUC_COLUMNS, COMPLEXITY_COLUMNS, CURVE_METRIC, METRICS, ROAD_SUMMARY, EvalConfig, metric_direction,
+                       road_column)
 
 
 STAT_COLUMNS = ("area", "tv", "p_original", "p_perturbed", "p_final", "score_drop")

@@ -152,7 +152,7 @@ def _up_to_date(recorded: str | None, stamp: Mapping[str, Any], evaluation: Eval
     if not isinstance(made, dict) or any(made.get(key) != stamp[key] for key in stamp if key != "eval"):
         return False
     settings = made.get("eval")
-    if isinstance(settings, str):  # stamps before 2026-12-07 hold repr(EvalConfig(...))
+    if isinstance(settings, str):  # stamps of earlier versions hold repr(EvalConfig(...))
         settings = _repr_settings(settings)
     return isinstance(settings, dict) and evaluation.reproduces(settings)
 

@@ -29,7 +29,8 @@ from tests.helpers.models import classifier_of, tiny_convnet
 SIZE = (32, 32)
 
 
-def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_folder, tiny_classifier, tmp_path, one_thread):
+def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_folder, tiny_classifier, tmp_path,
+                                                       one_thread):
     config = RandomisationConfig(limit=4, seed=7, batch_size=3)
     result = randomise_store(gradient_store, tmp_path / "rand", tiny_classifier, config=config)
     summary = json.loads((tmp_path / "rand" / "randomisation.json").read_text())
@@ -60,7 +61,8 @@ def test_method_store_first_step_differs_from_identity(gradient_store, imagenet_
 def test_solver_store_is_re_solved_with_its_seeds(imagenet_folder, tiny_classifier, tmp_path, one_thread):
     solver = resolve("paper-fast", ["mask.size=8"], iterations=3)
     store = tmp_path / "masks.h5"
-    run_masks(imagenet_folder, store, tiny_classifier, solver, RunConfig(batch_size=2, workers=0, progress=False, seed=5))
+    run_masks(imagenet_folder, store, tiny_classifier, solver,
+              RunConfig(batch_size=2, workers=0, progress=False, seed=5))
     result = randomise_store(store, tmp_path / "rand", tiny_classifier, config=RandomisationConfig(limit=3, steps=1))
     assert result.summary["steps"] == ["original", "4"]
     identity = result.table[result.table["step"] == 0]
