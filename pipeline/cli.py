@@ -102,7 +102,7 @@ ShardOpt = Annotated[Optional[str], typer.Option("--shard", help="I/N: do only t
 
 _RESUMES = "mask stores keep every finished batch; the same command resumes them"
 _INTERRUPTED = {"randomisation": "the similarities of the finished batches are written in --out; the same "
-                                 "command starts the check again"}
+                                 "command resumes the check"}
 """What an interrupted command keeps, where it is not a resumable store."""
 
 

@@ -42,6 +42,7 @@ import torch
 from ..config import from_dict
 from ..errors import ConfigError
 from ..evaluation import RANDOMISATION_FILES, check_images_present, stored_pictures
+from ..identity import run_key
 from ..metrics import map_similarity, randomisation_blocks, randomised_models
 from ..models import Classifier
 from ..solve import masks as masklib
@@ -159,7 +160,9 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
         notify: called with a line after each step (progress).
 
     Images are read batch by batch; one missing or unreadable is skipped and named in the
-    summary's ``skipped``.
+    summary's ``skipped``. The files in ``out`` are written after every batch, and a check stopped
+    there resumes: the same store, method, seed and blocks go on from the images it finished (a
+    larger ``limit`` extends it; other settings replace it).
 
     Raises:
         StoreError: the store cannot be read. ConfigError: an imported store, another model, a
@@ -184,12 +187,18 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
         blocks = randomisation_blocks(classifier)
         blocks = blocks[: config.steps] if config.steps else blocks
         steps = [ORIGINAL_STEP, *(step for step, _ in blocks)]
-        columns: dict[str, list[np.ndarray]] = {key: [] for key in SIMILARITIES}
-        seconds = np.zeros(len(steps))
-        checked: list[np.ndarray] = []
-        skipped: dict[str, str] = {}
+        resume_key = run_key({"store": store.run_key, "method": name, "seed": config.seed,
+                              "blocks": [[step, list(modules)] for step, modules in blocks]})
+        earlier = _earlier(Path(out), resume_key, table, steps, rows)  # a stopped check of the same settings goes on
+        columns = {k: [earlier.values[k]] if earlier.rows.size else [] for k in SIMILARITIES}
+        seconds, skipped = earlier.seconds.copy(), {}  # images skipped before are tried again
+        checked: list[np.ndarray] = [earlier.rows] if earlier.rows.size else []
         per_image, summary, paths = pd.DataFrame(), {}, {}
-        for batch in stored_pictures(store, rows, root, batch_size=config.batch_size, workers=config.workers):
+        todo = rows[~np.isin(rows, earlier.rows)]
+        if earlier.rows.size and notify is not None:
+            notify(f"randomisation: resuming after {earlier.rows.size} of {len(rows)} images" if todo.size
+                   else f"randomisation: all {len(rows)} images were checked before; nothing to do")
+        for batch in stored_pictures(store, todo, root, batch_size=config.batch_size, workers=config.workers):
             skipped.update({p: r or "unreadable" for p, r, ok in zip(batch.paths, batch.reasons, batch.ok) if not ok})
             keep = np.flatnonzero(batch.ok)
             if len(keep):
@@ -205,10 +214,13 @@ def randomise_store(store_path: str | Path, out: str | Path, classifier: Classif
             done = np.concatenate(checked)
             per_image = _table(table, done, steps, values)
             summary = _summary(name, steps, blocks, values, seconds, config, facts, len(done), len(rows), skipped)
+            summary["resume_key"] = resume_key
             paths = _write(Path(out), per_image, summary)
             if notify is not None:
                 notify(f"randomisation: {len(done)} of {len(rows)} images"
                        + (f" ({len(skipped)} unreadable, skipped)" if skipped else "") + f", {seconds.sum():.0f} s")
+    if not todo.size and checked:  # finished before: the files stay as they are
+        return _finished(Path(out))
     if not checked:
         raise ConfigError(f"none of the {len(rows)} images could be read under {str(root)!r}, e.g. "
                           f"{next(iter(skipped))!r} ({next(iter(skipped.values()))}); pass the image root with --data")
@@ -239,6 +251,45 @@ def _check_batch(classifier: Classifier, remake: SaliencyFn, blocks: tuple, seed
         similarities.append(map_similarity(stored if original is None else original, maps))
         original = maps if original is None else original
     return similarities
+
+
+@dataclass(frozen=True)
+class _Earlier:
+    """What a stopped check of the same settings left in the output folder: its store rows ``(n,)``
+    and their similarities ``(n, S)`` per key, and the seconds per step."""
+
+    rows: np.ndarray
+    values: dict[str, np.ndarray]
+    seconds: np.ndarray
+
+
+def _earlier(out: Path, key: str, table: pd.DataFrame, steps: list[str], rows: np.ndarray) -> _Earlier:
+    """The check already in ``out`` when its ``resume_key`` is ``key`` (the same store, method, seed
+    and blocks) and its images are among ``rows`` (a larger ``limit`` extends it); else nothing,
+    and a check with other settings is replaced."""
+    none = _Earlier(np.zeros(0, np.int64), {}, np.zeros(len(steps)))
+    try:
+        summary = json.loads((out / RANDOMISATION_FILES["json"]).read_text())
+        if summary.get("resume_key") != key:
+            return none
+        frame = pd.read_csv(out / RANDOMISATION_FILES["csv"])
+    except (OSError, ValueError):  # absent, unreadable, or written by a version without the key
+        return none
+    position = pd.Series(np.arange(len(table)), index=table["index"].to_numpy())
+    indices = frame["index"].to_numpy()[:: len(steps)]
+    if len(frame) != len(indices) * len(steps) or not set(indices) <= set(position.index):
+        return none
+    done = position[indices].to_numpy()
+    if not np.isin(done, rows).all():
+        return none
+    values = {k: frame[k].to_numpy(np.float64).reshape(len(indices), len(steps)) for k in SIMILARITIES}
+    return _Earlier(done, values, np.asarray(summary["seconds"], np.float64))
+
+
+def _finished(out: Path) -> RandomisationRun:
+    """The run of a check already complete in ``out`` (nothing re-made)."""
+    paths = {kind: out / name for kind, name in RANDOMISATION_FILES.items()}
+    return RandomisationRun(pd.read_csv(paths["csv"]), json.loads(paths["json"].read_text()), paths)
 
 
 def _table(store_table: pd.DataFrame, rows: np.ndarray, steps: list[str], values: dict[str, np.ndarray]) -> pd.DataFrame:

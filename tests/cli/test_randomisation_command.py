@@ -40,4 +40,4 @@ def test_an_interrupted_check_says_what_it_keeps(imagenet_folder, tiny_model, tm
     result = runner.invoke(app, ["randomisation", str(store), "--out", str(tmp_path / "rand")])
     assert result.exit_code == 130
     last = [line for line in result.output.splitlines() if line.strip()][-1]
-    assert last.startswith("interrupted: the similarities of the finished batches") and "resumes" not in last
+    assert last.startswith("interrupted: the similarities of the finished batches") and "resumes the check" in last

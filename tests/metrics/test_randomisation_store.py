@@ -125,3 +125,33 @@ def test_an_unreadable_image_is_skipped_and_a_wrong_folder_refused(gradient_stor
         randomise_store(gradient_store, tmp_path / "rand2", tiny_classifier, data_root=tmp_path / "nowhere",
                         config=config)
     assert not (tmp_path / "rand2").exists()
+
+
+def test_a_stopped_check_resumes_to_the_uninterrupted_files(gradient_store, tiny_classifier, tmp_path, one_thread):
+    config = RandomisationConfig(limit=4, steps=1, batch_size=2)
+    whole = randomise_store(gradient_store, tmp_path / "whole", tiny_classifier, config=config)
+    lines = []
+
+    def stop_after_first_batch(line):
+        lines.append(line)
+        raise KeyboardInterrupt  # the files of the first batch are written before this
+
+    with pytest.raises(KeyboardInterrupt):
+        randomise_store(gradient_store, tmp_path / "part", tiny_classifier, config=config, notify=stop_after_first_batch)
+    assert json.loads((tmp_path / "part" / "randomisation.json").read_text())["images"] == 2
+    lines.clear()
+    resumed = randomise_store(gradient_store, tmp_path / "part", tiny_classifier, config=config, notify=lines.append)
+    assert lines[0] == "randomisation: resuming after 2 of 4 images" and len(lines) == 2  # one batch re-made
+    assert (tmp_path / "part" / "randomisation.csv").read_text() == (tmp_path / "whole" / "randomisation.csv").read_text()
+    for key in ("spearman_abs", "ssim", "hog_pearson"):
+        np.testing.assert_allclose(resumed.summary["mean"][key], whole.summary["mean"][key], rtol=1e-12)
+    # complete: nothing re-made; another seed replaces the check instead of resuming it
+    lines.clear()
+    again = randomise_store(gradient_store, tmp_path / "part", tiny_classifier, config=config, notify=lines.append)
+    assert lines == ["randomisation: all 4 images were checked before; nothing to do"]
+    assert again.summary["images"] == 4 and again.table["index"].tolist() == resumed.table["index"].tolist()
+    np.testing.assert_allclose(again.table["ssim"], resumed.table["ssim"], rtol=1e-6)
+    lines.clear()
+    other = RandomisationConfig(limit=4, steps=1, batch_size=2, seed=3)
+    randomise_store(gradient_store, tmp_path / "part", tiny_classifier, config=other, notify=lines.append)
+    assert not any("resuming" in line for line in lines) and len(lines) == 2
