@@ -37,6 +37,8 @@ _API: dict[str, str] = {
     # solving masks
     "solve": "pipeline.solve", "SolveResult": "pipeline.solve", "solve_stream": "pipeline.solve",
     "StreamBatch": "pipeline.solve",
+    # long CPU runs: glibc keeps freed memory instead of page-faulting it in every iteration
+    "retain_freed_memory": "pipeline.allocator",
     # attribution in Captum's conventions
     "MeaningfulPerturbation": "pipeline.attribution", "PerturbationResult": "pipeline.attribution",
     # dataset jobs

@@ -815,5 +815,8 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    from .allocator import retain_freed_memory
+
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    retain_freed_memory()  # else a CPU solve page-faults its large temporaries in at every iteration
     app()

@@ -24,6 +24,7 @@ MODES: dict[str, str] = {
     "methods": "images/s of each saliency method batched against a per-image loop; RISE against TorchRay's",
     "road": "ROAD's imputation: the batched linear solver against the reference's per-image spsolve",
     "amortise": "amortised masks: a mask predictor trained on sample images, then refinement, against paper(-fast)",
+    "allocator": "a CPU solve with glibc's default allocator against keeping freed memory (what perturb sets)",
     "first-hour": "seconds to an error on a bad path, a complete store's re-run, the first batch (from start and from the model loaded): against another checkout",
 }
 """Mode name -> one line of what it measures."""

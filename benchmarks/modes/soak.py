@@ -2,7 +2,8 @@
 
 The development images are linked under ``--images`` names (``img_00000.JPEG`` ...; symbolic links
 to the sorted development set, round robin) in a temporary flat folder, and ``perturb masks`` runs
-over it in this process (the command line's own entry point, ``--model``: by default the tests' tiny
+over it in this process (the command line's own entry point, with the allocator setting of
+``perturb``'s start unless ``--allocator default``; ``--model``: by default the tests' tiny
 TorchScript net, ``tests.helpers.models.tiny_torchscript``, since the pipeline's memory is under test and a real model costs seconds per image on a
 shared CPU; ``--iterations`` solver iterations,
 ``--batch-size`` images per batch, ``--workers`` decoding processes). After each batch is committed
@@ -93,12 +94,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-growth", type=float, default=0.05, help="growth allowed (default 0.05: 5%%)")
     parser.add_argument("--set", dest="set_", action="append", default=None,
                         help="solver override passed on (default: perturbation.kind=constant, the cheapest)")
+    parser.add_argument("--allocator", choices=("retain", "default"), default="retain",
+                        help="retain: glibc keeps freed memory, as the perturb command sets it "
+                             "(pipeline.allocator); default: glibc's own behaviour")
 
 
 def run(args, device: torch.device, results) -> int:
+    from pipeline.allocator import retain_freed_memory
     from pipeline.cli import app
     from pipeline.store import MaskWriter
 
+    retained = retain_freed_memory() if args.allocator == "retain" else False  # perturb's main() does this
     samples: list[dict] = []
     start = time.perf_counter()
     append = MaskWriter.append
@@ -138,7 +144,8 @@ def run(args, device: torch.device, results) -> int:
     summary = {"model": args.model, "overrides": " ".join(overrides), "threads": torch.get_num_threads(),
                "images": args.images, "images_done": done[-1], "complete": done[-1] == args.images,
                "iterations": args.iterations, "batch_size": args.batch_size, "workers": args.workers,
-               "batches": len(samples), "wall_s": round(wall, 1), "loadavg_end": load_average()}
+               "batches": len(samples), "wall_s": round(wall, 1), "allocator": args.allocator,
+               "retained": retained, "loadavg_end": load_average()}
     columns = ["rss_main_mib", "rss_total_mib"] + (["cuda_allocated_mib", "cuda_reserved_mib"]
                                                    if device.type == "cuda" else [])
     verdict = True
