@@ -48,10 +48,11 @@ from .discover import IMAGE_EXTENSIONS, ImageRecord, discover
 # The torch side (datasets and loaders) loads on first use, so finding images and checking a
 # command's input (before a model is loaded) does not import torch.
 _TORCH_SIDE = {name: ".dataset" for name in ("ImageDataset", "collate", "make_loader", "read_input",
-                                              "resize_pixels", "to_input")}
+                                              "resize_pixels", "stop_workers", "to_input")}
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_DECODED_PIXELS", "REASONS", "ImageDataset", "ImageRecord", "collate",
-           "decode_image", "discover", "load_image", "make_loader", "read_input", "resize_pixels", "to_input"]
+           "decode_image", "discover", "load_image", "make_loader", "read_input", "resize_pixels", "stop_workers",
+           "to_input"]
 
 
 def __getattr__(name: str) -> Any:

@@ -167,6 +167,18 @@ def make_loader(
     )
 
 
+def stop_workers(loader: DataLoader) -> None:
+    """Shut down ``loader``'s decoding workers now (a no-op without workers). A run calls it when it
+    ends, interrupted or not: its persistent workers would otherwise live until the loader is
+    collected, which after an interrupt (the traceback keeps the loader) can be the interpreter's
+    exit, where they are left to notice on their own that the main process is gone."""
+    iterator = getattr(loader, "_iterator", None)  # torch keeps persistent workers' iterator there
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+        loader._iterator = None
+
+
 def _ignore_sigterm(worker_id: int) -> None:
     """Decoding workers leave a SIGTERM sent to the whole process group (``timeout``, Slurm's
     preemption) to the main process, which stops the run as Ctrl-C does and shuts them down; a

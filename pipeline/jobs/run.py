@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import SolverConfig
-from ..data import ImageDataset, discover, make_loader
+from ..data import ImageDataset, discover, make_loader, stop_workers
 from ..distributed import Shard
 from ..errors import ConfigError, DeviceMemoryError
 from ..models import Classifier
@@ -222,13 +222,16 @@ def _fill_store(records: list, out: str | Path, indices: Iterable[int], classifi
         loader = make_loader(dataset, batch_size, run.workers, indices=todo)
         with tqdm(total=len(mine), initial=summary.resumed, unit="img", disable=not run.progress,
                   desc=desc, dynamic_ncols=True) as bar:
-            done_rows = stream_fn(loader, records) if stream_fn else (batch_fn(batch, records) for batch in loader)
-            for rows, masks in done_rows:
-                writer.append(rows, masks)
-                status = rows["status"]
-                summary.solved += sum(s == STATUS_OK for s in status)
-                summary.skipped.update(r for s, r in zip(status, rows["reason"]) if s == STATUS_SKIPPED)
-                bar.update(len(status))
+            try:
+                done_rows = stream_fn(loader, records) if stream_fn else (batch_fn(batch, records) for batch in loader)
+                for rows, masks in done_rows:
+                    writer.append(rows, masks)
+                    status = rows["status"]
+                    summary.solved += sum(s == STATUS_OK for s in status)
+                    summary.skipped.update(r for s, r in zip(status, rows["reason"]) if s == STATUS_SKIPPED)
+                    bar.update(len(status))
+            finally:  # the workers stop while this process is alive to stop them, interrupted or not
+                stop_workers(loader)
     return summary
 
 

@@ -293,6 +293,20 @@ def test_loader_yields_every_index_once(zoo, workers):
     }
 
 
+def test_stop_workers_ends_the_decoding_processes_mid_iteration(zoo):
+    import multiprocessing
+
+    from pipeline.data import stop_workers
+
+    loader = make_loader(ImageDataset(discover(zoo), size=32), batch_size=1, workers=2, pin_memory=False)
+    batches = iter(loader)
+    next(batches)  # the workers run, with batches prefetched
+    assert len(multiprocessing.active_children()) >= 2
+    stop_workers(loader)
+    assert not multiprocessing.active_children()
+    stop_workers(make_loader(ImageDataset(discover(zoo), size=32), batch_size=1, workers=0))  # no workers: nothing
+
+
 def test_loader_subset_keeps_order_and_original_indices(zoo):
     dataset = ImageDataset(discover(zoo), size=32)
     batches = list(make_loader(dataset, batch_size=2, workers=0, indices=[7, 2, 9]))

@@ -104,7 +104,7 @@ def test_sigterm_stops_a_run_like_ctrl_c(imagenet_folder, tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     lines = stderr.strip().splitlines()
-    assert lines[-1] == "interrupted: mask stores keep every finished batch; the same command resumes them"
+    assert lines[-1] == "interrupted: mask stores keep every finished batch; the same command resumes them", stderr
     assert "Traceback" not in stderr and "Error" not in stderr, stderr
     assert not parts_dir(out).exists() and not out.with_name("term.h5.lock").exists()
     with MaskStore(out) as store:
