@@ -269,10 +269,11 @@ def _earlier(out: Path, key: str, table: pd.DataFrame, steps: list[str], rows: n
     and a check with other settings is replaced."""
     none = _Earlier(np.zeros(0, np.int64), {}, np.zeros(len(steps)))
     try:
-        summary = json.loads((out / RANDOMISATION_FILES["json"]).read_text())
+        paths = _paths(out)
+        summary = json.loads(paths["json"].read_text())
         if summary.get("resume_key") != key:
             return none
-        frame = pd.read_csv(out / RANDOMISATION_FILES["csv"])
+        frame = pd.read_csv(paths["csv"])
     except (OSError, ValueError):  # absent, unreadable, or written by a version without the key
         return none
     position = pd.Series(np.arange(len(table)), index=table["index"].to_numpy())
@@ -286,9 +287,14 @@ def _earlier(out: Path, key: str, table: pd.DataFrame, steps: list[str], rows: n
     return _Earlier(done, values, np.asarray(summary["seconds"], np.float64))
 
 
+def _paths(out: Path) -> dict[str, Path]:
+    """The check's files in ``out``: :data:`RANDOMISATION_FILES` kind -> path."""
+    return {kind: out / name for kind, name in RANDOMISATION_FILES.items()}
+
+
 def _finished(out: Path) -> RandomisationRun:
     """The run of a check already complete in ``out`` (nothing re-made)."""
-    paths = {kind: out / name for kind, name in RANDOMISATION_FILES.items()}
+    paths = _paths(out)
     return RandomisationRun(pd.read_csv(paths["csv"]), json.loads(paths["json"].read_text()), paths)
 
 
@@ -359,7 +365,7 @@ def _write(out: Path, per_image: pd.DataFrame, summary: dict[str, Any]) -> dict[
     from ..report.figures import randomisation_figure
 
     out.mkdir(parents=True, exist_ok=True)
-    paths = {key: out / name for key, name in RANDOMISATION_FILES.items()}
+    paths = _paths(out)
     per_image.to_csv(paths["csv"], index=False)
     paths["json"].write_text(json.dumps(_finite(summary), indent=2, default=str) + "\n")
     paths["png"].write_bytes(png_bytes(randomisation_figure({summary["method"]: summary})))
